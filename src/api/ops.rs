@@ -1,0 +1,45 @@
+//! Operational routes: `GET /healthz`, and the JSON answers for unknown routes and methods.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::{ApiError, AppState, Ctx};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// 200 `{"status":"ok"}` while serving; 503 `{"status":"stopping"}` during a graceful stop.
+async fn healthz(State(sim): State<AppState>) -> Response {
+    let d = &sim.dispatcher;
+    let (code, status) = if d.is_stopping() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    (
+        code,
+        axum::Json(json!({ "status": status, "queued": d.queued(), "in_flight": d.in_flight() })),
+    )
+        .into_response()
+}
+
+pub async fn not_found(ctx: Ctx) -> ApiError {
+    ctx.error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see the README for the REST API",
+    )
+}
+
+pub async fn method_not_allowed(ctx: Ctx) -> ApiError {
+    ctx.error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that HTTP method",
+    )
+}

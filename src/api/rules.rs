@@ -1,0 +1,60 @@
+//! `GET /app-id/{app_id}/callbacks/rules` (SPEC §8.3): each rule with its live state and counts.
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Serialize;
+
+use super::{ApiError, AppState, Ctx, query_pairs};
+use crate::domain::{CallbackUrl, RuleKind, RuleName};
+use crate::runtime::StatsSnapshot;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/app-id/{app_id}/callbacks/rules", get(get_rules))
+}
+
+#[derive(Serialize)]
+struct RuleStatus<'a> {
+    name: &'a RuleName,
+    kind: RuleKind,
+    url: &'a CallbackUrl,
+    enabled: bool,
+    /// `active`, `banned` or `disabled`.
+    state: &'static str,
+    banned_until: Option<String>,
+    ban_level: u32,
+    failures_in_window: u32,
+    #[serde(flatten)]
+    stats: StatsSnapshot,
+}
+
+async fn get_rules(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app_id = app_id.map(|Path(a)| a).unwrap_or_default();
+    let app = ctx.authorize(&sim, &app_id, &headers)?;
+    query_pairs(&ctx, query.as_deref(), &[])?;
+    let rules: Vec<RuleStatus> = app
+        .rules
+        .iter()
+        .map(|r| RuleStatus {
+            name: &r.config.name,
+            kind: r.config.kind,
+            url: &r.config.url,
+            enabled: r.config.enabled,
+            state: if r.config.enabled { "active" } else { "disabled" },
+            banned_until: None,
+            ban_level: 0,
+            failures_in_window: 0,
+            stats: r.stats.snapshot(),
+        })
+        .collect();
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), rules, None))
+}

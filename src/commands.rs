@@ -1,0 +1,90 @@
+//! The command-line commands (SPEC §9), as library functions `main` calls.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::dialect::agora;
+use crate::server::Server;
+use crate::sink::{Sink, SinkOptions};
+
+/// `callback-sim serve`: the REST API and dispatcher until SIGINT/SIGTERM.
+pub async fn serve(config_path: &Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("callback-sim listening on {}", server.base_url());
+    tracing::info!(addr = %server.addr(), "serving");
+    shutdown_signal().await;
+    eprintln!("stopping: finishing callbacks in flight (at most 5 s)…");
+    server.shutdown().await;
+    eprintln!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// `callback-sim sign`: the agora signature, for people writing their verifier.
+pub fn sign(call_id: &str, secret: &str, timestamp: u64) -> ExitCode {
+    println!("{}", agora::sign(call_id, secret, timestamp));
+    ExitCode::SUCCESS
+}
+
+/// `callback-sim sink`: a receiver until Ctrl-C, then a summary.
+pub async fn sink(opts: SinkOptions) -> ExitCode {
+    if !(0.0..=1.0).contains(&opts.fail_rate) {
+        eprintln!("error: --fail-rate must be between 0 and 1, got {}", opts.fail_rate);
+        return ExitCode::from(2);
+    }
+    if let Some(s) = opts.status
+        && !(100..=999).contains(&s)
+    {
+        eprintln!("error: --status must be an HTTP status code (100-999), got {s}");
+        return ExitCode::from(2);
+    }
+    let sink = match Sink::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot start the sink: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("sink listening on http://{}", sink.addr());
+    shutdown_signal().await;
+    let summary = sink.stop().await;
+    println!("sink summary: {summary}");
+    ExitCode::SUCCESS
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

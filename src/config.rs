@@ -1,0 +1,920 @@
+//! `config.toml` (SPEC §2): the raw file format, and its validation into typed settings.
+//!
+//! Parsing happens in two steps. `serde` reads the file into `raw` structs that reject unknown
+//! keys; `validate` then turns them into [`Config`], checking every value and filling the
+//! dialect-dependent defaults. Every error names the file, the key path and what to fix.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+
+use crate::domain::{AppId, CallbackUrl, ChatType, Dialect, EventType, MessageType, OnFailure, RuleKind, RuleName};
+
+/// A config problem: where it is and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The file (or "<inline>" for text built in code).
+    pub origin: String,
+    /// Dotted key path, e.g. `apps[0].rules[1].url`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+/// A string that must never be printed: rule secrets and app tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(s: &str) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for signing and comparing. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub delivery: DeliveryConfig,
+    pub ban: BanConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub concurrency: usize,
+    pub queue_capacity: usize,
+    pub max_response_chars: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanConfig {
+    pub failure_threshold: u32,
+    pub window: Duration,
+    pub base: Duration,
+    pub max_level: u32,
+    pub level_memory: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub retention: Duration,
+    pub utc_offset: FixedOffset,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub rate_per_sec: u32,
+    pub burst: u32,
+}
+
+/// One tenant.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub id: AppId,
+    pub token: Secret,
+    pub dialect: Dialect,
+    pub sdk_app_id: u64,
+    pub exception_store: bool,
+    pub max_rules: usize,
+    pub policy: DeliveryPolicy,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// How post-send callbacks of an app are attempted (SPEC §2, defaults by dialect).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeliveryPolicy {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub bans: bool,
+}
+
+impl DeliveryPolicy {
+    /// SPEC §2 / seed 002: agora waits 60 s, retries once at once, bans.
+    /// Tencent (seed 003): 2 s, no retry, no ban.
+    pub fn default_for(dialect: Dialect) -> Self {
+        match dialect {
+            Dialect::Agora => Self {
+                timeout: Duration::from_secs(60),
+                retries: 1,
+                bans: true,
+            },
+            Dialect::Tencent => Self {
+                timeout: Duration::from_secs(2),
+                retries: 0,
+                bans: false,
+            },
+        }
+    }
+}
+
+/// A set of vocabulary values where "empty" in the file means "all".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filter(u32);
+
+impl Filter {
+    pub const ALL: Filter = Filter(u32::MAX);
+
+    fn from_indices(indices: impl IntoIterator<Item = usize>) -> Self {
+        let mask = indices.into_iter().fold(0u32, |m, i| m | (1 << i));
+        if mask == 0 { Self::ALL } else { Filter(mask) }
+    }
+
+    pub fn allows(self, index: usize) -> bool {
+        self.0 & (1 << index) != 0
+    }
+}
+
+/// One callback rule.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    pub name: RuleName,
+    pub url: CallbackUrl,
+    pub secret: Secret,
+    pub kind: RuleKind,
+    pub enabled: bool,
+    pub chat_types: Filter,
+    pub message_types: Filter,
+    pub event_types: Filter,
+    pub include_rest: bool,
+    pub pre_send: PreSendConfig,
+    pub tls: TlsConfig,
+}
+
+impl RuleConfig {
+    pub fn allows_chat_type(&self, t: ChatType) -> bool {
+        self.chat_types.allows(t.index())
+    }
+    pub fn allows_message_type(&self, t: MessageType) -> bool {
+        self.message_types.allows(t.index())
+    }
+    pub fn allows_event_type(&self, t: EventType) -> bool {
+        self.event_types.allows(t.index())
+    }
+}
+
+/// Pre-send settings (SPEC §4.2); defaults apply to post-send rules and are unused there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreSendConfig {
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+    pub notify_sender: bool,
+}
+
+/// Per-rule HTTPS options; paths are resolved against the config file's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn is_default(&self) -> bool {
+        *self == TlsConfig::default()
+    }
+}
+
+// Defaults, documented in SPEC §2 and the commented config.toml.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_DATA_DIR: &str = "./data";
+/// 1 MiB: far above any message body, small enough to refuse abuse (SPEC §2).
+const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+const DEFAULT_CONCURRENCY: u64 = 512;
+const DEFAULT_QUEUE_CAPACITY: u64 = 100_000;
+/// Seed 001: "响应内容不能超过 1,000 个字符长度".
+const DEFAULT_MAX_RESPONSE_CHARS: u64 = 1000;
+/// Seed 001: 90 failures within 30 s ban the rule.
+const DEFAULT_FAILURE_THRESHOLD: u64 = 90;
+const DEFAULT_WINDOW_SECS: f64 = 30.0;
+/// Seed 001: ban length is level × 5 minutes.
+const DEFAULT_BASE_SECS: f64 = 300.0;
+/// Seed 001: the level is capped at 5 ...
+const DEFAULT_MAX_LEVEL: u64 = 5;
+/// ... counting the bans of the last 24 hours.
+const DEFAULT_LEVEL_MEMORY_SECS: f64 = 86_400.0;
+/// Seed 001: "异常存储过期时间默认 3 天".
+const DEFAULT_RETENTION_SECS: f64 = 259_200.0;
+const DEFAULT_RATE_PER_SEC: u64 = 100;
+const DEFAULT_BURST: u64 = 200;
+const DEFAULT_SDK_APP_ID: u64 = 1_400_000_000;
+/// Seed 002: "默认情况下，发送前和发送后回调规则总计最多可以添加四个".
+const DEFAULT_MAX_RULES: u64 = 4;
+/// Seed 002: the pre-send wait defaults to 200 ms.
+const DEFAULT_PRE_SEND_TIMEOUT_MS_AGORA: u64 = 200;
+/// SPEC §4.3: a tencent before-command waits 2 s like every tencent callback.
+const DEFAULT_PRE_SEND_TIMEOUT_MS_TENCENT: u64 = 2000;
+/// Longest timeout anyone could mean: an hour.
+const MAX_TIMEOUT_SECS: f64 = 3600.0;
+
+/// The file format. Every field optional so that validation can tell "absent" from "given".
+mod raw {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub server: Option<Server>,
+        pub delivery: Option<Delivery>,
+        pub ban: Option<Ban>,
+        pub store: Option<Store>,
+        pub api: Option<Api>,
+        pub apps: Option<Vec<App>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Option<String>,
+        pub data_dir: Option<String>,
+        pub max_body_bytes: Option<u64>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Delivery {
+        pub concurrency: Option<u64>,
+        pub queue_capacity: Option<u64>,
+        pub max_response_chars: Option<u64>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Ban {
+        pub failure_threshold: Option<u64>,
+        pub window_secs: Option<f64>,
+        pub base_secs: Option<f64>,
+        pub max_level: Option<u64>,
+        pub level_memory_secs: Option<f64>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Store {
+        pub retention_secs: Option<f64>,
+        pub utc_offset: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Api {
+        pub rate_per_sec: Option<u64>,
+        pub burst: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct App {
+        pub id: String,
+        pub token: String,
+        pub dialect: Option<String>,
+        pub sdk_app_id: Option<u64>,
+        pub exception_store: Option<bool>,
+        pub max_rules: Option<u64>,
+        pub timeout_secs: Option<f64>,
+        pub retries: Option<u64>,
+        pub bans: Option<bool>,
+        pub rules: Option<Vec<Rule>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        pub name: String,
+        pub url: String,
+        pub secret: Option<String>,
+        pub kind: Option<String>,
+        pub enabled: Option<bool>,
+        pub chat_types: Option<Vec<String>>,
+        pub message_types: Option<Vec<String>>,
+        pub event_types: Option<Vec<String>>,
+        pub include_rest: Option<bool>,
+        pub timeout_ms: Option<u64>,
+        pub on_failure: Option<String>,
+        pub notify_sender: Option<bool>,
+        pub ca_file: Option<String>,
+        pub client_cert: Option<String>,
+        pub client_key: Option<String>,
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            key: "(file)".into(),
+            reason: format!("cannot read the config file: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &origin, &base)
+    }
+
+    /// Parses config text. `origin` names it in errors; relative file paths in it
+    /// (`data_dir`, `ca_file`, …) are resolved against `base_dir`.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+            origin: origin.into(),
+            key: "(syntax)".into(),
+            reason: one_line(&e.to_string()),
+        })?;
+        let file: raw::File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError {
+                origin: origin.into(),
+                key: if key == "." { "(top level)".into() } else { key },
+                reason: one_line(&e.into_inner().to_string()),
+            }
+        })?;
+        Validator { origin, base_dir }.config(file)
+    }
+}
+
+/// Folds toml's multi-line error rendering into one readable line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn int(&self, key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v = v.unwrap_or(default);
+        if v < min || v > max {
+            return Err(self.err(key, format!("must be between {min} and {max}, got {v}")));
+        }
+        Ok(v)
+    }
+
+    fn secs(&self, key: &str, v: Option<f64>, default: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+        let v = v.unwrap_or(default);
+        if !v.is_finite() || v < min || v > max {
+            return Err(self.err(key, format!("must be between {min} and {max} seconds, got {v}")));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn config(&self, f: raw::File) -> Result<Config, ConfigError> {
+        let s = f.server.unwrap_or_default();
+        let listen_text = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                "server.listen",
+                format!("must be IP:PORT such as \"127.0.0.1:8080\" (port 0 picks a free port), got {listen_text:?}"),
+            )
+        })?;
+        let data_dir = s.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR);
+        if data_dir.trim().is_empty() {
+            return Err(self.err("server.data_dir", "must not be empty"));
+        }
+        let server = ServerConfig {
+            listen,
+            data_dir: self.path(data_dir),
+            max_body_bytes: self.int(
+                "server.max_body_bytes",
+                s.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+                1024,
+                1 << 30,
+            )? as usize,
+        };
+
+        let d = f.delivery.unwrap_or_default();
+        let delivery = DeliveryConfig {
+            concurrency: self.int("delivery.concurrency", d.concurrency, DEFAULT_CONCURRENCY, 1, 65_536)? as usize,
+            queue_capacity: self.int(
+                "delivery.queue_capacity",
+                d.queue_capacity,
+                DEFAULT_QUEUE_CAPACITY,
+                1,
+                100_000_000,
+            )? as usize,
+            max_response_chars: self.int(
+                "delivery.max_response_chars",
+                d.max_response_chars,
+                DEFAULT_MAX_RESPONSE_CHARS,
+                0,
+                100_000_000,
+            )? as usize,
+        };
+
+        let b = f.ban.unwrap_or_default();
+        let ban = BanConfig {
+            failure_threshold: self.int(
+                "ban.failure_threshold",
+                b.failure_threshold,
+                DEFAULT_FAILURE_THRESHOLD,
+                1,
+                1_000_000,
+            )? as u32,
+            window: self.secs("ban.window_secs", b.window_secs, DEFAULT_WINDOW_SECS, 0.001, 86_400.0)?,
+            base: self.secs("ban.base_secs", b.base_secs, DEFAULT_BASE_SECS, 0.001, 86_400.0)?,
+            max_level: self.int("ban.max_level", b.max_level, DEFAULT_MAX_LEVEL, 1, 1000)? as u32,
+            level_memory: self.secs(
+                "ban.level_memory_secs",
+                b.level_memory_secs,
+                DEFAULT_LEVEL_MEMORY_SECS,
+                0.001,
+                31_536_000.0,
+            )?,
+        };
+
+        let st = f.store.unwrap_or_default();
+        let offset_text = st.utc_offset.as_deref().unwrap_or("+00:00");
+        let store = StoreConfig {
+            retention: self.secs(
+                "store.retention_secs",
+                st.retention_secs,
+                DEFAULT_RETENTION_SECS,
+                1.0,
+                31_536_000.0,
+            )?,
+            utc_offset: parse_utc_offset(offset_text).ok_or_else(|| {
+                self.err(
+                    "store.utc_offset",
+                    format!("must look like \"+08:00\" or \"-05:30\" (between -23:59 and +23:59), got {offset_text:?}"),
+                )
+            })?,
+        };
+
+        let a = f.api.unwrap_or_default();
+        let api = ApiConfig {
+            rate_per_sec: self.int("api.rate_per_sec", a.rate_per_sec, DEFAULT_RATE_PER_SEC, 1, 10_000_000)? as u32,
+            burst: self.int("api.burst", a.burst, DEFAULT_BURST, 1, 10_000_000)? as u32,
+        };
+
+        let raw_apps = f.apps.unwrap_or_default();
+        if raw_apps.is_empty() {
+            return Err(self.err("apps", "at least one [[apps]] entry is required"));
+        }
+        let mut seen = HashSet::new();
+        let mut apps = Vec::with_capacity(raw_apps.len());
+        for (i, app) in raw_apps.into_iter().enumerate() {
+            let app = self.app(&format!("apps[{i}]"), app)?;
+            if !seen.insert(app.id.clone()) {
+                return Err(self.err(
+                    format!("apps[{i}].id"),
+                    format!("app id {:?} is used twice; app ids must be unique", app.id.as_str()),
+                ));
+            }
+            apps.push(app);
+        }
+        Ok(Config {
+            server,
+            delivery,
+            ban,
+            store,
+            api,
+            apps,
+        })
+    }
+
+    fn app(&self, at: &str, a: raw::App) -> Result<AppConfig, ConfigError> {
+        let id = AppId::parse(&a.id).map_err(|e| self.err(format!("{at}.id"), e.0))?;
+        if a.token.is_empty() {
+            return Err(self.err(
+                format!("{at}.token"),
+                "must not be empty: clients send it as `Authorization: Bearer <token>`",
+            ));
+        }
+        if a.token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(self.err(
+                format!("{at}.token"),
+                "must not contain spaces or control characters (it travels in an HTTP header)",
+            ));
+        }
+        let dialect = match &a.dialect {
+            None => Dialect::Agora,
+            Some(d) => Dialect::parse(d).map_err(|e| self.err(format!("{at}.dialect"), e.0))?,
+        };
+        let defaults = DeliveryPolicy::default_for(dialect);
+        let policy = DeliveryPolicy {
+            timeout: match a.timeout_secs {
+                None => defaults.timeout,
+                Some(_) => self.secs(
+                    &format!("{at}.timeout_secs"),
+                    a.timeout_secs,
+                    0.0,
+                    0.001,
+                    MAX_TIMEOUT_SECS,
+                )?,
+            },
+            retries: self.int(&format!("{at}.retries"), a.retries, u64::from(defaults.retries), 0, 10)? as u32,
+            bans: a.bans.unwrap_or(defaults.bans),
+        };
+        let max_rules = self.int(&format!("{at}.max_rules"), a.max_rules, DEFAULT_MAX_RULES, 1, 1000)? as usize;
+        let raw_rules = a.rules.unwrap_or_default();
+        if raw_rules.len() > max_rules {
+            return Err(self.err(
+                format!("{at}.rules"),
+                format!(
+                    "app {:?} has {} rules but max_rules is {max_rules}; remove rules or raise {at}.max_rules",
+                    id.as_str(),
+                    raw_rules.len()
+                ),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(raw_rules.len());
+        for (j, r) in raw_rules.into_iter().enumerate() {
+            let rat = format!("{at}.rules[{j}]");
+            let rule = self.rule(&rat, dialect, r)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(self.err(
+                    format!("{rat}.name"),
+                    format!(
+                        "rule name {:?} is used twice in app {:?}; names must be unique within an app",
+                        rule.name.as_str(),
+                        id.as_str()
+                    ),
+                ));
+            }
+            rules.push(rule);
+        }
+        Ok(AppConfig {
+            id,
+            token: Secret::new(&a.token),
+            dialect,
+            sdk_app_id: a.sdk_app_id.unwrap_or(DEFAULT_SDK_APP_ID),
+            exception_store: a.exception_store.unwrap_or(true),
+            max_rules,
+            policy,
+            rules,
+        })
+    }
+
+    fn rule(&self, at: &str, dialect: Dialect, r: raw::Rule) -> Result<RuleConfig, ConfigError> {
+        let name = RuleName::parse(&r.name).map_err(|e| self.err(format!("{at}.name"), e.0))?;
+        let url = CallbackUrl::parse(&r.url).map_err(|e| self.err(format!("{at}.url"), e.0))?;
+        let kind = match &r.kind {
+            None => RuleKind::PostSend,
+            Some(k) => RuleKind::parse(k).map_err(|e| self.err(format!("{at}.kind"), e.0))?,
+        };
+        let secret = match (&r.secret, dialect) {
+            (Some(s), _) if !s.is_empty() => Secret::new(s),
+            (_, Dialect::Tencent) => Secret::new(""),
+            (Some(_), Dialect::Agora) => {
+                return Err(self.err(
+                    format!("{at}.secret"),
+                    "must not be empty: callbacks are signed with it",
+                ));
+            }
+            (None, Dialect::Agora) => {
+                return Err(self.err(
+                    format!("{at}.secret"),
+                    "is required for agora rules: callbacks are signed with MD5(callId + secret + timestamp)",
+                ));
+            }
+        };
+        let only = |given: bool, key: &str, wanted: RuleKind| -> Result<(), ConfigError> {
+            if given && kind != wanted {
+                return Err(self.err(
+                    format!("{at}.{key}"),
+                    format!("only applies to {wanted} rules, but this rule is {kind}; remove it"),
+                ));
+            }
+            Ok(())
+        };
+        only(r.event_types.is_some(), "event_types", RuleKind::PostSend)?;
+        only(r.include_rest.is_some(), "include_rest", RuleKind::PostSend)?;
+        only(r.timeout_ms.is_some(), "timeout_ms", RuleKind::PreSend)?;
+        only(r.on_failure.is_some(), "on_failure", RuleKind::PreSend)?;
+        only(r.notify_sender.is_some(), "notify_sender", RuleKind::PreSend)?;
+
+        let default_timeout_ms = match dialect {
+            Dialect::Agora => DEFAULT_PRE_SEND_TIMEOUT_MS_AGORA,
+            Dialect::Tencent => DEFAULT_PRE_SEND_TIMEOUT_MS_TENCENT,
+        };
+        let pre_send = PreSendConfig {
+            timeout: Duration::from_millis(self.int(
+                &format!("{at}.timeout_ms"),
+                r.timeout_ms,
+                default_timeout_ms,
+                1,
+                600_000,
+            )?),
+            on_failure: match &r.on_failure {
+                None => OnFailure::Pass,
+                Some(v) => OnFailure::parse(v).map_err(|e| self.err(format!("{at}.on_failure"), e.0))?,
+            },
+            notify_sender: r.notify_sender.unwrap_or(false),
+        };
+
+        let tls = TlsConfig {
+            ca_file: self.existing_file(&format!("{at}.ca_file"), r.ca_file.as_deref())?,
+            client_cert: self.existing_file(&format!("{at}.client_cert"), r.client_cert.as_deref())?,
+            client_key: self.existing_file(&format!("{at}.client_key"), r.client_key.as_deref())?,
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            let missing = if tls.client_cert.is_some() {
+                "client_key"
+            } else {
+                "client_cert"
+            };
+            return Err(self.err(
+                format!("{at}.{missing}"),
+                "client_cert and client_key go together: mutual TLS needs both the certificate and its key",
+            ));
+        }
+
+        Ok(RuleConfig {
+            name,
+            url,
+            secret,
+            kind,
+            enabled: r.enabled.unwrap_or(true),
+            chat_types: self.filter(
+                &format!("{at}.chat_types"),
+                r.chat_types,
+                ChatType::parse,
+                ChatType::index,
+            )?,
+            message_types: self.filter(
+                &format!("{at}.message_types"),
+                r.message_types,
+                MessageType::parse,
+                MessageType::index,
+            )?,
+            event_types: self.filter(
+                &format!("{at}.event_types"),
+                r.event_types,
+                EventType::parse,
+                EventType::index,
+            )?,
+            include_rest: r.include_rest.unwrap_or(true),
+            pre_send,
+            tls,
+        })
+    }
+
+    fn filter<T>(
+        &self,
+        at: &str,
+        values: Option<Vec<String>>,
+        parse: fn(&str) -> Result<T, crate::domain::DomainError>,
+        index: fn(T) -> usize,
+    ) -> Result<Filter, ConfigError> {
+        let mut indices = Vec::new();
+        for (k, v) in values.unwrap_or_default().iter().enumerate() {
+            let t = parse(v).map_err(|e| self.err(format!("{at}[{k}]"), e.0))?;
+            indices.push(index(t));
+        }
+        Ok(Filter::from_indices(indices))
+    }
+
+    fn existing_file(&self, at: &str, p: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(p) = p else { return Ok(None) };
+        let path = self.path(p);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(path)),
+            Ok(_) => Err(self.err(at, format!("{} is not a file", path.display()))),
+            Err(e) => Err(self.err(
+                at,
+                format!(
+                    "cannot read {}: {e} (relative paths are resolved against the config file's directory)",
+                    path.display()
+                ),
+            )),
+        }
+    }
+}
+
+/// Parses `+HH:MM` / `-HH:MM` (also `Z` and `+HHMM`).
+pub fn parse_utc_offset(s: &str) -> Option<FixedOffset> {
+    if s == "Z" || s == "z" {
+        return FixedOffset::east_opt(0);
+    }
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    if !rest.is_ascii() {
+        return None;
+    }
+    let (h, m) = match rest.len() {
+        5 if rest.as_bytes()[2] == b':' => (&rest[..2], &rest[3..]),
+        4 => (&rest[..2], &rest[2..]),
+        _ => return None,
+    };
+    if !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[apps]]
+id = "demo"
+token = "t"
+  [[apps.rules]]
+  name = "r1"
+  url = "http://127.0.0.1:9000/cb"
+  secret = "s"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("."))
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn minimal_config_gets_the_spec_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.delivery.concurrency, 512);
+        assert_eq!(c.delivery.queue_capacity, 100_000);
+        assert_eq!(c.delivery.max_response_chars, 1000);
+        assert_eq!(c.ban.failure_threshold, 90);
+        assert_eq!(c.ban.window, Duration::from_secs(30));
+        assert_eq!(c.ban.base, Duration::from_secs(300));
+        assert_eq!(c.ban.max_level, 5);
+        assert_eq!(c.store.retention, Duration::from_secs(259_200));
+        assert_eq!(c.api.rate_per_sec, 100);
+        let app = &c.apps[0];
+        assert_eq!(app.dialect, Dialect::Agora);
+        assert_eq!(
+            app.policy,
+            DeliveryPolicy {
+                timeout: Duration::from_secs(60),
+                retries: 1,
+                bans: true
+            }
+        );
+        assert_eq!(app.max_rules, 4);
+        assert!(app.exception_store);
+        let r = &app.rules[0];
+        assert_eq!(r.kind, RuleKind::PostSend);
+        assert!(r.enabled && r.include_rest);
+        assert!(r.allows_chat_type(ChatType::ChatRoom));
+        assert_eq!(r.pre_send.timeout, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn tencent_apps_get_tencent_defaults() {
+        let text = MINIMAL.replace("token = \"t\"", "token = \"t\"\ndialect = \"tencent\"");
+        let app = &parse(&text).unwrap().apps[0];
+        assert_eq!(
+            app.policy,
+            DeliveryPolicy {
+                timeout: Duration::from_secs(2),
+                retries: 0,
+                bans: false
+            }
+        );
+        assert_eq!(app.rules[0].pre_send.timeout, Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = err(&MINIMAL.replace("secret = \"s\"", "secret = \"s\"\nsecrte = \"x\""));
+        assert_eq!(e.origin, "test.toml");
+        assert!(e.key.starts_with("apps[0].rules[0]"), "{e}");
+        assert!(e.reason.contains("secrte"), "{e}");
+        let e = err(&format!("[server]\nlisten_on = \"x\"\n{MINIMAL}"));
+        assert!(e.to_string().contains("listen_on"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_fix() {
+        let e = err(&MINIMAL.replace("name = \"r1\"", "name = \"bad-name\""));
+        assert_eq!(e.key, "apps[0].rules[0].name");
+        let e = err(&MINIMAL.replace("http://127.0.0.1:9000/cb", "ftp://x/"));
+        assert_eq!(e.key, "apps[0].rules[0].url");
+        assert!(e.reason.contains("http:// or https://"));
+        let e = err(&format!("[delivery]\nconcurrency = 0\n{MINIMAL}"));
+        assert_eq!(e.key, "delivery.concurrency");
+        let e = err(&format!("[store]\nutc_offset = \"+25:00\"\n{MINIMAL}"));
+        assert_eq!(e.key, "store.utc_offset");
+        let e = err(&format!("[server]\nlisten = \"localhost\"\n{MINIMAL}"));
+        assert_eq!(e.key, "server.listen");
+        let e = err(&MINIMAL.replace("secret = \"s\"", "secret = \"s\"\nchat_types = [\"private\"]"));
+        assert_eq!(e.key, "apps[0].rules[0].chat_types[0]");
+        let e = err(&MINIMAL.replace("secret = \"s\"", "secret = \"s\"\ntimeout_ms = 5"));
+        assert!(e.reason.contains("pre_send"), "{e}");
+        let e = err(&MINIMAL.replace("secret = \"s\"", ""));
+        assert_eq!(e.key, "apps[0].rules[0].secret");
+        let e = err(&MINIMAL.replace("secret = \"s\"", "secret = \"s\"\nca_file = \"/nonexistent/ca.pem\""));
+        assert_eq!(e.key, "apps[0].rules[0].ca_file");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let e = err(&format!("[delivery]\nconcurrency = \"many\"\n{MINIMAL}"));
+        assert_eq!(e.key, "delivery.concurrency", "{e}");
+        let e = err(&format!("[ban]\nmax_level = -1\n{MINIMAL}"));
+        assert_eq!(e.key, "ban.max_level", "{e}");
+    }
+
+    #[test]
+    fn uniqueness_and_limits() {
+        let two = format!(
+            "{MINIMAL}{}",
+            MINIMAL.replace("[[apps]]\nid = \"demo\"\ntoken = \"t\"\n", "")
+        );
+        let e = err(&two);
+        assert_eq!(e.key, "apps[0].rules[1].name");
+        assert!(e.reason.contains("twice"));
+        let many: String = (0..5)
+            .map(|i| format!("  [[apps.rules]]\n  name = \"r{i}\"\n  url = \"http://h/\"\n  secret = \"s\"\n"))
+            .collect();
+        let e = err(&format!("[[apps]]\nid = \"a\"\ntoken = \"t\"\n{many}"));
+        assert_eq!(e.key, "apps[0].rules");
+        assert!(e.reason.contains("max_rules"));
+        let e = err(&format!("{MINIMAL}{MINIMAL}"));
+        assert_eq!(e.key, "apps[1].id");
+        assert_eq!(err("").key, "apps");
+        assert_eq!(err("[[apps]]\nid = \"x\"\n").key, "apps[0]");
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line() {
+        let e = err("[server\nlisten = 1");
+        assert_eq!(e.key, "(syntax)");
+        assert!(!e.reason.contains('\n'));
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("+08:00").unwrap().local_minus_utc(), 8 * 3600);
+        assert_eq!(
+            parse_utc_offset("-05:30").unwrap().local_minus_utc(),
+            -(5 * 3600 + 1800)
+        );
+        assert_eq!(parse_utc_offset("+0000").unwrap().local_minus_utc(), 0);
+        assert!(parse_utc_offset("08:00").is_none());
+        assert!(parse_utc_offset("+8").is_none());
+        assert!(parse_utc_offset("+é0:00").is_none());
+        assert!(parse_utc_offset("+0é0").is_none());
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = parse(MINIMAL).unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("secret: Secret(\"s\")"));
+        assert!(dump.contains("Secret(***)"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The agora dialect (SPEC §4.1, seeds 001 and 002): the post-send body and its MD5 signature.
+
+use md5::{Digest, Md5};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// `securityVersion` is always "1.0.0" (seed 001: "目前为 1.0.0").
+pub const SECURITY_VERSION: &str = "1.0.0";
+
+/// `security` = lowercase hex MD5 of `callId + secret + timestamp` (timestamp in decimal).
+pub fn sign(call_id: &str, secret: &str, timestamp_ms: u64) -> String {
+    let mut h = Md5::new();
+    h.update(call_id.as_bytes());
+    h.update(secret.as_bytes());
+    h.update(timestamp_ms.to_string().as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    s
+}
+
+/// The JSON body of a post-send (and pre-send) callback, fields in the provider's order.
+#[derive(Serialize)]
+pub struct CallbackBody<'a> {
+    #[serde(rename = "callId")]
+    pub call_id: &'a str,
+    #[serde(rename = "eventType")]
+    pub event_type: &'a str,
+    pub timestamp: u64,
+    pub chat_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<&'a str>,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub msg_id: &'a str,
+    pub payload: &'a RawValue,
+    #[serde(rename = "securityVersion")]
+    pub security_version: &'static str,
+    pub security: &'a str,
+}
+
+impl CallbackBody<'_> {
+    /// Serializes the body; it cannot fail for these field types.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a callback body always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_spec_test_vector() {
+        assert_eq!(
+            sign(
+                "demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11",
+                "s3cr3t_Key",
+                1600060847294
+            ),
+            "b799cb921c701a742c45c89296990cf7"
+        );
+    }
+
+    #[test]
+    fn body_has_the_provider_field_order() {
+        let payload = RawValue::from_string(r#"{"bodies":[{"type":"txt","msg":"hi"}],"ext":{}}"#.into()).unwrap();
+        let body = CallbackBody {
+            call_id: "demo#1",
+            event_type: "chat",
+            timestamp: 1,
+            chat_type: "chat",
+            group_id: None,
+            from: "a",
+            to: "b",
+            msg_id: "9",
+            payload: &payload,
+            security_version: SECURITY_VERSION,
+            security: "x",
+        };
+        let text = String::from_utf8(body.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"callId":"demo#1","eventType":"chat","timestamp":1,"chat_type":"chat","from":"a","to":"b","msg_id":"9","payload":{"bodies":[{"type":"txt","msg":"hi"}],"ext":{}},"securityVersion":"1.0.0","security":"x"}"#
+        );
+    }
+}

@@ -1,0 +1,351 @@
+//! Domain types: validated names and the closed vocabularies of SPEC §1–§5.
+//!
+//! Everything here is parsed once at the edge (config, REST bodies) and trusted inside:
+//! an `AppId` or a `RuleName` that exists is valid.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+/// Why a value could not become a domain type; the caller adds where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DomainError(pub String);
+
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// An app id: `[A-Za-z0-9_-]{1,64}` (SPEC §2). Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppId(Arc<str>);
+
+impl AppId {
+    /// Longest app id accepted (SPEC §2).
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(DomainError(format!(
+                "must be 1 to {} characters long, got {}",
+                Self::MAX_LEN,
+                s.chars().count()
+            )));
+        }
+        if let Some(bad) = s.chars().find(|&c| !(is_word_char(c) || c == '-')) {
+            return Err(DomainError(format!(
+                "may only contain letters, digits, '_' and '-', found {bad:?}"
+            )));
+        }
+        Ok(Self(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lets maps keyed by `AppId` be looked up with a `&str` (both hash as the string).
+impl std::borrow::Borrow<str> for AppId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for AppId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A rule name: `[A-Za-z0-9_]{1,32}`, as the provider's console enforces (seed 001).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleName(Arc<str>);
+
+impl RuleName {
+    /// Longest rule name the provider accepts (seed 001: "长度不超过 32 字符").
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(DomainError(format!(
+                "must be 1 to {} characters long, got {}",
+                Self::MAX_LEN,
+                s.chars().count()
+            )));
+        }
+        if let Some(bad) = s.chars().find(|&c| !is_word_char(c)) {
+            return Err(DomainError(format!(
+                "may only contain letters, digits and '_', found {bad:?}"
+            )));
+        }
+        Ok(Self(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RuleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RuleName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host: where callbacks go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackUrl(reqwest::Url);
+
+impl CallbackUrl {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let lower = s.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(DomainError(format!("must start with http:// or https://, got {s:?}")));
+        }
+        let url = reqwest::Url::parse(s).map_err(|e| DomainError(format!("is not a valid URL ({e}): {s:?}")))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(DomainError(format!("has no host: {s:?}")));
+        }
+        if url.fragment().is_some() {
+            return Err(DomainError(format!(
+                "must not have a #fragment (it is never sent): {s:?}"
+            )));
+        }
+        Ok(Self(url))
+    }
+
+    pub fn as_url(&self) -> &reqwest::Url {
+        &self.0
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.0.scheme() == "https"
+    }
+}
+
+impl fmt::Display for CallbackUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl Serialize for CallbackUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// Declares a closed vocabulary: an enum with its wire names, `ALL`, `parse` and `as_str`.
+macro_rules! vocabulary {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vm])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire name, as SPEC spells it.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+
+            /// Parses a wire name; the error lists the accepted names.
+            pub fn parse(s: &str) -> Result<Self, DomainError> {
+                match s {
+                    $($wire => Ok($name::$variant),)+
+                    other => Err(DomainError(format!(
+                        "unknown value {other:?}, expected one of: {}",
+                        [$($wire),+].join(", ")
+                    ))),
+                }
+            }
+
+            /// Position in `ALL`, for counter arrays.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// The provider wire format of an app (SPEC §1).
+    Dialect { Agora = "agora", Tencent = "tencent" }
+}
+
+vocabulary! {
+    /// What a rule is asked: before delivery (moderation) or after (sync).
+    RuleKind { PostSend = "post_send", PreSend = "pre_send" }
+}
+
+vocabulary! {
+    /// The conversation kind of a message. On the agora wire, chatroom is sent as
+    /// `groupchat` (seed 001), but rule filters tell them apart.
+    ChatType { Chat = "chat", GroupChat = "groupchat", ChatRoom = "chatroom" }
+}
+
+vocabulary! {
+    /// Message body types (SPEC §3).
+    MessageType {
+        Txt = "txt", Img = "img", Audio = "audio", Video = "video",
+        File = "file", Loc = "loc", Cmd = "cmd", Custom = "custom",
+    }
+}
+
+vocabulary! {
+    /// Post-send event types a rule can subscribe to (seed 001: 聊天消息 / 离线消息).
+    EventType { Chat = "chat", ChatOffline = "chat_offline" }
+}
+
+vocabulary! {
+    /// Where a message came from: a client SDK or the provider's REST API (SPEC §3).
+    Source { Client = "client", Rest = "rest" }
+}
+
+vocabulary! {
+    /// The sender's platform, as tencent's `OptPlatform` names it (SPEC §4.3).
+    Platform {
+        RestApi = "RESTAPI", Web = "Web", Android = "Android", Ios = "iOS",
+        Windows = "Windows", Mac = "Mac", Unknown = "Unknown",
+    }
+}
+
+vocabulary! {
+    /// What a rule does with a pre-send callback that got no usable answer (SPEC §4.2).
+    OnFailure { Pass = "pass", Block = "block" }
+}
+
+vocabulary! {
+    /// How one attempt ended, or why a callback was not attempted (SPEC §5).
+    Outcome {
+        /// 200 within the timeout (and, tencent, a parsable body).
+        Delivered = "delivered",
+        /// Delivered, but the body was longer than `max_response_chars`.
+        Violation = "violation",
+        /// The host name did not resolve.
+        Dns = "dns",
+        /// Connection refused or reset before a response.
+        Connect = "connect",
+        /// Certificate or handshake error, mutual TLS included.
+        Tls = "tls",
+        /// No complete response within the timeout.
+        Timeout = "timeout",
+        /// A response other than 200.
+        Status = "status",
+        /// A tencent or pre-send answer that does not parse.
+        BadResponse = "bad_response",
+        /// Not attempted: the rule is banned.
+        Banned = "banned",
+        /// Not attempted: the process is stopping.
+        Shutdown = "shutdown",
+    }
+}
+
+impl Outcome {
+    /// The callback reached the receiver (no retry, nothing stored).
+    pub const fn is_delivered(self) -> bool {
+        matches!(self, Outcome::Delivered | Outcome::Violation)
+    }
+
+    /// The attempt counts toward the rule's ban window (SPEC §5, §6).
+    pub const fn is_failure(self) -> bool {
+        !matches!(self, Outcome::Delivered | Outcome::Banned | Outcome::Shutdown)
+    }
+}
+
+vocabulary! {
+    /// Where a callback ended up (SPEC §5).
+    FinalOutcome {
+        Delivered = "delivered",
+        Violation = "violation",
+        /// Its last attempt failed (or it was banned/shutdown) and the store kept it.
+        Stored = "stored",
+        /// The same, with the exception store off (or a pre-send without a usable answer).
+        Dropped = "dropped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_names_follow_the_console_rules() {
+        assert!(RuleName::parse("chat_sync_01").is_ok());
+        assert!(RuleName::parse(&"a".repeat(32)).is_ok());
+        assert!(RuleName::parse(&"a".repeat(33)).is_err());
+        assert!(RuleName::parse("").is_err());
+        assert!(RuleName::parse("has-dash").is_err());
+        assert!(RuleName::parse("中文").is_err());
+    }
+
+    #[test]
+    fn app_ids_allow_dashes() {
+        assert!(AppId::parse("demo-app_1").is_ok());
+        assert!(AppId::parse("a/b").is_err());
+        assert!(AppId::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn callback_urls_are_http_or_https_with_a_host() {
+        assert!(CallbackUrl::parse("http://127.0.0.1:9000/cb").is_ok());
+        assert!(CallbackUrl::parse("HTTPS://example.com/x?a=1").is_ok());
+        assert!(CallbackUrl::parse("ftp://example.com/").is_err());
+        assert!(CallbackUrl::parse("127.0.0.1:9000").is_err());
+        assert!(CallbackUrl::parse("http://").is_err());
+        assert!(CallbackUrl::parse("http://h/x#frag").is_err());
+    }
+
+    #[test]
+    fn vocabularies_round_trip_and_explain_errors() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Ok(*o));
+        }
+        let err = ChatType::parse("private").unwrap_err().0;
+        assert!(err.contains("chat, groupchat, chatroom"), "{err}");
+    }
+
+    #[test]
+    fn failures_are_what_feeds_the_ban() {
+        assert!(!Outcome::Delivered.is_failure());
+        assert!(Outcome::Violation.is_failure());
+        assert!(Outcome::Violation.is_delivered());
+        assert!(Outcome::Timeout.is_failure());
+        assert!(!Outcome::Banned.is_failure());
+    }
+}

@@ -1,0 +1,34 @@
+//! callback-sim plays the sending side of an IM provider's callback (webhook) system —
+//! Agora Chat / Shengwang-Easemob and Tencent Cloud IM — so that app backends can be tested
+//! against real, signed callbacks with the provider's retry, timeout and failure behaviour.
+//!
+//! The crate, module by module:
+//!
+//! - [`config`] — `config.toml`: the file format and its validation into typed settings.
+//! - [`domain`] — validated names (`AppId`, `RuleName`, `CallbackUrl`) and vocabularies (`Outcome`…).
+//! - [`message`] — a message of the simulated IM world, parsed from its REST JSON.
+//! - [`dialect`] — provider wire formats: callback bodies and signatures.
+//! - [`runtime`] — apps and rules as they run: HTTP clients, counters, rate limiters.
+//! - [`sim`] — the core: a message in, signed callbacks queued ([`sim::Simulator::submit`]).
+//! - [`dispatch`] — the bounded queue, workers, attempts, retries and outcomes.
+//! - [`api`] — the REST API (SPEC §8).
+//! - [`server`] — the simulator bound to a socket; graceful stop.
+//! - [`sink`] — a receiver that verifies, counts and injects faults.
+//! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
+
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod dialect;
+pub mod dispatch;
+pub mod domain;
+pub mod logging;
+pub mod message;
+pub mod runtime;
+pub mod server;
+pub mod sim;
+pub mod sink;
+
+pub use config::Config;
+pub use server::Server;
+pub use sim::Simulator;

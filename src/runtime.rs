@@ -1,0 +1,145 @@
+//! The live form of the config: apps and rules with their HTTP clients, counters and limiters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+
+use crate::config::{AppConfig, Config, DeliveryPolicy, RuleConfig};
+use crate::dispatch::http::{ClientError, build_client};
+use crate::domain::{AppId, Dialect, FinalOutcome, Outcome};
+
+/// Per-rule counters, lock-free.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    by_outcome: [AtomicU64; Outcome::ALL.len()],
+    by_final: [AtomicU64; FinalOutcome::ALL.len()],
+}
+
+impl RuleStats {
+    /// Counts one attempt (or one callback not attempted: `banned`, `shutdown`).
+    pub fn count_outcome(&self, o: Outcome) {
+        self.by_outcome[o.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one callback's final outcome.
+    pub fn count_final(&self, o: FinalOutcome) {
+        self.by_final[o.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        self.by_outcome[o.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn final_outcome(&self, o: FinalOutcome) -> u64 {
+        self.by_final[o.index()].load(Ordering::Relaxed)
+    }
+
+    /// A snapshot: `{"delivered": n, ...}` for every outcome, and the same for final outcomes.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            counts: Outcome::ALL.iter().map(|o| (o.as_str(), self.outcome(*o))).collect(),
+            finals: FinalOutcome::ALL
+                .iter()
+                .map(|o| (o.as_str(), self.final_outcome(*o)))
+                .collect(),
+        }
+    }
+}
+
+/// Counters as the rules endpoint shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Attempts per outcome; `banned` and `shutdown` count callbacks not attempted.
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
+    /// Callbacks per final outcome.
+    #[serde(rename = "final")]
+    pub finals: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// A rule as the dispatcher uses it.
+#[derive(Debug)]
+pub struct RuleRuntime {
+    pub app: AppId,
+    pub dialect: Dialect,
+    pub config: RuleConfig,
+    pub policy: DeliveryPolicy,
+    pub exception_store: bool,
+    pub client: reqwest::Client,
+    pub stats: RuleStats,
+}
+
+/// An app as the API and dispatcher use it.
+pub struct AppRuntime {
+    pub config: AppConfig,
+    pub rules: Vec<Arc<RuleRuntime>>,
+    /// REST requests per second for this app (SPEC §2 `[api]`).
+    pub limiter: DefaultDirectRateLimiter,
+}
+
+impl std::fmt::Debug for AppRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRuntime")
+            .field("id", &self.config.id)
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+/// Every app, by id.
+#[derive(Debug)]
+pub struct Apps(HashMap<AppId, Arc<AppRuntime>>);
+
+impl Apps {
+    /// Builds clients, counters and limiters. Rules without TLS options share one client
+    /// (one keep-alive pool); a rule with its own root or client certificate gets its own.
+    pub fn build(config: &Config) -> Result<Self, ClientError> {
+        let pool = config.delivery.concurrency;
+        let shared = build_client(pool, &Default::default())?;
+        let quota = Quota::per_second(nonzero(config.api.rate_per_sec)).allow_burst(nonzero(config.api.burst));
+        let mut apps = HashMap::new();
+        for app in &config.apps {
+            let mut rules = Vec::with_capacity(app.rules.len());
+            for rule in &app.rules {
+                let client = if rule.tls.is_default() {
+                    shared.clone()
+                } else {
+                    build_client(pool, &rule.tls).map_err(|e| ClientError {
+                        what: format!("app {:?} rule {:?}: {}", app.id.as_str(), rule.name.as_str(), e.what),
+                        reason: e.reason,
+                    })?
+                };
+                rules.push(Arc::new(RuleRuntime {
+                    app: app.id.clone(),
+                    dialect: app.dialect,
+                    config: rule.clone(),
+                    policy: app.policy,
+                    exception_store: app.exception_store,
+                    client,
+                    stats: RuleStats::default(),
+                }));
+            }
+            let rt = AppRuntime {
+                config: app.clone(),
+                rules,
+                limiter: RateLimiter::direct(quota),
+            };
+            apps.insert(app.id.clone(), Arc::new(rt));
+        }
+        Ok(Apps(apps))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<AppRuntime>> {
+        self.0.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<AppRuntime>> {
+        self.0.values()
+    }
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
+}

@@ -1,0 +1,267 @@
+//! `callback-sim sink`: a receiver for trying things out and for benchmarks.
+//!
+//! Every `POST` (any path) is a callback: the sink checks its signature when it knows the
+//! secret, counts it and its duplicate `callId`s, and answers — 200 by default, or a fault:
+//! a status for a fraction of requests (`fail_rate`) or all of them, a delay, a long body.
+//! `GET /stats` answers the counters as JSON.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dialect::agora;
+use crate::domain::Dialect;
+
+/// How the sink behaves.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    pub listen: SocketAddr,
+    pub dialect: Dialect,
+    /// Verify agora signatures with this secret.
+    pub secret: Option<String>,
+    /// Fraction of callbacks answered with `status` (default 500) instead of 200.
+    pub fail_rate: f64,
+    /// The failure status; without `fail_rate`, every callback gets it.
+    pub status: Option<u16>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Answer a body of this many characters.
+    pub body_chars: usize,
+    /// Print one line per callback to stdout.
+    pub print: bool,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dialect: Dialect::Agora,
+            secret: None,
+            fail_rate: 0.0,
+            status: None,
+            delay: Duration::ZERO,
+            body_chars: 0,
+            print: false,
+        }
+    }
+}
+
+/// The sink's counters.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    received: AtomicU64,
+    signature_ok: AtomicU64,
+    signature_bad: AtomicU64,
+    unchecked: AtomicU64,
+    unparsable: AtomicU64,
+    duplicates: AtomicU64,
+    answered_ok: AtomicU64,
+    answered_fault: AtomicU64,
+    seen: Mutex<HashSet<String>>,
+}
+
+/// A snapshot of [`SinkStats`], also the `GET /stats` answer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkSummary {
+    pub received: u64,
+    pub signature_ok: u64,
+    pub signature_bad: u64,
+    pub unchecked: u64,
+    pub unparsable: u64,
+    pub duplicates: u64,
+    pub answered_ok: u64,
+    pub answered_fault: u64,
+}
+
+impl std::fmt::Display for SinkSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received {} callbacks: signatures ok {}, bad {}, unchecked {}, unparsable {}; duplicate callIds {}; answered 200 {}, faults {}",
+            self.received,
+            self.signature_ok,
+            self.signature_bad,
+            self.unchecked,
+            self.unparsable,
+            self.duplicates,
+            self.answered_ok,
+            self.answered_fault
+        )
+    }
+}
+
+impl SinkStats {
+    pub fn summary(&self) -> SinkSummary {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SinkSummary {
+            received: g(&self.received),
+            signature_ok: g(&self.signature_ok),
+            signature_bad: g(&self.signature_bad),
+            unchecked: g(&self.unchecked),
+            unparsable: g(&self.unparsable),
+            duplicates: g(&self.duplicates),
+            answered_ok: g(&self.answered_ok),
+            answered_fault: g(&self.answered_fault),
+        }
+    }
+}
+
+struct SinkState {
+    opts: SinkOptions,
+    stats: Arc<SinkStats>,
+    body: Bytes,
+}
+
+/// A running sink.
+#[derive(Debug)]
+pub struct Sink {
+    addr: SocketAddr,
+    stats: Arc<SinkStats>,
+    stop: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Sink {
+    /// Binds and starts serving.
+    pub async fn start(opts: SinkOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(opts.listen).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(SinkStats::default());
+        let state = Arc::new(SinkState {
+            body: Bytes::from("x".repeat(opts.body_chars)),
+            opts,
+            stats: stats.clone(),
+        });
+        let app = Router::new()
+            .route("/stats", get(stats_handler))
+            .fallback(post(receive))
+            .with_state(state);
+        let stop = CancellationToken::new();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let task = tokio::spawn(async move { serve.await });
+        Ok(Self {
+            addr,
+            stats,
+            stop,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> &Arc<SinkStats> {
+        &self.stats
+    }
+
+    /// Stops serving and returns the final counters.
+    pub async fn stop(self) -> SinkSummary {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.stats.summary()
+    }
+}
+
+async fn stats_handler(State(s): State<Arc<SinkState>>) -> Response {
+    axum::Json(s.stats.summary()).into_response()
+}
+
+#[derive(Deserialize)]
+struct AgoraHead<'a> {
+    #[serde(rename = "callId", borrow)]
+    call_id: Option<std::borrow::Cow<'a, str>>,
+    timestamp: Option<u64>,
+    #[serde(borrow)]
+    security: Option<std::borrow::Cow<'a, str>>,
+}
+
+async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Response {
+    let st = &s.stats;
+    st.received.fetch_add(1, Ordering::Relaxed);
+    let verdict = match serde_json::from_slice::<AgoraHead>(&body) {
+        Err(_) => {
+            st.unparsable.fetch_add(1, Ordering::Relaxed);
+            "unparsable"
+        }
+        Ok(head) => {
+            if let Some(id) = &head.call_id {
+                let fresh = st
+                    .seen
+                    .lock()
+                    .map(|mut seen| seen.insert(id.to_string()))
+                    .unwrap_or(true);
+                if !fresh {
+                    st.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            match (&s.opts.secret, s.opts.dialect, &head) {
+                (
+                    Some(secret),
+                    Dialect::Agora,
+                    AgoraHead {
+                        call_id: Some(id),
+                        timestamp: Some(ts),
+                        security: Some(sig),
+                    },
+                ) => {
+                    if agora::sign(id, secret, *ts) == *sig {
+                        st.signature_ok.fetch_add(1, Ordering::Relaxed);
+                        "ok"
+                    } else {
+                        st.signature_bad.fetch_add(1, Ordering::Relaxed);
+                        "BAD"
+                    }
+                }
+                (Some(_), Dialect::Agora, _) => {
+                    st.signature_bad.fetch_add(1, Ordering::Relaxed);
+                    "MISSING"
+                }
+                _ => {
+                    st.unchecked.fetch_add(1, Ordering::Relaxed);
+                    "unchecked"
+                }
+            }
+        }
+    };
+    let fault = match (s.opts.status, s.opts.fail_rate) {
+        (Some(_), r) if r <= 0.0 => true,
+        (_, r) if r > 0.0 => rand::random::<f64>() < r,
+        _ => false,
+    };
+    let status = if fault {
+        StatusCode::from_u16(s.opts.status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    } else {
+        StatusCode::OK
+    };
+    if fault {
+        st.answered_fault.fetch_add(1, Ordering::Relaxed);
+    } else {
+        st.answered_ok.fetch_add(1, Ordering::Relaxed);
+    }
+    if s.opts.print {
+        println!(
+            "<- POST {} signature={verdict} answer={} {}",
+            uri.path(),
+            status.as_u16(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    if !s.opts.delay.is_zero() {
+        tokio::time::sleep(s.opts.delay).await;
+    }
+    (status, s.body.clone()).into_response()
+}

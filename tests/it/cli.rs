@@ -1,0 +1,186 @@
+//! The binary as a user runs it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
+
+#[test]
+fn sign_prints_the_test_vector() {
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "--call-id",
+            "demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11",
+            "--secret",
+            "s3cr3t_Key",
+            "--timestamp",
+            "1600060847294",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "b799cb921c701a742c45c89296990cf7"
+    );
+}
+
+#[test]
+fn config_errors_name_file_and_key_and_exit_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let cases = [
+        (
+            "[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"http://h/\"\n  secret = \"s\"\n  colour = 1\n",
+            "apps[0].rules[0]",
+            "colour",
+        ),
+        (
+            "[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r-1\"\n  url = \"http://h/\"\n  secret = \"s\"\n",
+            "apps[0].rules[0].name",
+            "letters",
+        ),
+        (
+            "[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"ws://h/\"\n  secret = \"s\"\n",
+            "apps[0].rules[0].url",
+            "http://",
+        ),
+        ("[delivery]\nconcurrency = -3\n", "delivery.concurrency", ""),
+        ("[[apps]]\nid = \"a\"\n", "apps[0]", "token"),
+    ];
+    for (text, key, reason) in cases {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("bad.toml") && err.contains(key) && err.contains(reason),
+            "{err:?} should name {key} / {reason}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml"));
+}
+
+#[test]
+fn serve_prints_its_address_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"http://127.0.0.1:9/\"\n  secret = \"s\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("callback-sim listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(!url.ends_with(":0"), "the real port is printed: {url}");
+    let health = http_get(url.trim_start_matches("http://"), "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sink_counts_signatures_and_duplicates_and_summarises_on_ctrl_c() {
+    let mut child = Command::new(BIN)
+        .args(["sink", "--listen", "127.0.0.1:0", "--secret", "s3cr3t_Key", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("sink listening on http://")
+        .unwrap()
+        .to_string();
+    let good = r#"{"callId":"demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11","timestamp":1600060847294,"security":"b799cb921c701a742c45c89296990cf7"}"#;
+    let bad = r#"{"callId":"x#1","timestamp":1,"security":"0000"}"#;
+    for body in [good, good, bad] {
+        let resp = http_post(&addr, "/cb", body);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    for l in out.lines() {
+        rest += &l.unwrap();
+    }
+    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(20)).code(), Some(0));
+    assert!(rest.contains("received 3 callbacks"), "{rest}");
+    assert!(rest.contains("signatures ok 2, bad 1"), "{rest}");
+    assert!(rest.contains("duplicate callIds 1"), "{rest}");
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn http_post(addr: &str, path: &str, body: &str) -> String {
+    raw_http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn raw_http(addr: &str, request: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,279 @@
+//! Test helpers: a scriptable loopback receiver and the simulator on port 0 with a temp dir.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use callback_sim::{Config, Server};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+/// Upper bound for every wait in the tests: long enough for a loaded CI machine.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    #[allow(dead_code)]
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("callback body is JSON")
+    }
+}
+
+/// How a receiver answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    Body(u16, String),
+    /// Never answer.
+    Hang,
+    /// 302 to this location.
+    Redirect(String),
+    /// 200 with a streamed body of this many bytes (counted as they are produced).
+    Stream(u64),
+}
+
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    notify: Notify,
+    streamed: Arc<AtomicU64>,
+}
+
+/// A real HTTP receiver on 127.0.0.1:0 that records every request.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// Answers every request with `default`.
+    pub async fn start(default: Reply) -> Self {
+        let state = Arc::new(ReceiverState {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(default),
+            notify: Notify::new(),
+            streamed: Arc::new(AtomicU64::new(0)),
+        });
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    pub async fn ok() -> Self {
+        Self::start(Reply::Status(200)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The next requests get these replies, in order, before the default again.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.state.default.lock().unwrap() = reply;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// Bytes a `Reply::Stream` actually produced.
+    pub fn streamed(&self) -> u64 {
+        self.state.streamed.load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let notified = self.state.notify.notified();
+            if self.count() >= n {
+                return self.received();
+            }
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                panic!("receiver got {} requests, expected {n}", self.count());
+            }
+        }
+    }
+}
+
+async fn handle(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    s.received.lock().unwrap().push(Received {
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    s.notify.notify_waiters();
+    let reply = s
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| s.default.lock().unwrap().clone());
+    match reply {
+        Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Reply::Body(code, text) => (StatusCode::from_u16(code).unwrap(), text).into_response(),
+        Reply::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Reply::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
+        Reply::Stream(total) => {
+            let counter = s.streamed.clone();
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::unfold(0u64, move |sent| {
+                let chunk = chunk.clone();
+                let counter = counter.clone();
+                async move {
+                    if sent >= total {
+                        return None;
+                    }
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    // Yield so a reader that stopped reading is noticed between chunks.
+                    tokio::task::yield_now().await;
+                    Some((Ok::<_, std::io::Error>(chunk.clone()), sent + chunk.len() as u64))
+                }
+            });
+            (StatusCode::OK, Body::from_stream(stream)).into_response()
+        }
+    }
+}
+
+/// A running simulator with its temp data dir.
+pub struct TestApp {
+    pub server: Option<Server>,
+    pub base: String,
+    pub http: reqwest::Client,
+    #[allow(dead_code)]
+    pub dir: tempfile::TempDir,
+}
+
+/// The sections every test config starts with: port 0, a temp data dir, no rate limit to
+/// speak of. `sections` may add or override whole sections (e.g. `[delivery]`).
+pub fn config_text(dir: &Path, sections: &str, apps: &str) -> String {
+    let mut text = String::new();
+    if !sections.contains("[server]") {
+        text += &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            dir.join("data").display().to_string()
+        );
+    }
+    if !sections.contains("[api]") {
+        text += "[api]\nrate_per_sec = 100000\nburst = 100000\n";
+    }
+    format!("{text}{sections}\n{apps}")
+}
+
+pub async fn spawn_app(sections: &str, apps: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), sections, apps);
+    let config =
+        Config::parse(&text, "test.toml", dir.path()).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+    let server = Server::start(config).await.expect("server starts");
+    let base = server.base_url();
+    TestApp {
+        server: Some(server),
+        base,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// One agora app "app1" (token "tok1") with the given rules text.
+pub fn agora_app(extra: &str, rules: &str) -> String {
+    format!("[[apps]]\nid = \"app1\"\ntoken = \"tok1\"\n{extra}\n{rules}")
+}
+
+/// A post-send rule to `url`, with extra lines.
+pub fn rule(name: &str, url: &str, extra: &str) -> String {
+    format!("  [[apps.rules]]\n  name = \"{name}\"\n  url = \"{url}\"\n  secret = \"sec_{name}\"\n{extra}\n")
+}
+
+impl TestApp {
+    /// POSTs a message as app1 and returns status and JSON body.
+    pub async fn send(&self, msg: Value, wait: bool) -> (StatusCode, Value) {
+        self.send_as("app1", "tok1", msg, wait).await
+    }
+
+    pub async fn send_as(&self, app: &str, token: &str, msg: Value, wait: bool) -> (StatusCode, Value) {
+        let q = if wait { "?wait=true" } else { "" };
+        let resp = self
+            .http
+            .post(format!("{}/app-id/{app}/messages{q}", self.base))
+            .bearer_auth(token)
+            .json(&msg)
+            .send()
+            .await
+            .expect("simulator answers");
+        status_json(resp).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        status_json(resp).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+pub async fn status_json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, v)
+}
+
+/// The `?wait=true` callbacks list.
+pub fn callbacks(answer: &Value) -> &Vec<Value> {
+    answer["data"]["callbacks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no callbacks in {answer}"))
+}
+
+/// A loopback port with nothing listening.
+pub async fn refused_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    port
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real server on 127.0.0.1:0, real loopback receivers, a temp data dir.
+
+mod api;
+mod cli;
+mod delivery;
+mod helpers;
