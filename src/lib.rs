@@ -9,6 +9,10 @@
 //! - [`message`] — a message of the simulated IM world, parsed from its REST JSON.
 //! - [`dialect`] — provider wire formats: callback bodies and signatures.
 //! - [`runtime`] — apps and rules as they run: HTTP clients, counters, rate limiters.
+//! - [`ban`] — the failure window and escalating bans, pure over time.
+//! - [`store`] — the sled exception store: buckets, durable writes, retention.
+//! - [`replay`] — re-sending a stored bucket (storage/retry).
+//! - [`clock`] — injected wall-clock time.
 //! - [`sim`] — the core: a message in, signed callbacks queued ([`sim::Simulator::submit`]).
 //! - [`dispatch`] — the bounded queue, workers, attempts, retries and outcomes.
 //! - [`api`] — the REST API (SPEC §8).
@@ -17,6 +21,8 @@
 //! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
 
 pub mod api;
+pub mod ban;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod dialect;
@@ -24,10 +30,12 @@ pub mod dispatch;
 pub mod domain;
 pub mod logging;
 pub mod message;
+pub mod replay;
 pub mod runtime;
 pub mod server;
 pub mod sim;
 pub mod sink;
+pub mod store;
 
 pub use config::Config;
 pub use server::Server;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
+use crate::ban::{BanRecord, BanStart, BanTracker, BanView};
 use crate::config::{AppConfig, Config, DeliveryPolicy, RuleConfig};
 use crate::dispatch::http::{ClientError, build_client};
 use crate::domain::{AppId, Dialect, FinalOutcome, Outcome};
@@ -69,6 +70,29 @@ pub struct RuleRuntime {
     pub exception_store: bool,
     pub client: reqwest::Client,
     pub stats: RuleStats,
+    ban: std::sync::Mutex<BanTracker>,
+    /// The end of the current ban (Unix ms), readable without the lock on every delivery.
+    banned_until: AtomicU64,
+}
+
+impl RuleRuntime {
+    /// The end of the ban `now` is in, if any.
+    pub fn banned_until(&self, now_ms: u64) -> Option<u64> {
+        let until = self.banned_until.load(Ordering::Acquire);
+        (now_ms < until).then_some(until)
+    }
+
+    /// Counts a failed attempt; returns the ban it starts and the record to persist.
+    pub fn record_failure(&self, now_ms: u64) -> Option<(BanStart, BanRecord)> {
+        let mut tracker = self.ban.lock().expect("ban lock");
+        let start = tracker.record_failure(now_ms)?;
+        self.banned_until.store(start.until_ms, Ordering::Release);
+        Some((start, tracker.record().clone()))
+    }
+
+    pub fn ban_view(&self, now_ms: u64) -> BanView {
+        self.ban.lock().expect("ban lock").view(now_ms)
+    }
 }
 
 /// An app as the API and dispatcher use it.
@@ -88,14 +112,25 @@ impl std::fmt::Debug for AppRuntime {
     }
 }
 
-/// Every app, by id.
+impl AppRuntime {
+    /// The rule of that name, if the config still has it.
+    pub fn rule(&self, name: &str) -> Option<&Arc<RuleRuntime>> {
+        self.rules.iter().find(|r| r.config.name.as_str() == name)
+    }
+}
+
+/// Every app, by id, and the client shared by rules without TLS options.
 #[derive(Debug)]
-pub struct Apps(HashMap<AppId, Arc<AppRuntime>>);
+pub struct Apps {
+    apps: HashMap<AppId, Arc<AppRuntime>>,
+    pub default_client: reqwest::Client,
+}
 
 impl Apps {
     /// Builds clients, counters and limiters. Rules without TLS options share one client
     /// (one keep-alive pool); a rule with its own root or client certificate gets its own.
-    pub fn build(config: &Config) -> Result<Self, ClientError> {
+    /// `saved_ban` gives each rule's persisted ban record back.
+    pub fn build(config: &Config, saved_ban: impl Fn(&AppId, &str) -> Option<BanRecord>) -> Result<Self, ClientError> {
         let pool = config.delivery.concurrency;
         let shared = build_client(pool, &Default::default())?;
         let quota = Quota::per_second(nonzero(config.api.rate_per_sec)).allow_burst(nonzero(config.api.burst));
@@ -111,7 +146,10 @@ impl Apps {
                         reason: e.reason,
                     })?
                 };
+                let record = saved_ban(&app.id, rule.name.as_str()).unwrap_or_default();
                 rules.push(Arc::new(RuleRuntime {
+                    banned_until: AtomicU64::new(record.banned_until_ms),
+                    ban: std::sync::Mutex::new(BanTracker::restore(config.ban.clone(), record)),
                     app: app.id.clone(),
                     dialect: app.dialect,
                     config: rule.clone(),
@@ -128,15 +166,18 @@ impl Apps {
             };
             apps.insert(app.id.clone(), Arc::new(rt));
         }
-        Ok(Apps(apps))
+        Ok(Apps {
+            apps,
+            default_client: shared,
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<AppRuntime>> {
-        self.0.get(id)
+        self.apps.get(id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<AppRuntime>> {
-        self.0.values()
+        self.apps.values()
     }
 }
 

@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::sim::{BuildError, Simulator};
 
@@ -32,8 +33,13 @@ pub struct Server {
 impl Server {
     /// Builds the simulator and binds `server.listen` (port 0 picks a free port).
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`start`](Self::start) with another clock (tests of bans and retention).
+    pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         let want = config.server.listen;
-        let sim = Simulator::build(config)?;
+        let sim = Simulator::build_with_clock(config, clock)?;
         let listener = TcpListener::bind(want)
             .await
             .map_err(|source| StartError::Bind { addr: want, source })?;

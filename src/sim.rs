@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::ban::BanStart;
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::agora;
-use crate::dispatch::{CallbackReport, Dispatcher, EnqueueError, Job};
+use crate::dispatch::{CallbackReport, Dispatcher, EnqueueError, Job, rfc3339, spawn_unban_log};
 use crate::domain::{EventType, RuleKind, Source};
 use crate::message::Message;
+use crate::replay::ReplayGuards;
 use crate::runtime::{AppRuntime, Apps, RuleRuntime};
+use crate::store::{Store, StoreError, spawn_sweeper};
 
 /// How long in-flight attempts may run after a stop is asked (SPEC §9: at most 5 s).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -26,6 +30,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum BuildError {
     #[error("{0}")]
     Client(#[from] crate::dispatch::http::ClientError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 /// What a submitted message became.
@@ -56,29 +62,63 @@ impl Submitted {
     }
 }
 
-/// Apps, rules and the dispatcher.
+/// Apps, rules, the dispatcher and the exception store.
 #[derive(Debug)]
 pub struct Simulator {
     pub config: Arc<Config>,
     pub apps: Apps,
     pub dispatcher: Dispatcher,
+    pub clock: SharedClock,
+    pub(crate) replays: ReplayGuards,
     next_msg_id: AtomicU64,
 }
 
 impl Simulator {
-    /// Builds the runtime from a validated config and starts the dispatcher.
+    /// Builds the runtime from a validated config: opens the store under `data_dir`, restores
+    /// bans, starts the dispatcher and the retention sweep. Needs a Tokio runtime.
     pub fn build(config: Config) -> Result<Arc<Self>, BuildError> {
-        let apps = Apps::build(&config)?;
-        let d = &config.delivery;
-        let dispatcher = Dispatcher::start(d.concurrency, d.queue_capacity, d.max_response_chars);
+        Self::build_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`build`](Self::build) with another clock (tests).
+    pub fn build_with_clock(config: Config, clock: SharedClock) -> Result<Arc<Self>, BuildError> {
+        let store = Store::open(&config.server.data_dir, config.store.utc_offset)?;
+        let apps = Apps::build(&config, |app, rule| store.load_ban(app, rule))?;
+        let now = clock.now_ms();
+        for app in apps.iter() {
+            for rule in &app.rules {
+                if let Some(until) = rule.banned_until(now) {
+                    let view = rule.ban_view(now);
+                    tracing::warn!(app = %rule.app, rule = %rule.config.name, level = view.level,
+                        until = %rfc3339(until), "rule still banned from before the restart");
+                    let start = BanStart {
+                        level: view.level,
+                        since_ms: now,
+                        until_ms: until,
+                    };
+                    spawn_unban_log(rule.app.clone(), rule.config.name.clone(), start, clock.clone());
+                }
+            }
+        }
+        let retention = config.store.retention;
+        let sweep_every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        spawn_sweeper(store.clone(), retention, sweep_every, clock.clone());
+        let dispatcher = Dispatcher::start(&config.delivery, store, clock.clone());
         // Message ids look like the provider's (numeric, increasing): start from the clock.
-        let seed = now_ms().saturating_mul(1000);
+        let seed = now.saturating_mul(1000);
         Ok(Arc::new(Self {
             config: Arc::new(config),
             apps,
             dispatcher,
+            clock,
+            replays: ReplayGuards::default(),
             next_msg_id: AtomicU64::new(seed),
         }))
+    }
+
+    /// The exception store.
+    pub fn store(&self) -> &Store {
+        self.dispatcher.store()
     }
 
     /// Turns `msg` into callbacks for the app's matching post-send rules and queues them.
@@ -88,7 +128,7 @@ impl Simulator {
             return Err(EnqueueError::ShuttingDown);
         }
         let accepted_at = Instant::now();
-        let timestamp = now_ms();
+        let timestamp = self.clock.now_ms();
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed).to_string();
         let payload = msg.agora_payload();
         let mut jobs = Vec::new();
@@ -133,10 +173,14 @@ impl Simulator {
         })
     }
 
-    /// Stops the dispatcher: queued callbacks end as `shutdown`, in-flight ones get
-    /// [`SHUTDOWN_GRACE`].
+    /// Stops the dispatcher — queued callbacks are stored as `shutdown`, in-flight ones get
+    /// [`SHUTDOWN_GRACE`] — and flushes the store.
     pub async fn shutdown(&self) {
         self.dispatcher.shutdown(SHUTDOWN_GRACE).await;
+        if let Err(e) = self.store().flush().await {
+            tracing::error!(error = %e, "final flush of the exception store failed");
+        }
+        self.store().close().await;
     }
 }
 
@@ -177,10 +221,7 @@ pub fn post_send_matches(rule: &RuleConfig, msg: &Message) -> bool {
         && (rule.include_rest || msg.source != Source::Rest)
 }
 
-/// Unix time in milliseconds.
+/// Unix time in milliseconds, from the system clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemClock.now_ms()
 }

@@ -7,6 +7,7 @@
 mod messages;
 mod ops;
 mod rules;
+mod storage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +32,7 @@ pub fn router(sim: Arc<Simulator>) -> Router {
     Router::new()
         .merge(messages::router())
         .merge(rules::router())
+        .merge(storage::router())
         .merge(ops::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

@@ -9,6 +9,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::{ApiError, AppState, Ctx, query_pairs};
+use crate::dispatch::rfc3339;
 use crate::domain::{CallbackUrl, RuleKind, RuleName};
 use crate::runtime::StatsSnapshot;
 
@@ -41,19 +42,28 @@ async fn get_rules(
     let app_id = app_id.map(|Path(a)| a).unwrap_or_default();
     let app = ctx.authorize(&sim, &app_id, &headers)?;
     query_pairs(&ctx, query.as_deref(), &[])?;
+    let now = sim.clock.now_ms();
     let rules: Vec<RuleStatus> = app
         .rules
         .iter()
-        .map(|r| RuleStatus {
-            name: &r.config.name,
-            kind: r.config.kind,
-            url: &r.config.url,
-            enabled: r.config.enabled,
-            state: if r.config.enabled { "active" } else { "disabled" },
-            banned_until: None,
-            ban_level: 0,
-            failures_in_window: 0,
-            stats: r.stats.snapshot(),
+        .map(|r| {
+            let ban = r.ban_view(now);
+            let state = match (r.config.enabled, ban.banned_until_ms) {
+                (false, _) => "disabled",
+                (true, Some(_)) => "banned",
+                (true, None) => "active",
+            };
+            RuleStatus {
+                name: &r.config.name,
+                kind: r.config.kind,
+                url: &r.config.url,
+                enabled: r.config.enabled,
+                state,
+                banned_until: ban.banned_until_ms.map(rfc3339),
+                ban_level: ban.level,
+                failures_in_window: ban.failures_in_window,
+                stats: r.stats.snapshot(),
+            }
         })
         .collect();
     Ok(ctx.ok("/callbacks", app.config.id.as_str(), rules, None))

@@ -21,8 +21,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{EventType, FinalOutcome, Outcome, RuleKind, RuleName};
+use crate::ban::{BanRecord, BanStart};
+use crate::clock::SharedClock;
+use crate::config::{DeliveryConfig, DeliveryPolicy};
+use crate::domain::{AppId, EventType, FinalOutcome, Outcome, RuleKind, RuleName};
 use crate::runtime::RuleRuntime;
+use crate::store::{Store, StoredCallback};
 use http::{AttemptLimits, AttemptResult, attempt};
 
 /// One callback waiting to be delivered.
@@ -77,6 +81,8 @@ struct Shared {
     stop_intake: CancellationToken,
     abort: CancellationToken,
     tracker: TaskTracker,
+    store: Store,
+    clock: SharedClock,
 }
 
 /// The queue and its workers.
@@ -97,14 +103,16 @@ impl std::fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     /// Starts the dispatch loop on the current runtime.
-    pub fn start(concurrency: usize, queue_capacity: usize, max_response_chars: usize) -> Self {
-        let (tx, rx) = mpsc::channel(queue_capacity);
+    pub fn start(delivery: &DeliveryConfig, store: Store, clock: SharedClock) -> Self {
+        let (tx, rx) = mpsc::channel(delivery.queue_capacity);
         let shared = Arc::new(Shared {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            max_chars: max_response_chars,
+            permits: Arc::new(Semaphore::new(delivery.concurrency)),
+            max_chars: delivery.max_response_chars,
             stop_intake: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            store,
+            clock,
         });
         let worker = tokio::spawn(run(rx, shared.clone()));
         Self {
@@ -149,6 +157,18 @@ impl Dispatcher {
         self.shared.stop_intake.is_cancelled()
     }
 
+    /// Attempts `body` at `url` under `policy`: up to `1 + retries` attempts, stopping at the
+    /// first delivery. With `rule`, attempts are counted in its stats; with `obey_ban` too,
+    /// a banned rule is not attempted and every failure feeds its ban window.
+    pub async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
+        self.shared.attempt_policy(a).await
+    }
+
+    /// The exception store.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
     /// Stops taking jobs, finishes the queued ones as `shutdown`, waits up to `grace` for the
     /// deliveries in flight and cuts the rest short. Every job ends with a final outcome.
     pub async fn shutdown(&self, grace: Duration) {
@@ -189,66 +209,168 @@ async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
             drop(permit);
         });
     }
-    // Nothing more can be queued once the receiver is closed; what is left ends as `shutdown`.
+    // Nothing more can be queued once the receiver is closed; what is left ends as `shutdown`,
+    // stored in batches (one flush each) rather than one write per callback.
     rx.close();
+    let mut batch = Vec::new();
     while let Some(job) = rx.recv().await {
-        let last = AttemptResult {
-            outcome: Outcome::Shutdown,
-            status: None,
-            body: None,
-            detail: Some("not attempted: the simulator is stopping".into()),
-        };
-        shared.finish(job, last, 0).await;
+        batch.push((
+            job,
+            not_attempted(Outcome::Shutdown, "not attempted: the simulator is stopping"),
+            0,
+        ));
+        if batch.len() == SHUTDOWN_BATCH {
+            shared.settle(std::mem::take(&mut batch)).await;
+        }
     }
+    shared.settle(batch).await;
+}
+
+/// Queued callbacks stored per write when the simulator stops.
+const SHUTDOWN_BATCH: usize = 4096;
+
+fn not_attempted(outcome: Outcome, why: &str) -> AttemptResult {
+    AttemptResult {
+        outcome,
+        status: None,
+        body: None,
+        detail: Some(why.into()),
+    }
+}
+
+/// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
+pub struct PolicyAttempt<'a> {
+    pub client: &'a reqwest::Client,
+    pub url: &'a reqwest::Url,
+    pub body: &'a Bytes,
+    pub policy: DeliveryPolicy,
+    pub rule: Option<&'a RuleRuntime>,
+    pub obey_ban: bool,
 }
 
 impl Shared {
     async fn deliver(&self, job: Job) {
         let rule = job.rule.clone();
-        let url = rule.config.url.as_url();
+        let result = self
+            .attempt_policy(PolicyAttempt {
+                client: &rule.client,
+                url: rule.config.url.as_url(),
+                body: &job.body,
+                policy: rule.policy,
+                rule: Some(&rule),
+                obey_ban: true,
+            })
+            .await;
+        self.settle(vec![(job, result.0, result.1)]).await;
+    }
+
+    async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
+        let ban_rule = a.rule.filter(|r| a.obey_ban && r.policy.bans);
+        if let Some(r) = ban_rule
+            && let Some(until) = r.banned_until(self.clock.now_ms())
+        {
+            let why = format!("not attempted: the rule is banned until {}", rfc3339(until));
+            return (not_attempted(Outcome::Banned, &why), 0);
+        }
         let limits = AttemptLimits {
-            timeout: rule.policy.timeout,
+            timeout: a.policy.timeout,
             max_chars: self.max_chars,
             keep_body: false,
         };
         let mut attempts = 0;
-        let last = loop {
+        loop {
             attempts += 1;
             let r = tokio::select! {
                 biased;
-                _ = self.abort.cancelled() => AttemptResult {
-                    outcome: Outcome::Shutdown,
-                    status: None,
-                    body: None,
-                    detail: Some("attempt cut short: the simulator is stopping".into()),
-                },
-                r = attempt(&rule.client, url, job.body.clone(), limits) => r,
+                _ = self.abort.cancelled() => {
+                    return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
+                }
+                r = attempt(a.client, a.url, a.body.clone(), limits) => r,
             };
-            if r.outcome == Outcome::Shutdown {
-                break r;
+            if let Some(rule) = a.rule {
+                rule.stats.count_outcome(r.outcome);
             }
-            rule.stats.count_outcome(r.outcome);
-            if r.outcome.is_delivered() || attempts > rule.policy.retries {
-                break r;
+            if r.outcome.is_failure()
+                && let Some(rule) = ban_rule
+                && let Some((start, record)) = rule.record_failure(self.clock.now_ms())
+            {
+                self.on_ban(rule, start, record);
             }
-            tracing::debug!(app = %rule.app, rule = %rule.config.name, call_id = %job.call_id,
-                outcome = %r.outcome, "attempt failed, retrying at once");
-        };
-        self.finish(job, last, attempts).await;
+            let banned_now = ban_rule.is_some_and(|rule| rule.banned_until(self.clock.now_ms()).is_some());
+            if r.outcome.is_delivered() || attempts > a.policy.retries || banned_now {
+                return (r, attempts);
+            }
+            if let Some(rule) = a.rule {
+                tracing::debug!(app = %rule.app, rule = %rule.config.name, outcome = %r.outcome, "attempt failed, retrying at once");
+            }
+        }
     }
 
-    /// Decides the final outcome, counts it, logs it and reports it.
-    async fn finish(&self, job: Job, last: AttemptResult, attempts: u32) {
+    /// Logs and persists a ban, and logs its end when it comes.
+    fn on_ban(&self, rule: &RuleRuntime, start: BanStart, record: BanRecord) {
+        tracing::warn!(
+            app = %rule.app,
+            rule = %rule.config.name,
+            level = start.level,
+            until = %rfc3339(start.until_ms),
+            "rule banned: too many failures"
+        );
+        self.store.save_ban(&rule.app, rule.config.name.as_str(), record);
+        spawn_unban_log(rule.app.clone(), rule.config.name.clone(), start, self.clock.clone());
+    }
+
+    /// Decides each callback's final outcome — storing the undelivered ones in one durable
+    /// write — then counts, logs and reports them.
+    async fn settle(&self, done: Vec<(Job, AttemptResult, u32)>) {
+        if done.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let to_store: Vec<StoredCallback> = done
+            .iter()
+            .filter(|(job, last, _)| !last.outcome.is_delivered() && job.rule.exception_store)
+            .map(|(job, last, attempts)| StoredCallback {
+                app: job.rule.app.clone(),
+                call_id: job.call_id.to_string(),
+                rule: job.rule.config.name.to_string(),
+                url: job.rule.config.url.to_string(),
+                event_type: job.event_type,
+                to: job.to.to_string(),
+                body: String::from_utf8_lossy(&job.body).into_owned(),
+                query: None,
+                outcome: last.outcome,
+                attempts: *attempts,
+                status: last.status,
+                stored_at_ms: now,
+            })
+            .collect();
+        let stored = if to_store.is_empty() {
+            true
+        } else {
+            match self.store.put(to_store).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
+                    false
+                }
+            }
+        };
+        for (job, last, attempts) in done {
+            let outcome = match last.outcome {
+                Outcome::Delivered => FinalOutcome::Delivered,
+                Outcome::Violation => FinalOutcome::Violation,
+                _ if job.rule.exception_store && stored => FinalOutcome::Stored,
+                _ => FinalOutcome::Dropped,
+            };
+            self.report(job, last, attempts, outcome);
+        }
+    }
+
+    fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
         let rule = &job.rule;
         if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
             rule.stats.count_outcome(last.outcome);
         }
-        let outcome = match last.outcome {
-            Outcome::Delivered => FinalOutcome::Delivered,
-            Outcome::Violation => FinalOutcome::Violation,
-            // The exception store arrives with the store issue; until then nothing is kept.
-            _ => FinalOutcome::Dropped,
-        };
         rule.stats.count_final(outcome);
         let latency_ms = (job.accepted_at.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
@@ -280,4 +402,20 @@ impl Shared {
             });
         }
     }
+}
+
+/// Logs the end of a ban when it comes (unless a later ban replaced it).
+pub fn spawn_unban_log(app: AppId, rule: RuleName, start: BanStart, clock: SharedClock) {
+    tokio::spawn(async move {
+        let wait = start.until_ms.saturating_sub(clock.now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        tracing::warn!(app = %app, rule = %rule, level = start.level, until = %rfc3339(start.until_ms), "rule unbanned");
+    });
+}
+
+/// Unix ms as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

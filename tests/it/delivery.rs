@@ -204,7 +204,7 @@ async fn a_failed_attempt_is_retried_once_at_once_with_the_same_bytes() {
     assert_eq!(cb["attempts"], 2);
     assert_eq!(cb["last_attempt"], "status");
     assert_eq!(cb["status"], 500);
-    assert_eq!(cb["outcome"], "dropped");
+    assert_eq!(cb["outcome"], "stored");
     let got = rx.received();
     assert_eq!(got.len(), 2, "exactly one retry");
     assert_eq!(got[0].body, got[1].body, "a retry sends the same bytes");
@@ -363,6 +363,6 @@ async fn rule_status_counts_outcomes() {
     assert_eq!(good["counts"]["delivered"], 3);
     assert_eq!(good["final"]["delivered"], 3);
     assert_eq!(broken["counts"]["status"], 6, "two attempts each");
-    assert_eq!(broken["final"]["dropped"], 3);
+    assert_eq!(broken["final"]["stored"], 3);
     assert!(good.get("secret").is_none(), "secrets are never shown");
 }

@@ -45,6 +45,8 @@ pub enum Reply {
     Hang,
     /// 302 to this location.
     Redirect(String),
+    /// Wait, then answer this status.
+    Delay(Duration, u16),
     /// 200 with a streamed body of this many bytes (counted as they are produced).
     Stream(u64),
 }
@@ -147,6 +149,10 @@ async fn handle(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMa
             std::future::pending::<()>().await;
             unreachable!()
         }
+        Reply::Delay(d, code) => {
+            tokio::time::sleep(d).await;
+            StatusCode::from_u16(code).unwrap().into_response()
+        }
         Reply::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
         Reply::Stream(total) => {
             let counter = s.streamed.clone();
@@ -195,11 +201,31 @@ pub fn config_text(dir: &Path, sections: &str, apps: &str) -> String {
 }
 
 pub async fn spawn_app(sections: &str, apps: &str) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(tempfile::tempdir().unwrap(), sections, apps).await
+}
+
+/// The same, on an existing directory (to restart on the same data).
+pub async fn spawn_app_in(dir: tempfile::TempDir, sections: &str, apps: &str) -> TestApp {
+    spawn_app_with_clock(
+        dir,
+        sections,
+        apps,
+        std::sync::Arc::new(callback_sim::clock::SystemClock),
+    )
+    .await
+}
+
+/// The same, with an injected clock.
+pub async fn spawn_app_with_clock(
+    dir: tempfile::TempDir,
+    sections: &str,
+    apps: &str,
+    clock: callback_sim::clock::SharedClock,
+) -> TestApp {
     let text = config_text(dir.path(), sections, apps);
     let config =
         Config::parse(&text, "test.toml", dir.path()).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-    let server = Server::start(config).await.expect("server starts");
+    let server = Server::start_with_clock(config, clock).await.expect("server starts");
     let base = server.base_url();
     TestApp {
         server: Some(server),
@@ -247,6 +273,42 @@ impl TestApp {
             .await
             .unwrap();
         status_json(resp).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        status_json(resp).await
+    }
+
+    /// `storage/info` of app1.
+    pub async fn info(&self) -> Vec<Value> {
+        let (s, v) = self.get("/app-id/app1/callbacks/storage/info", "tok1").await;
+        assert_eq!(s, 200, "{v}");
+        v["data"].as_array().unwrap().clone()
+    }
+
+    /// The rule of that name in app1's `callbacks/rules`.
+    pub async fn rule_status(&self, name: &str) -> Value {
+        let (s, v) = self.get("/app-id/app1/callbacks/rules", "tok1").await;
+        assert_eq!(s, 200, "{v}");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    pub fn simulator(&self) -> &std::sync::Arc<callback_sim::Simulator> {
+        self.server.as_ref().unwrap().simulator()
     }
 
     pub async fn shutdown(&mut self) {

@@ -1,0 +1,212 @@
+//! The exception store's routes: the provider's `storage/info` (SPEC §8.1) and
+//! `storage/retry` (§8.2), and this project's `storage/items` (§8.3).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{ApiError, AppState, Ctx, body_error, query_pairs};
+use crate::dispatch::rfc3339;
+use crate::domain::{CallbackUrl, DateKey, Outcome};
+use crate::replay::{ReplayError, replay};
+use crate::runtime::AppRuntime;
+use crate::sim::Simulator;
+use crate::store::{Bucket, StoreError};
+
+/// `storage/items`: items listed when no `limit` is given, and the most one request may ask.
+const DEFAULT_ITEMS: usize = 100;
+const MAX_ITEMS: usize = 10_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/app-id/{app_id}/callbacks/storage/info", get(info))
+        .route("/app-id/{app_id}/callbacks/storage/retry", post(retry))
+        .route("/app-id/{app_id}/callbacks/storage/items", get(items))
+}
+
+/// 404 / 401 / 429, then 403 when the app keeps no exception store.
+fn store_app<'a>(
+    ctx: &Ctx,
+    sim: &'a Simulator,
+    app_id: &Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+) -> Result<&'a std::sync::Arc<AppRuntime>, ApiError> {
+    let app_id = app_id.as_ref().map(|Path(a)| a.as_str()).unwrap_or_default();
+    let app = ctx.authorize(sim, app_id, headers)?;
+    if !app.config.exception_store {
+        return Err(ctx.error(
+            StatusCode::FORBIDDEN,
+            "store_disabled",
+            format!("app {app_id:?} has exception_store = false: failed callbacks are dropped, nothing is stored"),
+        ));
+    }
+    Ok(app)
+}
+
+fn store_error(ctx: &Ctx, e: &StoreError) -> ApiError {
+    tracing::error!(error = %e, "exception store request failed");
+    ctx.error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the exception store could not be read or written; see the simulator's log",
+    )
+}
+
+async fn info(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app = store_app(&ctx, &sim, &app_id, &headers)?;
+    query_pairs(&ctx, query.as_deref(), &[])?;
+    let buckets = sim.store().buckets(&app.config.id);
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), buckets, None))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    date: String,
+    #[serde(default)]
+    retry: Option<u32>,
+    #[serde(rename = "targetUrl", default)]
+    target_url: Option<String>,
+}
+
+async fn retry(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let max = sim.config.server.max_body_bytes;
+    if let Err(rej) = &body
+        && rej.status() == StatusCode::PAYLOAD_TOO_LARGE
+    {
+        return Err(body_error(&ctx, rej, max));
+    }
+    let app = store_app(&ctx, &sim, &app_id, &headers)?;
+    query_pairs(&ctx, query.as_deref(), &[])?;
+    let body = body.map_err(|rej| body_error(&ctx, &rej, max))?;
+    let bad = |msg: String| ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg);
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad(
+            "the body must be a JSON object such as {\"date\": \"202109091440\", \"retry\": 0}".into(),
+        ));
+    }
+    let req: RetryRequest = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || inner.is_syntax() || inner.is_eof() {
+                bad(format!("body: {inner}"))
+            } else {
+                bad(format!("field `{path}`: {inner}"))
+            }
+        })?;
+    let date = DateKey::parse(&req.date).map_err(|e| bad(format!("field `date`: {e}")))?;
+    let target = match req.target_url.as_deref() {
+        None | Some("") => None,
+        Some(u) => Some(CallbackUrl::parse(u).map_err(|e| bad(format!("field `targetUrl`: {e}")))?),
+    };
+    let retry = req.retry.unwrap_or(0);
+    let outcome = replay(&sim, app, date, retry, target).await.map_err(|e| match &e {
+        ReplayError::NoSuchBucket { .. } => bad(e.to_string()),
+        ReplayError::Busy { .. } => ctx.error(StatusCode::CONFLICT, "replay_in_progress", e.to_string()),
+        ReplayError::Store(se) => store_error(&ctx, se),
+    })?;
+    let data = if outcome.failed == 0 { "success" } else { "failure" };
+    let mut extra = serde_json::Map::new();
+    extra.insert("delivered".into(), outcome.delivered.into());
+    extra.insert("failed".into(), outcome.failed.into());
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), data, Some(extra)))
+}
+
+#[derive(Serialize)]
+struct ItemView {
+    #[serde(rename = "callId")]
+    call_id: String,
+    rule: String,
+    url: String,
+    #[serde(rename = "eventType")]
+    event_type: crate::domain::EventType,
+    to: String,
+    outcome: Outcome,
+    attempts: u32,
+    status: Option<u16>,
+    stored_at: String,
+    body: Box<RawValue>,
+}
+
+async fn items(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app = store_app(&ctx, &sim, &app_id, &headers)?;
+    let bad = |msg: String| ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg);
+    let (mut date, mut retry, mut limit) = (None, 0u32, DEFAULT_ITEMS);
+    for (k, v) in query_pairs(&ctx, query.as_deref(), &["date", "retry", "limit"])? {
+        match k.as_str() {
+            "date" => date = Some(DateKey::parse(&v).map_err(|e| bad(format!("query parameter date: {e}")))?),
+            "retry" => {
+                retry = v.parse().map_err(|_| {
+                    bad(format!(
+                        "query parameter retry must be a whole number, got {:?}",
+                        v.chars().take(40).collect::<String>()
+                    ))
+                })?
+            }
+            _ => {
+                limit = v.parse().ok().filter(|n| (1..=MAX_ITEMS).contains(n)).ok_or_else(|| {
+                    bad(format!(
+                        "query parameter limit must be between 1 and {MAX_ITEMS}, got {:?}",
+                        v.chars().take(40).collect::<String>()
+                    ))
+                })?
+            }
+        }
+    }
+    let date = date.ok_or_else(|| {
+        bad(
+            "query parameter date is required (a 10-minute key such as 202109091440; GET storage/info lists them)"
+                .into(),
+        )
+    })?;
+    let bucket = Bucket {
+        app: app.config.id.clone(),
+        date,
+        retry,
+    };
+    let mut out = Vec::new();
+    for entry in sim.store().scan(&bucket).take(limit) {
+        let (_, item) = entry.map_err(|e| store_error(&ctx, &e))?;
+        let body = RawValue::from_string(item.body)
+            .map_err(|e| store_error(&ctx, &StoreError::Io(format!("stored body is not JSON: {e}"))))?;
+        out.push(ItemView {
+            call_id: item.call_id,
+            rule: item.rule,
+            url: item.url,
+            event_type: item.event_type,
+            to: item.to,
+            outcome: item.outcome,
+            attempts: item.attempts,
+            status: item.status,
+            stored_at: rfc3339(item.stored_at_ms),
+            body,
+        });
+    }
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), out, None))
+}

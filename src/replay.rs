@@ -1,0 +1,174 @@
+//! Replaying a bucket of the exception store (SPEC §8.2): the same bytes, the normal
+//! delivery policy, to `targetUrl` or the rule's own URL.
+//!
+//! The bucket is streamed from sled, `delivery.concurrency` callbacks at a time. A delivered
+//! callback leaves the store; one that fails again moves to (`date`, `retry + 1`). Replays to
+//! the rule's own URL obey and feed its ban; replays to a `targetUrl` do neither.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::dispatch::PolicyAttempt;
+use crate::domain::{CallbackUrl, DateKey};
+use crate::runtime::AppRuntime;
+use crate::sim::Simulator;
+use crate::store::{Bucket, StoreError};
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ReplayOutcome {
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// Why a replay did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("bucket date={date} retry={retry} is empty or does not exist; GET storage/info lists the buckets")]
+    NoSuchBucket { date: DateKey, retry: u32 },
+    #[error("bucket date={date} retry={retry} is already being replayed")]
+    Busy { date: DateKey, retry: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The buckets being replayed right now.
+#[derive(Debug, Default)]
+pub struct ReplayGuards(Arc<Mutex<HashSet<Bucket>>>);
+
+/// Holds a bucket's replay slot; frees it when dropped.
+struct Guard {
+    set: Arc<Mutex<HashSet<Bucket>>>,
+    bucket: Bucket,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.set.lock().expect("replay guard lock").remove(&self.bucket);
+    }
+}
+
+impl ReplayGuards {
+    fn begin(&self, bucket: &Bucket) -> Option<Guard> {
+        let fresh = self.0.lock().expect("replay guard lock").insert(bucket.clone());
+        fresh.then(|| Guard {
+            set: self.0.clone(),
+            bucket: bucket.clone(),
+        })
+    }
+}
+
+/// `url` with the stored query string appended (`?` or `&` as the URL needs).
+fn with_query(url: &reqwest::Url, query: Option<&str>) -> reqwest::Url {
+    let mut u = url.clone();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        let joined = match u.query() {
+            Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
+            _ => q.to_string(),
+        };
+        u.set_query(Some(&joined));
+    }
+    u
+}
+
+/// Replays bucket (`date`, `retry`) of `app`; returns when every callback has an outcome.
+pub async fn replay(
+    sim: &Simulator,
+    app: &AppRuntime,
+    date: DateKey,
+    retry: u32,
+    target: Option<CallbackUrl>,
+) -> Result<ReplayOutcome, ReplayError> {
+    let bucket = Bucket {
+        app: app.config.id.clone(),
+        date,
+        retry,
+    };
+    let _guard = sim.replays.begin(&bucket).ok_or(ReplayError::Busy { date, retry })?;
+    let store = sim.store();
+    if store.bucket_size(&bucket) == 0 {
+        return Err(ReplayError::NoSuchBucket { date, retry });
+    }
+    tracing::info!(app = %app.config.id, %date, retry, target = target.as_ref().map(|t| t.to_string()), "replay started");
+    let concurrency = sim.config.delivery.concurrency;
+    let results = futures_util::stream::iter(store.scan(&bucket))
+        .map(|entry| async {
+            let (key, mut item) = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "replay: unreadable stored callback left in place");
+                    return Ok::<bool, StoreError>(false);
+                }
+            };
+            let rule = app.rule(&item.rule);
+            let stored_url;
+            let (base, obey_ban) = match (&target, rule) {
+                (Some(t), _) => (t.as_url(), false),
+                (None, Some(r)) => (r.config.url.as_url(), true),
+                (None, None) => match reqwest::Url::parse(&item.url) {
+                    Ok(u) => {
+                        stored_url = u;
+                        (&stored_url, false)
+                    }
+                    Err(_) => return Ok(false),
+                },
+            };
+            let url = with_query(base, item.query.as_deref());
+            let client = rule.map(|r| &r.client).unwrap_or(&sim.apps.default_client);
+            let body = Bytes::from(std::mem::take(&mut item.body));
+            let (last, attempts) = sim
+                .dispatcher
+                .attempt_policy(PolicyAttempt {
+                    client,
+                    url: &url,
+                    body: &body,
+                    policy: app.config.policy,
+                    rule: rule.map(|r| r.as_ref()),
+                    obey_ban,
+                })
+                .await;
+            let delivered = last.outcome.is_delivered();
+            tracing::info!(app = %app.config.id, rule = %item.rule, call_id = %item.call_id, replay = true,
+                outcome = if delivered { "delivered" } else { "stored" }, last_attempt = %last.outcome, attempts,
+                status = last.status, detail = last.detail.as_deref(), "callback");
+            if delivered {
+                store.delete(key).await?;
+            } else {
+                item.body = String::from_utf8(body.to_vec()).expect("stored bodies are UTF-8");
+                item.outcome = last.outcome;
+                item.attempts = attempts;
+                item.status = last.status;
+                store.move_to_retry(key, item, retry + 1).await?;
+            }
+            Ok(delivered)
+        })
+        .buffer_unordered(concurrency);
+    let mut out = ReplayOutcome::default();
+    let mut results = std::pin::pin!(results);
+    while let Some(r) = results.next().await {
+        match r? {
+            true => out.delivered += 1,
+            false => out.failed += 1,
+        }
+    }
+    tracing::info!(app = %app.config.id, %date, retry, delivered = out.delivered, failed = out.failed, "replay finished");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_query_strings_are_appended_correctly() {
+        let u = reqwest::Url::parse("http://h/cb").unwrap();
+        assert_eq!(with_query(&u, Some("a=1")).as_str(), "http://h/cb?a=1");
+        assert_eq!(with_query(&u, None).as_str(), "http://h/cb");
+        let u = reqwest::Url::parse("http://h/cb?x=2").unwrap();
+        assert_eq!(with_query(&u, Some("a=1")).as_str(), "http://h/cb?x=2&a=1");
+    }
+}
