@@ -146,6 +146,11 @@ impl Filter {
         if mask == 0 { Self::ALL } else { Filter(mask) }
     }
 
+    /// Only these values (by vocabulary index); none given means all.
+    pub fn only(indices: impl IntoIterator<Item = usize>) -> Self {
+        Self::from_indices(indices)
+    }
+
     pub fn allows(self, index: usize) -> bool {
         self.0 & (1 << index) != 0
     }

@@ -18,6 +18,7 @@
 //! - [`api`] — the REST API (SPEC §8).
 //! - [`server`] — the simulator bound to a socket; graceful stop.
 //! - [`sink`] — a receiver that verifies, counts and injects faults.
+//! - [`demo`] — the narrated demo on the embedded default config.
 //! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod ban;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod demo;
 pub mod dialect;
 pub mod dispatch;
 pub mod domain;

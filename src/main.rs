@@ -11,6 +11,10 @@ use callback_sim::logging::{self, LogFormat};
 use callback_sim::sink::SinkOptions;
 use clap::{Parser, Subcommand};
 
+/// glibc's malloc serialises on arena locks under many threads; mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "callback-sim",
@@ -27,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job on the embedded default: sinks, traffic, a ban, the store, a replay (~10 s).
+    Demo,
     /// Run the REST API and the dispatcher until SIGINT/SIGTERM.
     Serve {
         /// The config file.
@@ -78,7 +84,13 @@ fn parse_dialect(s: &str) -> Result<Dialect, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    // The demo narrates on stdout; its log shows only problems unless RUST_LOG says otherwise.
+    let default_level = if matches!(cli.command, Command::Demo) {
+        "error"
+    } else {
+        "info"
+    };
+    logging::init(cli.log_format, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -88,6 +100,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.command {
+            Command::Demo => callback_sim::demo::run().await,
             Command::Serve { config } => commands::serve(&config).await,
             Command::Sign {
                 call_id,

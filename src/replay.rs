@@ -9,14 +9,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::dispatch::PolicyAttempt;
 use crate::domain::{CallbackUrl, DateKey};
 use crate::runtime::AppRuntime;
 use crate::sim::Simulator;
-use crate::store::{Bucket, StoreError};
+use crate::store::{Bucket, ItemKey, StoreError, StoredCallback};
 
 /// What a replay did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -76,9 +77,11 @@ fn with_query(url: &reqwest::Url, query: Option<&str>) -> reqwest::Url {
 }
 
 /// Replays bucket (`date`, `retry`) of `app`; returns when every callback has an outcome.
+/// Each callback is its own task (so replays use every core), at most `delivery.concurrency`
+/// at once, while the bucket is read lazily from the store.
 pub async fn replay(
-    sim: &Simulator,
-    app: &AppRuntime,
+    sim: Arc<Simulator>,
+    app: Arc<AppRuntime>,
     date: DateKey,
     retry: u32,
     target: Option<CallbackUrl>,
@@ -89,74 +92,106 @@ pub async fn replay(
         retry,
     };
     let _guard = sim.replays.begin(&bucket).ok_or(ReplayError::Busy { date, retry })?;
-    let store = sim.store();
+    let store = sim.store().clone();
     if store.bucket_size(&bucket) == 0 {
         return Err(ReplayError::NoSuchBucket { date, retry });
     }
     tracing::info!(app = %app.config.id, %date, retry, target = target.as_ref().map(|t| t.to_string()), "replay started");
-    let concurrency = sim.config.delivery.concurrency;
-    let results = futures_util::stream::iter(store.scan(&bucket))
-        .map(|entry| async {
-            let (key, mut item) = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "replay: unreadable stored callback left in place");
-                    return Ok::<bool, StoreError>(false);
-                }
-            };
-            let rule = app.rule(&item.rule);
-            let stored_url;
-            let (base, obey_ban) = match (&target, rule) {
-                (Some(t), _) => (t.as_url(), false),
-                (None, Some(r)) => (r.config.url.as_url(), true),
-                (None, None) => match reqwest::Url::parse(&item.url) {
-                    Ok(u) => {
-                        stored_url = u;
-                        (&stored_url, false)
-                    }
-                    Err(_) => return Ok(false),
-                },
-            };
-            let url = with_query(base, item.query.as_deref());
-            let client = rule.map(|r| &r.client).unwrap_or(&sim.apps.default_client);
-            let body = Bytes::from(std::mem::take(&mut item.body));
-            let (last, attempts) = sim
-                .dispatcher
-                .attempt_policy(PolicyAttempt {
-                    client,
-                    url: &url,
-                    body: &body,
-                    policy: app.config.policy,
-                    rule: rule.map(|r| r.as_ref()),
-                    obey_ban,
-                })
-                .await;
-            let delivered = last.outcome.is_delivered();
-            tracing::info!(app = %app.config.id, rule = %item.rule, call_id = %item.call_id, replay = true,
-                outcome = if delivered { "delivered" } else { "stored" }, last_attempt = %last.outcome, attempts,
-                status = last.status, detail = last.detail.as_deref(), "callback");
-            if delivered {
-                store.delete(key).await?;
-            } else {
-                item.body = String::from_utf8(body.to_vec()).expect("stored bodies are UTF-8");
-                item.outcome = last.outcome;
-                item.attempts = attempts;
-                item.status = last.status;
-                store.move_to_retry(key, item, retry + 1).await?;
-            }
-            Ok(delivered)
-        })
-        .buffer_unordered(concurrency);
+    let permits = Arc::new(Semaphore::new(sim.config.delivery.concurrency));
+    let target = target.map(Arc::new);
+    let mut tasks = JoinSet::new();
     let mut out = ReplayOutcome::default();
-    let mut results = std::pin::pin!(results);
-    while let Some(r) = results.next().await {
-        match r? {
-            true => out.delivered += 1,
-            false => out.failed += 1,
+    let mut tally = |r: Result<Result<bool, StoreError>, tokio::task::JoinError>| -> Result<(), ReplayError> {
+        match r {
+            Ok(Ok(true)) => out.delivered += 1,
+            Ok(Ok(false)) => out.failed += 1,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "replay task failed");
+                out.failed += 1;
+            }
         }
+        Ok(())
+    };
+    for entry in store.scan(&bucket) {
+        let permit = permits.clone().acquire_owned().await.expect("never closed");
+        while let Some(done) = tasks.try_join_next() {
+            tally(done)?;
+        }
+        let (key, item) = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "replay: unreadable stored callback left in place");
+                tally(Ok(Ok(false)))?;
+                continue;
+            }
+        };
+        let (sim, app, target) = (sim.clone(), app.clone(), target.clone());
+        tasks.spawn(async move {
+            let r = replay_one(&sim, &app, target.as_deref(), key, item, retry).await;
+            drop(permit);
+            r
+        });
     }
+    while let Some(done) = tasks.join_next().await {
+        tally(done)?;
+    }
+    store.flush().await?;
     tracing::info!(app = %app.config.id, %date, retry, delivered = out.delivered, failed = out.failed, "replay finished");
     Ok(out)
+}
+
+/// Re-sends one stored callback; true when delivered (and removed from the store).
+async fn replay_one(
+    sim: &Simulator,
+    app: &AppRuntime,
+    target: Option<&CallbackUrl>,
+    key: ItemKey,
+    mut item: StoredCallback,
+    retry: u32,
+) -> Result<bool, StoreError> {
+    let store = sim.store();
+    let rule = app.rule(&item.rule);
+    let stored_url;
+    let (base, obey_ban) = match (target, rule) {
+        (Some(t), _) => (t.as_url(), false),
+        (None, Some(r)) => (r.config.url.as_url(), true),
+        (None, None) => match reqwest::Url::parse(&item.url) {
+            Ok(u) => {
+                stored_url = u;
+                (&stored_url, false)
+            }
+            Err(_) => return Ok(false),
+        },
+    };
+    let url = with_query(base, item.query.as_deref());
+    let client = rule.map(|r| &r.client).unwrap_or(&sim.apps.default_client);
+    let body = Bytes::from(std::mem::take(&mut item.body));
+    let (last, attempts) = sim
+        .dispatcher
+        .attempt_policy(PolicyAttempt {
+            client,
+            url: &url,
+            body: &body,
+            policy: app.config.policy,
+            rule: rule.map(|r| r.as_ref()),
+            obey_ban,
+        })
+        .await;
+    let delivered = last.outcome.is_delivered();
+    tracing::info!(app = %app.config.id, rule = %item.rule, call_id = %item.call_id, replay = true,
+        outcome = if delivered { "delivered" } else { "stored" }, last_attempt = %last.outcome, attempts,
+        status = last.status, detail = last.detail.as_deref(), "callback");
+    if delivered {
+        store.delete(key).await?;
+    } else {
+        item.body = String::from_utf8(body.to_vec()).expect("stored bodies are UTF-8");
+        item.outcome = last.outcome;
+        item.attempts = attempts;
+        item.status = last.status;
+        store.move_to_retry(key, item, retry + 1).await?;
+    }
+    Ok(delivered)
 }
 
 #[cfg(test)]

@@ -119,10 +119,12 @@ impl SinkStats {
     }
 }
 
+#[derive(Debug)]
 struct SinkState {
     opts: SinkOptions,
     stats: Arc<SinkStats>,
     body: Bytes,
+    faults: Mutex<(f64, Option<u16>)>,
 }
 
 /// A running sink.
@@ -130,6 +132,7 @@ struct SinkState {
 pub struct Sink {
     addr: SocketAddr,
     stats: Arc<SinkStats>,
+    state: Arc<SinkState>,
     stop: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -142,9 +145,11 @@ impl Sink {
         let stats = Arc::new(SinkStats::default());
         let state = Arc::new(SinkState {
             body: Bytes::from("x".repeat(opts.body_chars)),
+            faults: Mutex::new((opts.fail_rate, opts.status)),
             opts,
             stats: stats.clone(),
         });
+        let control = state.clone();
         let app = Router::new()
             .route("/stats", get(stats_handler))
             .fallback(post(receive))
@@ -155,9 +160,15 @@ impl Sink {
         Ok(Self {
             addr,
             stats,
+            state: control,
             stop,
             task,
         })
+    }
+
+    /// Changes the injected faults from now on (see [`SinkOptions::fail_rate`] and `status`).
+    pub fn set_faults(&self, fail_rate: f64, status: Option<u16>) {
+        *self.state.faults.lock().expect("faults lock") = (fail_rate, status);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -237,13 +248,14 @@ async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Resp
             }
         }
     };
-    let fault = match (s.opts.status, s.opts.fail_rate) {
+    let (fail_rate, fail_status) = *s.faults.lock().expect("faults lock");
+    let fault = match (fail_status, fail_rate) {
         (Some(_), r) if r <= 0.0 => true,
         (_, r) if r > 0.0 => rand::random::<f64>() < r,
         _ => false,
     };
     let status = if fault {
-        StatusCode::from_u16(s.opts.status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(fail_status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     } else {
         StatusCode::OK
     };

@@ -28,6 +28,8 @@ use crate::domain::{AppId, DateKey, EventType, Outcome};
 
 /// Most commands the writer folds into one batch and one flush.
 const MAX_GROUP: usize = 4096;
+/// sled's page cache (its default is 1 GiB): the store is written far more than it is read.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Queue of commands waiting for the writer.
 const WRITER_QUEUE: usize = 65_536;
 
@@ -166,6 +168,7 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         let db = sled::Config::new()
             .path(dir.join("store.sled"))
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| open_err(e.to_string()))?;
         let items = db.open_tree("callbacks").map_err(|e| open_err(e.to_string()))?;
@@ -235,14 +238,29 @@ impl Store {
         self.send(ops).await
     }
 
-    /// Removes a delivered item.
-    pub async fn delete(&self, key: ItemKey) -> Result<(), StoreError> {
-        self.send(vec![Op::Delete(key)]).await
+    /// Queues a change without waiting for the disk; [`flush`](Self::flush) waits for all of
+    /// them. Replays use this: a delete or move lost in a crash only leaves the item where it
+    /// was (at-least-once), never loses it, since a move is one atomic batch.
+    async fn send_later(&self, op: Op) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .send(Cmd {
+                ops: vec![op],
+                done: None,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
-    /// Moves an item that failed again to the bucket with `retry`, same date key.
+    /// Removes a delivered item (durable after the next [`flush`](Self::flush)).
+    pub async fn delete(&self, key: ItemKey) -> Result<(), StoreError> {
+        self.send_later(Op::Delete(key)).await
+    }
+
+    /// Moves an item that failed again to the bucket with `retry`, same date key (durable
+    /// after the next [`flush`](Self::flush)).
     pub async fn move_to_retry(&self, key: ItemKey, item: StoredCallback, retry: u32) -> Result<(), StoreError> {
-        self.send(vec![Op::Move { from: key, item, retry }]).await
+        self.send_later(Op::Move { from: key, item, retry }).await
     }
 
     /// Deletes every bucket whose 10-minute window ended at or before `cutoff_ms`.
@@ -393,6 +411,9 @@ impl Writer {
                 }
             }
             let result = self.apply(&mut group).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, commands = group.len(), "exception store write failed");
+            }
             for cmd in group.drain(..) {
                 if let Some(done) = cmd.done {
                     let _ = done.send(result.clone());

@@ -120,11 +120,13 @@ async fn retry(
         Some(u) => Some(CallbackUrl::parse(u).map_err(|e| bad(format!("field `targetUrl`: {e}")))?),
     };
     let retry = req.retry.unwrap_or(0);
-    let outcome = replay(&sim, app, date, retry, target).await.map_err(|e| match &e {
-        ReplayError::NoSuchBucket { .. } => bad(e.to_string()),
-        ReplayError::Busy { .. } => ctx.error(StatusCode::CONFLICT, "replay_in_progress", e.to_string()),
-        ReplayError::Store(se) => store_error(&ctx, se),
-    })?;
+    let outcome = replay(sim.clone(), app.clone(), date, retry, target)
+        .await
+        .map_err(|e| match &e {
+            ReplayError::NoSuchBucket { .. } => bad(e.to_string()),
+            ReplayError::Busy { .. } => ctx.error(StatusCode::CONFLICT, "replay_in_progress", e.to_string()),
+            ReplayError::Store(se) => store_error(&ctx, se),
+        })?;
     let data = if outcome.failed == 0 { "success" } else { "failure" };
     let mut extra = serde_json::Map::new();
     extra.insert("delivered".into(), outcome.delivered.into());

@@ -184,3 +184,32 @@ fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::p
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn demo_runs_the_whole_story_and_exits_0() {
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{text}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for milestone in [
+        "1. Setup",
+        "delivered",
+        "is BANNED",
+        "stored with outcome \"banned\"",
+        "the ban is over",
+        "storage/info",
+        "data \"success\"",
+        "buckets left: 0",
+        "nothing lost",
+        "curl",
+    ] {
+        assert!(
+            text.contains(milestone),
+            "{milestone:?} missing from the demo output:\n{text}"
+        );
+    }
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

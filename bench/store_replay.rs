@@ -1,0 +1,176 @@
+//! Benchmark: fill the exception store with 100,000 failed callbacks (receiver refusing), then
+//! replay them to a healthy `sink` — and, first, plain delivery to that sink as a reference.
+//! Loopback only, bounded in time. Run with `bench/store_replay` (or `cargo bench --bench
+//! store_replay`); `BENCH_N` changes the count.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callback_sim::message::Message;
+use callback_sim::sink::{Sink, SinkOptions};
+use callback_sim::{Config, Server};
+
+/// glibc's malloc serialises on arena locks under many threads; mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Every phase gives up after this long.
+const PHASE_LIMIT: Duration = Duration::from_secs(300);
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn submit_all(server: &Server, app_id: &str, n: usize) {
+    let sim = server.simulator();
+    let app = sim.apps.get(app_id).expect("bench app").clone();
+    let deadline = Instant::now() + PHASE_LIMIT;
+    for i in 0..n {
+        loop {
+            let msg = Message::text("bench_user", "peer", &format!("message {i}"));
+            match sim.submit(&app, msg, false).await {
+                Ok(_) => break,
+                Err(callback_sim::dispatch::EnqueueError::Full) => {
+                    assert!(Instant::now() < deadline, "queue stayed full");
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Err(e) => panic!("submit failed: {e}"),
+            }
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not finish within {PHASE_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = Sink::start(SinkOptions::default()).await.expect("sink");
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = {data:?}
+[delivery]
+concurrency = 256
+queue_capacity = 100000
+[api]
+rate_per_sec = 1000
+[[apps]]
+id = "healthy"
+token = "t"
+  [[apps.rules]]
+  name = "sink"
+  url = "http://{sink}/cb"
+  secret = "s"
+[[apps]]
+id = "refusing"
+token = "t"
+bans = false
+  [[apps.rules]]
+  name = "refused"
+  url = "http://127.0.0.1:{refused}/cb"
+  secret = "s"
+"#,
+        data = dir.path().join("data").display().to_string(),
+        sink = sink.addr(),
+    );
+    let config = Config::parse(&text, "bench", dir.path()).expect("bench config");
+    let server = Server::start(config).await.expect("server");
+    let sim = server.simulator().clone();
+    let final_count = |app: &str, rule: &str, o: callback_sim::domain::FinalOutcome| {
+        sim.apps.get(app).unwrap().rule(rule).unwrap().stats.final_outcome(o)
+    };
+    use callback_sim::domain::FinalOutcome::{Delivered, Stored};
+
+    println!("callback-sim store/replay benchmark: {n} callbacks, loopback, release build expected");
+
+    // Reference: plain delivery to the sink.
+    let t = Instant::now();
+    submit_all(&server, "healthy", n).await;
+    wait_until("delivery", || final_count("healthy", "sink", Delivered) as usize >= n).await;
+    let delivered_rate = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "deliver  : {n} callbacks to sink in {:.2} s = {delivered_rate:.0}/s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Store: every callback refused twice (attempt + immediate retry), then stored durably.
+    let t = Instant::now();
+    submit_all(&server, "refusing", n).await;
+    wait_until("storing", || final_count("refusing", "refused", Stored) as usize >= n).await;
+    let stored_rate = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "store    : {n} callbacks refused and stored in {:.2} s = {stored_rate:.0}/s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(sim.store().total() as usize, n);
+
+    // Replay every bucket to the healthy sink over REST, as a user would.
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+    let info: serde_json::Value = http
+        .get(format!("{base}/app-id/refusing/callbacks/storage/info"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let before = sink.stats().summary().received;
+    let t = Instant::now();
+    let mut replayed = 0;
+    for b in info["data"].as_array().unwrap() {
+        let body = serde_json::json!({"date": b["date"], "retry": b["retry"], "targetUrl": format!("http://{}/replay", sink.addr())});
+        let v: serde_json::Value = http
+            .post(format!("{base}/app-id/refusing/callbacks/storage/retry"))
+            .bearer_auth("t")
+            .json(&body)
+            .timeout(PHASE_LIMIT)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["data"], "success", "{v}");
+        replayed += v["delivered"].as_u64().unwrap();
+    }
+    let replay_rate = replayed as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "replay   : {replayed} callbacks replayed to sink in {:.2} s = {replay_rate:.0}/s (SPEC §10 asks >= 20000/s)",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(sink.stats().summary().received - before, replayed);
+    assert_eq!(sim.store().total(), 0);
+    println!("peak RSS : {:.1} MB", peak_rss_mb());
+    let server = Arc::new(server);
+    if let Ok(s) = Arc::try_unwrap(server) {
+        s.shutdown().await;
+    }
+    println!("stored: {stored_rate:.0}/s, replayed: {replay_rate:.0}/s, delivered: {delivered_rate:.0}/s");
+}
