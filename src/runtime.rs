@@ -70,6 +70,8 @@ pub struct RuleRuntime {
     pub exception_store: bool,
     pub client: reqwest::Client,
     pub stats: RuleStats,
+    /// Its share of the dispatcher.
+    pub(crate) lane: crate::dispatch::Lane,
     ban: std::sync::Mutex<BanTracker>,
     /// The end of the current ban (Unix ms), readable without the lock on every delivery.
     banned_until: AtomicU64,
@@ -157,6 +159,7 @@ impl Apps {
                     exception_store: app.exception_store,
                     client,
                     stats: RuleStats::default(),
+                    lane: Default::default(),
                 }));
             }
             let rt = AppRuntime {
@@ -178,6 +181,11 @@ impl Apps {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<AppRuntime>> {
         self.apps.values()
+    }
+
+    /// Every rule of every app.
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<RuleRuntime>> {
+        self.iter().flat_map(|a| a.rules.iter())
     }
 }
 

@@ -103,7 +103,12 @@ impl Simulator {
         let retention = config.store.retention;
         let sweep_every = (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
         spawn_sweeper(store.clone(), retention, sweep_every, clock.clone());
-        let dispatcher = Dispatcher::start(&config.delivery, store, clock.clone());
+        let post_send = apps
+            .rules()
+            .filter(|r| r.config.kind == RuleKind::PostSend)
+            .cloned()
+            .collect();
+        let dispatcher = Dispatcher::start(&config.delivery, post_send, store, clock.clone());
         // Message ids look like the provider's (numeric, increasing): start from the clock.
         let seed = now.saturating_mul(1000);
         Ok(Arc::new(Self {

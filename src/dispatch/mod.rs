@@ -11,7 +11,9 @@
 
 pub mod http;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -77,6 +79,13 @@ pub enum EnqueueError {
 
 struct Shared {
     permits: Arc<Semaphore>,
+    /// Most deliveries of one rule in flight at once (SPEC §6: a broken receiver never slows
+    /// another rule): `concurrency` shared fairly among the rules.
+    rule_cap: usize,
+    /// Callbacks accepted and not yet started (in the channel or parked in a rule's lane).
+    queued: AtomicUsize,
+    capacity: usize,
+    rules: Vec<Arc<RuleRuntime>>,
     max_chars: usize,
     stop_intake: CancellationToken,
     abort: CancellationToken,
@@ -85,9 +94,19 @@ struct Shared {
     clock: SharedClock,
 }
 
+/// A rule's share of the dispatcher: its deliveries in flight and the jobs waiting for room.
+#[derive(Debug, Default)]
+pub struct Lane(std::sync::Mutex<LaneState>);
+
+#[derive(Debug, Default)]
+struct LaneState {
+    in_flight: usize,
+    parked: VecDeque<Job>,
+}
+
 /// The queue and its workers.
 pub struct Dispatcher {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::UnboundedSender<Vec<Job>>,
     shared: Arc<Shared>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -102,11 +121,15 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the dispatch loop on the current runtime.
-    pub fn start(delivery: &DeliveryConfig, store: Store, clock: SharedClock) -> Self {
-        let (tx, rx) = mpsc::channel(delivery.queue_capacity);
+    /// Starts the dispatch loop on the current runtime, for these rules.
+    pub fn start(delivery: &DeliveryConfig, rules: Vec<Arc<RuleRuntime>>, store: Store, clock: SharedClock) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             permits: Arc::new(Semaphore::new(delivery.concurrency)),
+            rule_cap: (delivery.concurrency / rules.len().max(1)).max(1),
+            queued: AtomicUsize::new(0),
+            capacity: delivery.queue_capacity,
+            rules,
             max_chars: delivery.max_response_chars,
             stop_intake: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -130,21 +153,22 @@ impl Dispatcher {
         if self.shared.stop_intake.is_cancelled() {
             return Err(EnqueueError::ShuttingDown);
         }
-        match self.tx.try_reserve_many(jobs.len()) {
-            Ok(permits) => {
-                for (permit, job) in permits.zip(jobs) {
-                    permit.send(job);
-                }
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(())) => Err(EnqueueError::Full),
-            Err(mpsc::error::TrySendError::Closed(())) => Err(EnqueueError::ShuttingDown),
-        }
+        let n = jobs.len();
+        let cap = self.shared.capacity;
+        self.shared
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
+            .map_err(|_| EnqueueError::Full)?;
+        // One message's callbacks travel as one batch: queued all together or not at all.
+        self.tx.send(jobs).map_err(|_| {
+            self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+            EnqueueError::ShuttingDown
+        })
     }
 
-    /// Callbacks accepted and not yet picked up.
+    /// Callbacks accepted and not yet started.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.queued.load(Ordering::Acquire)
     }
 
     /// Deliveries running now.
@@ -187,47 +211,106 @@ impl Dispatcher {
             self.shared.abort.cancel();
             self.shared.tracker.wait().await;
         }
+        // Jobs that were waiting for room in their rule's lane end as `shutdown` too.
+        let parked: Vec<Job> = self
+            .shared
+            .rules
+            .iter()
+            .flat_map(|r| std::mem::take(&mut r.lane.0.lock().expect("lane lock").parked))
+            .collect();
+        self.shared.settle_not_attempted(parked).await;
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Vec<Job>>, shared: Arc<Shared>) {
+    let mut batch: VecDeque<Job> = VecDeque::new();
     loop {
         let permit = tokio::select! {
             biased;
             _ = shared.stop_intake.cancelled() => break,
             p = shared.permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
-        let job = tokio::select! {
-            biased;
-            _ = shared.stop_intake.cancelled() => break,
-            j = rx.recv() => j,
+        let job = match batch.pop_front() {
+            Some(job) => job,
+            None => {
+                let next = tokio::select! {
+                    biased;
+                    _ = shared.stop_intake.cancelled() => break,
+                    b = rx.recv() => b,
+                };
+                let Some(next) = next else { break };
+                batch.extend(next);
+                let Some(job) = batch.pop_front() else { continue };
+                job
+            }
         };
-        let Some(job) = job else { break };
-        let s = shared.clone();
-        shared.tracker.spawn(async move {
-            s.deliver(job).await;
-            drop(permit);
-        });
-    }
-    // Nothing more can be queued once the receiver is closed; what is left ends as `shutdown`,
-    // stored in batches (one flush each) rather than one write per callback.
-    rx.close();
-    let mut batch = Vec::new();
-    while let Some(job) = rx.recv().await {
-        batch.push((
-            job,
-            not_attempted(Outcome::Shutdown, "not attempted: the simulator is stopping"),
-            0,
-        ));
-        if batch.len() == SHUTDOWN_BATCH {
-            shared.settle(std::mem::take(&mut batch)).await;
+        // Start it if its rule has room; otherwise it waits in the rule's lane, and the loop
+        // goes on with other rules' callbacks.
+        let rule = job.rule.clone();
+        let mut lane = rule.lane.0.lock().expect("lane lock");
+        if lane.in_flight < shared.rule_cap {
+            lane.in_flight += 1;
+            drop(lane);
+            spawn_lane(shared.clone(), job, permit);
+        } else {
+            lane.parked.push_back(job);
         }
     }
-    shared.settle(batch).await;
+    // Nothing more can be queued once the receiver is closed; what is left ends as `shutdown`.
+    rx.close();
+    while let Some(b) = rx.recv().await {
+        batch.extend(b);
+    }
+    shared.settle_not_attempted(batch.into()).await;
+}
+
+/// Delivers `job`, then the jobs parked behind it in its rule's lane, holding one permit.
+fn spawn_lane(shared: Arc<Shared>, job: Job, permit: tokio::sync::OwnedSemaphorePermit) {
+    let tracker = shared.tracker.clone();
+    tracker.spawn(async move {
+        let rule = job.rule.clone();
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            shared.deliver(job).await;
+            let mut lane = rule.lane.0.lock().expect("lane lock");
+            next = if shared.stop_intake.is_cancelled() {
+                None
+            } else {
+                lane.parked.pop_front()
+            };
+            if next.is_none() {
+                lane.in_flight -= 1;
+            }
+        }
+        drop(permit);
+    });
 }
 
 /// Queued callbacks stored per write when the simulator stops.
 const SHUTDOWN_BATCH: usize = 4096;
+
+impl Shared {
+    /// Ends jobs that were never started as `shutdown`, stored in batches (one flush each).
+    async fn settle_not_attempted(&self, jobs: Vec<Job>) {
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<_> = jobs
+                .by_ref()
+                .take(SHUTDOWN_BATCH)
+                .map(|job| {
+                    (
+                        job,
+                        not_attempted(Outcome::Shutdown, "not attempted: the simulator is stopping"),
+                        0,
+                    )
+                })
+                .collect();
+            self.queued.fetch_sub(chunk.len(), Ordering::AcqRel);
+            self.settle(chunk).await;
+        }
+    }
+}
 
 fn not_attempted(outcome: Outcome, why: &str) -> AttemptResult {
     AttemptResult {

@@ -366,3 +366,34 @@ async fn rule_status_counts_outcomes() {
     assert_eq!(broken["final"]["stored"], 3);
     assert!(good.get("secret").is_none(), "secrets are never shown");
 }
+
+#[tokio::test]
+async fn a_hung_receiver_does_not_hold_up_another_rule() {
+    let hung = Receiver::start(Reply::Hang).await;
+    let healthy = Receiver::ok().await;
+    let rules = rule("hung", &hung.url("/"), "") + &rule("healthy", &healthy.url("/"), "");
+    // Four deliveries in flight at once for everything: without per-rule fairness the hung
+    // rule's callbacks would take all four and the healthy rule would wait out their timeouts.
+    let app = spawn_app("[delivery]\nconcurrency = 4\n", &agora_app("timeout_secs = 5", &rules)).await;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let (s, _) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), false).await;
+        assert_eq!(s, 200);
+    }
+    healthy.wait_for(10).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "healthy callbacks took {:?}",
+        started.elapsed()
+    );
+    let hung_rule = app.rule_status("hung").await;
+    assert_eq!(
+        hung_rule["final"]["stored"], 0,
+        "the hung rule's first attempts have not even timed out yet: {hung_rule}"
+    );
+    assert!(
+        hung.count() <= 2,
+        "the hung rule holds at most its share of the concurrency: {}",
+        hung.count()
+    );
+}
