@@ -27,9 +27,9 @@ pub async fn serve(config_path: &Path) -> ExitCode {
     println!("callback-sim listening on {}", server.base_url());
     tracing::info!(addr = %server.addr(), "serving");
     shutdown_signal().await;
-    eprintln!("stopping: finishing callbacks in flight (at most 5 s)…");
+    tracing::info!("stopping: new messages get 503, attempts in flight get at most 5 s, queued callbacks are stored");
     server.shutdown().await;
-    eprintln!("stopped");
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 

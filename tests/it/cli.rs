@@ -213,3 +213,60 @@ fn demo_runs_the_whole_story_and_exits_0() {
     }
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    // A receiver that answers 200 to every request, on its own thread.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for stream in sink.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 65536];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[apps]]\nid = \"a\"\ntoken = \"TOKEN_d41d8cd98f\"\n  [[apps.rules]]\n  name = \"ok\"\n  url = \"http://{sink_addr}/\"\n  secret = \"SECRET_0cc175b9c0\"\n  [[apps.rules]]\n  name = \"refused\"\n  url = \"http://127.0.0.1:{refused}/\"\n  secret = \"SECRET_92eb5ffee6\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("callback-sim listening on http://").unwrap().to_string();
+    let body = r#"{"from":"u1","to":"u2","msg":"hi","offline":["u2"]}"#;
+    for token in ["TOKEN_d41d8cd98f", "wrong_TOKEN_x"] {
+        let req = format!(
+            "POST /app-id/a/messages?wait=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = raw_http(&addr, &req);
+        assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401"), "{resp}");
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let mut logs = String::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(20)).code(), Some(0));
+    let json_lines: Vec<serde_json::Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(json_lines.iter().any(|l| l["message"] == "callback" && l["outcome"] == "delivered"), "{logs}");
+    assert!(json_lines.iter().any(|l| l["message"] == "callback" && l["outcome"] == "stored" && l["rule"] == "refused"), "{logs}");
+    for secret in ["TOKEN_d41d8cd98f", "wrong_TOKEN_x", "SECRET_0cc175b9c0", "SECRET_92eb5ffee6"] {
+        assert!(!logs.contains(secret), "{secret} appears in the log");
+    }
+}
