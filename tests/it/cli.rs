@@ -218,7 +218,11 @@ fn demo_runs_the_whole_story_and_exits_0() {
 fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     // A receiver that answers 200 to every request, on its own thread.
@@ -247,8 +251,14 @@ fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("callback-sim listening on http://").unwrap().to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("callback-sim listening on http://")
+        .unwrap()
+        .to_string();
     let body = r#"{"from":"u1","to":"u2","msg":"hi","offline":["u2"]}"#;
     for token in ["TOKEN_d41d8cd98f", "wrong_TOKEN_x"] {
         let req = format!(
@@ -256,17 +266,38 @@ fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
             body.len()
         );
         let resp = raw_http(&addr, &req);
-        assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401"), "{resp}");
+        assert!(
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401"),
+            "{resp}"
+        );
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let mut logs = String::new();
     use std::io::Read;
     child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
     assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(20)).code(), Some(0));
     let json_lines: Vec<serde_json::Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert!(json_lines.iter().any(|l| l["message"] == "callback" && l["outcome"] == "delivered"), "{logs}");
-    assert!(json_lines.iter().any(|l| l["message"] == "callback" && l["outcome"] == "stored" && l["rule"] == "refused"), "{logs}");
-    for secret in ["TOKEN_d41d8cd98f", "wrong_TOKEN_x", "SECRET_0cc175b9c0", "SECRET_92eb5ffee6"] {
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["message"] == "callback" && l["outcome"] == "delivered"),
+        "{logs}"
+    );
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["message"] == "callback" && l["outcome"] == "stored" && l["rule"] == "refused"),
+        "{logs}"
+    );
+    for secret in [
+        "TOKEN_d41d8cd98f",
+        "wrong_TOKEN_x",
+        "SECRET_0cc175b9c0",
+        "SECRET_92eb5ffee6",
+    ] {
         assert!(!logs.contains(secret), "{secret} appears in the log");
     }
 }
