@@ -318,8 +318,14 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// Post-send event types a rule can subscribe to (seed 001: 聊天消息 / 离线消息).
-    EventType { Chat = "chat", ChatOffline = "chat_offline" }
+    /// Post-send event types a rule can subscribe to: messages (seed 001: 聊天消息 / 离线消息)
+    /// and the non-message events of `POST /app-id/{app_id}/events` (SPEC §8.3).
+    EventType {
+        Chat = "chat",
+        ChatOffline = "chat_offline",
+        UserStatus = "user_status",
+        GroupMemberJoined = "group_member_joined",
+    }
 }
 
 vocabulary! {

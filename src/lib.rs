@@ -7,6 +7,8 @@
 //! - [`config`] — `config.toml`: the file format and its validation into typed settings.
 //! - [`domain`] — validated names (`AppId`, `RuleName`, `CallbackUrl`) and vocabularies (`Outcome`…).
 //! - [`message`] — a message of the simulated IM world, parsed from its REST JSON.
+//! - [`event`] — non-message events: user online/offline, group members joined.
+//! - [`presend`] — pre-send (moderation) callbacks and their verdicts.
 //! - [`dialect`] — provider wire formats: callback bodies and signatures.
 //! - [`runtime`] — apps and rules as they run: HTTP clients, counters, rate limiters.
 //! - [`ban`] — the failure window and escalating bans, pure over time.
@@ -30,8 +32,10 @@ pub mod demo;
 pub mod dialect;
 pub mod dispatch;
 pub mod domain;
+pub mod event;
 pub mod logging;
 pub mod message;
+pub mod presend;
 pub mod replay;
 pub mod runtime;
 pub mod server;

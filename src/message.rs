@@ -71,6 +71,28 @@ pub struct MessageRequest {
     pub offline: Option<Vec<String>>,
 }
 
+/// Parses a REST body that must be a JSON object into `T`; errors name the offending field.
+pub fn parse_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MessageError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad("(body)", "must be a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return bad("(body)", format!("is not valid JSON: {inner}"));
+        }
+        let reason = inner.to_string();
+        let field = match (path.as_str(), missing_field(&reason)) {
+            (".", Some(name)) => name.to_string(),
+            (".", None) => "(body)".to_string(),
+            _ => path,
+        };
+        bad(&field, reason)
+    })
+}
+
 /// serde names a missing field only in its message: "missing field `from` at line 1 ...".
 fn missing_field(reason: &str) -> Option<&str> {
     reason.strip_prefix("missing field `")?.split('`').next()
@@ -92,27 +114,7 @@ fn check_id(field: &str, v: &str) -> Result<(), MessageError> {
 impl MessageRequest {
     /// Parses a JSON body; errors name the offending field.
     pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(bad(
-                "(body)",
-                "must be a JSON object such as {\"from\": \"u1\", \"to\": \"u2\", \"msg\": \"hello\"}",
-            ));
-        }
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return bad("(body)", format!("is not valid JSON: {inner}"));
-            }
-            let reason = inner.to_string();
-            let field = match (path.as_str(), missing_field(&reason)) {
-                (".", Some(name)) => name.to_string(),
-                (".", None) => "(body)".to_string(),
-                _ => path,
-            };
-            bad(&field, reason)
-        })
+        parse_json_object(bytes)
     }
 
     /// Checks the request and builds the message. Defaults: `chat_type` chat, `type` txt,

@@ -13,7 +13,8 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::dispatch::PolicyAttempt;
+use crate::dialect::with_query;
+use crate::dispatch::{AnswerCheck, PolicyAttempt};
 use crate::domain::{CallbackUrl, DateKey};
 use crate::runtime::AppRuntime;
 use crate::sim::Simulator;
@@ -61,19 +62,6 @@ impl ReplayGuards {
             bucket: bucket.clone(),
         })
     }
-}
-
-/// `url` with the stored query string appended (`?` or `&` as the URL needs).
-fn with_query(url: &reqwest::Url, query: Option<&str>) -> reqwest::Url {
-    let mut u = url.clone();
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        let joined = match u.query() {
-            Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
-            _ => q.to_string(),
-        };
-        u.set_query(Some(&joined));
-    }
-    u
 }
 
 /// Replays bucket (`date`, `retry`) of `app`; returns when every callback has an outcome.
@@ -170,6 +158,7 @@ async fn replay_one(
     let (last, attempts) = sim
         .dispatcher
         .attempt_policy(PolicyAttempt {
+            check: AnswerCheck::for_dialect(app.config.dialect),
             client,
             url: &url,
             body: &body,
@@ -192,18 +181,4 @@ async fn replay_one(
         store.move_to_retry(key, item, retry + 1).await?;
     }
     Ok(delivered)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_query_strings_are_appended_correctly() {
-        let u = reqwest::Url::parse("http://h/cb").unwrap();
-        assert_eq!(with_query(&u, Some("a=1")).as_str(), "http://h/cb?a=1");
-        assert_eq!(with_query(&u, None).as_str(), "http://h/cb");
-        let u = reqwest::Url::parse("http://h/cb?x=2").unwrap();
-        assert_eq!(with_query(&u, Some("a=1")).as_str(), "http://h/cb?x=2&a=1");
-    }
 }

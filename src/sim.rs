@@ -5,7 +5,7 @@
 //! callback body once (one callId, one signature each) and queues them all or none.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,9 +15,12 @@ use crate::ban::BanStart;
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::agora;
+use crate::dialect::tencent::{self, MsgIds};
 use crate::dispatch::{CallbackReport, Dispatcher, EnqueueError, Job, rfc3339, spawn_unban_log};
-use crate::domain::{EventType, RuleKind, Source};
+use crate::domain::{Dialect, EventType, Platform, RuleKind, Source};
+use crate::event::Event;
 use crate::message::Message;
+use crate::presend;
 use crate::replay::ReplayGuards;
 use crate::runtime::{AppRuntime, Apps, RuleRuntime};
 use crate::store::{Store, StoreError, spawn_sweeper};
@@ -34,24 +37,29 @@ pub enum BuildError {
     Store(#[from] StoreError),
 }
 
-/// What a submitted message became.
+/// What a submitted message (or event) became.
 #[derive(Debug)]
 pub struct Submitted {
+    /// The message id (empty for events).
     pub msg_id: String,
-    /// The pre-send verdict (always true until pre-send rules exist).
+    /// The pre-send verdict.
     pub accepted: bool,
-    /// What the sender is told when blocked.
+    /// What the sender is told when blocked (only with `notify_sender`).
     pub code: Option<String>,
     /// Post-send callbacks queued.
     pub queued: usize,
-    /// One receiver per callback, when the caller asked to wait.
+    /// The pre-send callbacks, already done.
+    pub pre_send: Vec<CallbackReport>,
+    /// One receiver per post-send callback, when the caller asked to wait.
     pub reports: Vec<oneshot::Receiver<CallbackReport>>,
 }
 
 impl Submitted {
-    /// Waits for every callback's final outcome, in the order they were queued.
+    /// Waits for every callback's final outcome: pre-send ones first, then post-send ones in
+    /// the order they were queued.
     pub async fn wait(self) -> Vec<CallbackReport> {
-        let mut out = Vec::with_capacity(self.reports.len());
+        let mut out = self.pre_send;
+        out.reserve(self.reports.len());
         for rx in self.reports {
             // The dispatcher reports every job it was given, shutdown included.
             if let Ok(r) = rx.await {
@@ -71,6 +79,7 @@ pub struct Simulator {
     pub clock: SharedClock,
     pub(crate) replays: ReplayGuards,
     next_msg_id: AtomicU64,
+    next_seq: AtomicU32,
 }
 
 impl Simulator {
@@ -118,6 +127,7 @@ impl Simulator {
             clock,
             replays: ReplayGuards::default(),
             next_msg_id: AtomicU64::new(seed),
+            next_seq: AtomicU32::new(1),
         }))
     }
 
@@ -126,56 +136,247 @@ impl Simulator {
         self.dispatcher.store()
     }
 
-    /// Turns `msg` into callbacks for the app's matching post-send rules and queues them.
-    /// With `wait`, the answer carries a receiver per callback.
-    pub async fn submit(&self, app: &AppRuntime, msg: Message, wait: bool) -> Result<Submitted, EnqueueError> {
+    /// The one way a message enters: pre-send rules are asked first (for `source = client`);
+    /// if none blocks, the app's matching post-send rules get their callbacks, queued all or
+    /// none. With `wait`, the answer carries a receiver per post-send callback.
+    pub async fn submit(&self, app: &AppRuntime, mut msg: Message, wait: bool) -> Result<Submitted, EnqueueError> {
         if self.dispatcher.is_stopping() {
             return Err(EnqueueError::ShuttingDown);
         }
         let accepted_at = Instant::now();
         let timestamp = self.clock.now_ms();
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed).to_string();
-        let payload = msg.agora_payload();
-        let mut jobs = Vec::new();
-        let mut reports = Vec::new();
-        for rule in app.rules.iter().filter(|r| post_send_matches(&r.config, &msg)) {
-            let recipients = std::iter::once((EventType::Chat, msg.to.as_str()))
-                .chain(msg.offline.iter().map(|r| (EventType::ChatOffline, r.as_str())))
-                .filter(|(ev, _)| rule.config.allows_event_type(*ev));
-            for (event_type, to) in recipients {
-                let call_id = format!("{}#{}", rule.app, uuid::Uuid::new_v4());
-                let security = agora::sign(&call_id, rule.config.secret.expose(), timestamp);
-                let body = agora::CallbackBody {
-                    call_id: &call_id,
-                    event_type: event_type.as_str(),
-                    timestamp,
-                    chat_type: wire_chat_type(&msg),
-                    group_id: msg.group_id(),
-                    from: &msg.from,
-                    to,
-                    msg_id: &msg_id,
-                    payload: &payload,
-                    security_version: agora::SECURITY_VERSION,
-                    security: &security,
-                }
-                .to_bytes();
-                let done = wait.then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    reports.push(rx);
-                    tx
-                });
-                jobs.push(job(rule, call_id, event_type, to, body, done, accepted_at));
-            }
-        }
-        let queued = jobs.len();
-        self.dispatcher.enqueue(jobs)?;
-        Ok(Submitted {
+        let ids = MsgIds {
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            random: rand::random(),
+            time: timestamp / 1000,
+        };
+        let mut submitted = Submitted {
             msg_id,
             accepted: true,
             code: None,
-            queued,
-            reports,
-        })
+            queued: 0,
+            pre_send: Vec::new(),
+            reports: Vec::new(),
+        };
+        if msg.source == Source::Client {
+            let ctx = presend::Context {
+                app,
+                msg: &msg,
+                timestamp,
+                msg_id: &submitted.msg_id,
+                ids,
+                default_client_ip: DEFAULT_CLIENT_IP,
+            };
+            if let Some(verdict) = presend::ask(&ctx).await {
+                submitted.pre_send = verdict.reports;
+                if !verdict.accepted {
+                    submitted.accepted = false;
+                    submitted.code = verdict.code;
+                    return Ok(submitted);
+                }
+                if let Some(r) = verdict.rewrite {
+                    msg.body.insert("msg".into(), serde_json::Value::String(r.msg));
+                    if let Some(ext) = r.ext {
+                        msg.ext = ext;
+                    }
+                }
+            }
+        }
+        let mut jobs = Vec::new();
+        let rules = app.rules.iter().filter(|r| post_send_matches(&r.config, &msg));
+        match app.config.dialect {
+            Dialect::Agora => {
+                let payload = msg.agora_payload();
+                for rule in rules {
+                    let recipients = std::iter::once((EventType::Chat, msg.to.as_str()))
+                        .chain(msg.offline.iter().map(|r| (EventType::ChatOffline, r.as_str())))
+                        .filter(|(ev, _)| rule.config.allows_event_type(*ev));
+                    for (event_type, to) in recipients {
+                        let call_id = new_call_id(&rule.app);
+                        let security = agora::sign(&call_id, rule.config.secret.expose(), timestamp);
+                        let body = agora::CallbackBody {
+                            call_id: &call_id,
+                            event_type: event_type.as_str(),
+                            timestamp,
+                            chat_type: wire_chat_type(&msg),
+                            group_id: msg.group_id(),
+                            from: &msg.from,
+                            to,
+                            msg_id: &submitted.msg_id,
+                            payload: &payload,
+                            security_version: agora::SECURITY_VERSION,
+                            security: &security,
+                        }
+                        .to_bytes();
+                        jobs.push(job(rule, call_id, event_type, to, Bytes::from(body), None, accepted_at));
+                    }
+                }
+            }
+            Dialect::Tencent => {
+                // Tencent has no offline callback: one after-command per rule, same bytes for all.
+                let cmd = tencent::message_command(RuleKind::PostSend, msg.chat_type);
+                let body = Bytes::from(tencent::message_body(cmd, &msg, ids));
+                let ip = msg.client_ip.map(|ip| ip.to_string());
+                let query: Arc<str> = tencent::query(
+                    app.config.sdk_app_id,
+                    cmd,
+                    ip.as_deref().unwrap_or(DEFAULT_CLIENT_IP),
+                    tencent::platform(msg.source, msg.platform),
+                )
+                .into();
+                for rule in rules.filter(|r| r.config.allows_event_type(EventType::Chat)) {
+                    jobs.push(job(
+                        rule,
+                        new_call_id(&rule.app),
+                        EventType::Chat,
+                        &msg.to,
+                        body.clone(),
+                        Some(query.clone()),
+                        accepted_at,
+                    ));
+                }
+            }
+        }
+        self.enqueue(jobs, wait, &mut submitted)?;
+        Ok(submitted)
+    }
+
+    /// A non-message event: one callback per enabled post-send rule whose `event_types` allow it.
+    pub async fn submit_event(&self, app: &AppRuntime, event: Event, wait: bool) -> Result<Submitted, EnqueueError> {
+        if self.dispatcher.is_stopping() {
+            return Err(EnqueueError::ShuttingDown);
+        }
+        let accepted_at = Instant::now();
+        let timestamp = self.clock.now_ms();
+        let event_type = event.event_type();
+        let mut submitted = Submitted {
+            msg_id: String::new(),
+            accepted: true,
+            code: None,
+            queued: 0,
+            pre_send: Vec::new(),
+            reports: Vec::new(),
+        };
+        let rules = app.rules.iter().filter(|r| {
+            r.config.kind == RuleKind::PostSend && r.config.enabled && r.config.allows_event_type(event_type)
+        });
+        let mut jobs = Vec::new();
+        match app.config.dialect {
+            Dialect::Agora => {
+                for rule in rules {
+                    let call_id = new_call_id(&rule.app);
+                    let security = agora::sign(&call_id, rule.config.secret.expose(), timestamp);
+                    let body = match &event {
+                        Event::UserStatus {
+                            user,
+                            online,
+                            platform,
+                            client_ip,
+                        } => serde_json::to_vec(&agora::UserStatusBody {
+                            call_id: &call_id,
+                            event_type: event_type.as_str(),
+                            timestamp,
+                            user,
+                            status: if *online { "online" } else { "offline" },
+                            reason: if *online { "login" } else { "logout" },
+                            os: platform.map(|p| p.as_str()),
+                            ip: client_ip.map(|ip| ip.to_string()),
+                            security_version: agora::SECURITY_VERSION,
+                            security: &security,
+                        }),
+                        Event::GroupMemberJoined {
+                            group_id,
+                            members,
+                            operator,
+                            join_type,
+                            ..
+                        } => serde_json::to_vec(&agora::MemberJoinedBody {
+                            call_id: &call_id,
+                            event_type: event_type.as_str(),
+                            timestamp,
+                            chat_type: "groupchat",
+                            group_id,
+                            from: operator,
+                            members,
+                            join_type,
+                            security_version: agora::SECURITY_VERSION,
+                            security: &security,
+                        }),
+                    }
+                    .expect("an event body serializes");
+                    jobs.push(job(
+                        rule,
+                        call_id,
+                        event_type,
+                        event.subject(),
+                        Bytes::from(body),
+                        None,
+                        accepted_at,
+                    ));
+                }
+            }
+            Dialect::Tencent => {
+                let (cmd, body, ip, platform) = match &event {
+                    Event::UserStatus {
+                        user,
+                        online,
+                        platform,
+                        client_ip,
+                    } => (
+                        tencent::STATE_CHANGE,
+                        tencent::state_change_body(user, *online, timestamp),
+                        client_ip.map(|ip| ip.to_string()),
+                        platform.unwrap_or(Platform::Unknown),
+                    ),
+                    Event::GroupMemberJoined {
+                        group_id,
+                        members,
+                        operator,
+                        join_type,
+                        group_type,
+                    } => (
+                        tencent::GROUP_MEMBER_JOIN,
+                        tencent::member_join_body(group_id, group_type, join_type, operator, members),
+                        None,
+                        Platform::RestApi,
+                    ),
+                };
+                let body = Bytes::from(body);
+                let query: Arc<str> = tencent::query(
+                    app.config.sdk_app_id,
+                    cmd,
+                    ip.as_deref().unwrap_or(DEFAULT_CLIENT_IP),
+                    platform,
+                )
+                .into();
+                for rule in rules {
+                    jobs.push(job(
+                        rule,
+                        new_call_id(&rule.app),
+                        event_type,
+                        event.subject(),
+                        body.clone(),
+                        Some(query.clone()),
+                        accepted_at,
+                    ));
+                }
+            }
+        }
+        self.enqueue(jobs, wait, &mut submitted)?;
+        Ok(submitted)
+    }
+
+    fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
+        if wait {
+            for job in &mut jobs {
+                let (tx, rx) = oneshot::channel();
+                job.done = Some(tx);
+                submitted.reports.push(rx);
+            }
+        }
+        submitted.queued = jobs.len();
+        self.dispatcher.enqueue(jobs)
     }
 
     /// Stops the dispatcher — queued callbacks are stored as `shutdown`, in-flight ones get
@@ -194,8 +395,8 @@ fn job(
     call_id: String,
     event_type: EventType,
     to: &str,
-    body: Vec<u8>,
-    done: Option<oneshot::Sender<CallbackReport>>,
+    body: Bytes,
+    query: Option<Arc<str>>,
     accepted_at: Instant,
 ) -> Job {
     Job {
@@ -203,11 +404,20 @@ fn job(
         call_id: call_id.into_boxed_str(),
         event_type,
         to: to.into(),
-        body: Bytes::from(body),
-        done,
+        body,
+        query,
+        done: None,
         accepted_at,
     }
 }
+
+/// `{app_id}#{uuid}` (SPEC §4.1): unique per callback, kept across retries and replays.
+fn new_call_id(app: &crate::domain::AppId) -> String {
+    format!("{app}#{}", uuid::Uuid::new_v4())
+}
+
+/// `ClientIP` of tencent callbacks when the message names none.
+pub const DEFAULT_CLIENT_IP: &str = "127.0.0.1";
 
 /// The agora wire sends chatrooms as `groupchat` (seed 001).
 fn wire_chat_type(msg: &Message) -> &'static str {

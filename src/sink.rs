@@ -67,6 +67,7 @@ pub struct SinkStats {
     signature_bad: AtomicU64,
     unchecked: AtomicU64,
     unparsable: AtomicU64,
+    query_bad: AtomicU64,
     duplicates: AtomicU64,
     answered_ok: AtomicU64,
     answered_fault: AtomicU64,
@@ -81,6 +82,8 @@ pub struct SinkSummary {
     pub signature_bad: u64,
     pub unchecked: u64,
     pub unparsable: u64,
+    /// Tencent callbacks whose query string was missing a parameter or disagreed with the body.
+    pub query_bad: u64,
     pub duplicates: u64,
     pub answered_ok: u64,
     pub answered_fault: u64,
@@ -90,12 +93,13 @@ impl std::fmt::Display for SinkSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "received {} callbacks: signatures ok {}, bad {}, unchecked {}, unparsable {}; duplicate callIds {}; answered 200 {}, faults {}",
+            "received {} callbacks: signatures ok {}, bad {}, unchecked {}, unparsable {}; bad query strings {}; duplicate callIds {}; answered 200 {}, faults {}",
             self.received,
             self.signature_ok,
             self.signature_bad,
             self.unchecked,
             self.unparsable,
+            self.query_bad,
             self.duplicates,
             self.answered_ok,
             self.answered_fault
@@ -112,6 +116,7 @@ impl SinkStats {
             signature_bad: g(&self.signature_bad),
             unchecked: g(&self.unchecked),
             unparsable: g(&self.unparsable),
+            query_bad: g(&self.query_bad),
             duplicates: g(&self.duplicates),
             answered_ok: g(&self.answered_ok),
             answered_fault: g(&self.answered_fault),
@@ -200,53 +205,103 @@ struct AgoraHead<'a> {
     security: Option<std::borrow::Cow<'a, str>>,
 }
 
+impl SinkStats {
+    fn count(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a repeated id (a retry or a replay keeps its callId).
+    fn seen(&self, id: &str) {
+        let fresh = self
+            .seen
+            .lock()
+            .map(|mut seen| seen.insert(id.to_string()))
+            .unwrap_or(true);
+        if !fresh {
+            self.count(&self.duplicates);
+        }
+    }
+}
+
+/// Checks an agora callback: its signature when the secret is known.
+fn check_agora(s: &SinkState, body: &[u8]) -> &'static str {
+    let st = &s.stats;
+    let Ok(head) = serde_json::from_slice::<AgoraHead>(body) else {
+        st.count(&st.unparsable);
+        return "unparsable";
+    };
+    if let Some(id) = &head.call_id {
+        st.seen(id);
+    }
+    match (&s.opts.secret, &head) {
+        (
+            Some(secret),
+            AgoraHead {
+                call_id: Some(id),
+                timestamp: Some(ts),
+                security: Some(sig),
+            },
+        ) => {
+            if agora::sign(id, secret, *ts) == *sig {
+                st.count(&st.signature_ok);
+                "signature ok"
+            } else {
+                st.count(&st.signature_bad);
+                "signature BAD"
+            }
+        }
+        (Some(_), _) => {
+            st.count(&st.signature_bad);
+            "signature MISSING"
+        }
+        (None, _) => {
+            st.count(&st.unchecked);
+            "signature unchecked"
+        }
+    }
+}
+
+/// Checks a tencent callback: the query string (SPEC §4.3) against its body.
+fn check_tencent(s: &SinkState, query: Option<&str>, body: &[u8]) -> &'static str {
+    let st = &s.stats;
+    st.count(&st.unchecked);
+    let Ok(serde_json::Value::Object(body)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        st.count(&st.unparsable);
+        return "unparsable";
+    };
+    let command = body.get("CallbackCommand").and_then(|c| c.as_str()).unwrap_or_default();
+    if let Some(key) = body.get("MsgKey").and_then(|k| k.as_str()) {
+        st.seen(&format!("{command}/{key}"));
+    }
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let ok = params
+        .get("SdkAppid")
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        && params.get("CallbackCommand").is_some_and(|c| c == command)
+        && params.get("contenttype").is_some_and(|c| c == "json")
+        && params
+            .get("ClientIP")
+            .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        && params
+            .get("OptPlatform")
+            .is_some_and(|p| crate::domain::Platform::parse(p).is_ok());
+    if ok {
+        "query ok"
+    } else {
+        st.count(&st.query_bad);
+        "query BAD"
+    }
+}
+
 async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Response {
     let st = &s.stats;
     st.received.fetch_add(1, Ordering::Relaxed);
-    let verdict = match serde_json::from_slice::<AgoraHead>(&body) {
-        Err(_) => {
-            st.unparsable.fetch_add(1, Ordering::Relaxed);
-            "unparsable"
-        }
-        Ok(head) => {
-            if let Some(id) = &head.call_id {
-                let fresh = st
-                    .seen
-                    .lock()
-                    .map(|mut seen| seen.insert(id.to_string()))
-                    .unwrap_or(true);
-                if !fresh {
-                    st.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            match (&s.opts.secret, s.opts.dialect, &head) {
-                (
-                    Some(secret),
-                    Dialect::Agora,
-                    AgoraHead {
-                        call_id: Some(id),
-                        timestamp: Some(ts),
-                        security: Some(sig),
-                    },
-                ) => {
-                    if agora::sign(id, secret, *ts) == *sig {
-                        st.signature_ok.fetch_add(1, Ordering::Relaxed);
-                        "ok"
-                    } else {
-                        st.signature_bad.fetch_add(1, Ordering::Relaxed);
-                        "BAD"
-                    }
-                }
-                (Some(_), Dialect::Agora, _) => {
-                    st.signature_bad.fetch_add(1, Ordering::Relaxed);
-                    "MISSING"
-                }
-                _ => {
-                    st.unchecked.fetch_add(1, Ordering::Relaxed);
-                    "unchecked"
-                }
-            }
-        }
+    let verdict = match s.opts.dialect {
+        Dialect::Agora => check_agora(&s, &body),
+        Dialect::Tencent => check_tencent(&s, uri.query(), &body),
     };
     let (fail_rate, fail_status) = *s.faults.lock().expect("faults lock");
     let fault = match (fail_status, fail_rate) {
@@ -275,5 +330,17 @@ async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Resp
     if !s.opts.delay.is_zero() {
         tokio::time::sleep(s.opts.delay).await;
     }
-    (status, s.body.clone()).into_response()
+    let answer = match (s.opts.dialect, s.opts.body_chars, fault) {
+        (Dialect::Tencent, 0, false) => Bytes::from_static(br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#),
+        (Dialect::Tencent, 0, true) => Bytes::from_static(
+            br#"{"ActionStatus":"FAIL","ErrorCode":1,"ErrorInfo":"fault injected by callback-sim sink"}"#,
+        ),
+        _ => s.body.clone(),
+    };
+    let ctype = if answer.first() == Some(&b'{') {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    (status, [(axum::http::header::CONTENT_TYPE, ctype)], answer).into_response()
 }

@@ -1,4 +1,7 @@
-//! `POST /app-id/{app_id}/messages` (SPEC §8.3): a message into the simulated IM world.
+//! The simulation's ingestion routes (SPEC §8.3): `POST /app-id/{app_id}/messages` and
+//! `POST /app-id/{app_id}/events`, both with `?wait=true`.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -11,10 +14,15 @@ use serde::Serialize;
 
 use super::{ApiError, AppState, Ctx, body_error, query_pairs};
 use crate::dispatch::{CallbackReport, EnqueueError};
-use crate::message::MessageRequest;
+use crate::event::EventRequest;
+use crate::message::{MessageError, MessageRequest};
+use crate::runtime::AppRuntime;
+use crate::sim::{Simulator, Submitted};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/app-id/{app_id}/messages", post(post_message))
+    Router::new()
+        .route("/app-id/{app_id}/messages", post(post_message))
+        .route("/app-id/{app_id}/events", post(post_event))
 }
 
 #[derive(Serialize)]
@@ -27,55 +35,75 @@ struct MessageAnswer {
     callbacks: Option<Vec<CallbackReport>>,
 }
 
-async fn post_message(
-    State(sim): State<AppState>,
-    ctx: Ctx,
+#[derive(Serialize)]
+struct EventAnswer {
+    queued: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callbacks: Option<Vec<CallbackReport>>,
+}
+
+/// What both routes check first, in the SPEC §8 order: 413, 404, 401, 429, 503 while
+/// stopping, then the `wait` parameter and the body (400).
+struct Ingest {
+    app: Arc<AppRuntime>,
+    wait: bool,
+    body: Bytes,
+}
+
+fn ingest(
+    ctx: &Ctx,
+    sim: &Simulator,
     app_id: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    query: Option<&str>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Ingest, ApiError> {
     let max = sim.config.server.max_body_bytes;
     if let Err(rej) = &body
         && rej.status() == StatusCode::PAYLOAD_TOO_LARGE
     {
-        return Err(body_error(&ctx, rej, max));
+        return Err(body_error(ctx, rej, max));
     }
     let app_id = app_id.map(|Path(a)| a).unwrap_or_default();
-    let app = ctx.authorize(&sim, &app_id, &headers)?;
+    let app = ctx.authorize(sim, &app_id, headers)?.clone();
     if sim.dispatcher.is_stopping() {
-        return Err(ctx.error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the simulator is stopping and takes no new messages",
-        ));
+        return Err(shutting_down(ctx));
     }
     let mut wait = false;
-    for (k, v) in query_pairs(&ctx, query.as_deref(), &["wait"])? {
-        debug_assert_eq!(k, "wait");
+    for (_, v) in query_pairs(ctx, query, &["wait"])? {
         wait = match v.as_str() {
             "true" | "1" | "" => true,
             "false" | "0" => false,
             _ => {
-                return Err(ctx.error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
+                return Err(bad_request(
+                    ctx,
                     format!("query parameter wait must be true or false, got {v:?}"),
                 ));
             }
         };
     }
-    let body = body.map_err(|rej| body_error(&ctx, &rej, max))?;
-    let msg = MessageRequest::from_json(&body)
-        .and_then(MessageRequest::into_message)
-        .map_err(|e| {
-            ctx.error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("field `{}`: {}", e.field, e.reason),
-            )
-        })?;
-    let submitted = sim.submit(app, msg, wait).await.map_err(|e| match e {
+    let body = body.map_err(|rej| body_error(ctx, &rej, max))?;
+    Ok(Ingest { app, wait, body })
+}
+
+fn bad_request(ctx: &Ctx, msg: String) -> ApiError {
+    ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg)
+}
+
+fn field_error(ctx: &Ctx, e: MessageError) -> ApiError {
+    bad_request(ctx, format!("field `{}`: {}", e.field, e.reason))
+}
+
+fn shutting_down(ctx: &Ctx) -> ApiError {
+    ctx.error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the simulator is stopping and takes no new messages",
+    )
+}
+
+fn enqueue_error(ctx: &Ctx, sim: &Simulator, e: EnqueueError) -> ApiError {
+    match e {
         EnqueueError::Full => ctx.error(
             StatusCode::TOO_MANY_REQUESTS,
             "queue_full",
@@ -84,25 +112,59 @@ async fn post_message(
                 sim.config.delivery.queue_capacity
             ),
         ),
-        EnqueueError::ShuttingDown => ctx.error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the simulator is stopping and takes no new messages",
-        ),
-    })?;
-    let (msg_id, accepted, code, queued) = (
-        submitted.msg_id.clone(),
-        submitted.accepted,
-        submitted.code.clone(),
-        submitted.queued,
-    );
-    let callbacks = if wait { Some(submitted.wait().await) } else { None };
+        EnqueueError::ShuttingDown => shutting_down(ctx),
+    }
+}
+
+async fn callbacks(submitted: Submitted, wait: bool) -> Option<Vec<CallbackReport>> {
+    if wait { Some(submitted.wait().await) } else { None }
+}
+
+async fn post_message(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Ingest { app, wait, body } = ingest(&ctx, &sim, app_id, query.as_deref(), &headers, body)?;
+    let msg = MessageRequest::from_json(&body)
+        .and_then(MessageRequest::into_message)
+        .map_err(|e| field_error(&ctx, e))?;
+    let mut submitted = sim
+        .submit(&app, msg, wait)
+        .await
+        .map_err(|e| enqueue_error(&ctx, &sim, e))?;
     let answer = MessageAnswer {
-        msg_id,
-        accepted,
-        code,
-        queued,
-        callbacks,
+        msg_id: std::mem::take(&mut submitted.msg_id),
+        accepted: submitted.accepted,
+        code: submitted.code.take(),
+        queued: submitted.queued,
+        callbacks: callbacks(submitted, wait).await,
     };
     Ok(ctx.ok("/messages", app.config.id.as_str(), answer, None))
+}
+
+async fn post_event(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Ingest { app, wait, body } = ingest(&ctx, &sim, app_id, query.as_deref(), &headers, body)?;
+    let event = EventRequest::from_json(&body)
+        .and_then(EventRequest::into_event)
+        .map_err(|e| field_error(&ctx, e))?;
+    let submitted = sim
+        .submit_event(&app, event, wait)
+        .await
+        .map_err(|e| enqueue_error(&ctx, &sim, e))?;
+    let answer = EventAnswer {
+        queued: submitted.queued,
+        callbacks: callbacks(submitted, wait).await,
+    };
+    Ok(ctx.ok("/events", app.config.id.as_str(), answer, None))
 }

@@ -53,6 +53,50 @@ impl CallbackBody<'_> {
     }
 }
 
+/// A user went online or offline (this project's agora shape for the tencent
+/// `State.StateChange`, after the fields of Easemob's login/logout callback).
+#[derive(Serialize)]
+pub struct UserStatusBody<'a> {
+    #[serde(rename = "callId")]
+    pub call_id: &'a str,
+    #[serde(rename = "eventType")]
+    pub event_type: &'a str,
+    pub timestamp: u64,
+    pub user: &'a str,
+    /// `online` or `offline`.
+    pub status: &'a str,
+    /// `login` or `logout`.
+    pub reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(rename = "securityVersion")]
+    pub security_version: &'static str,
+    pub security: &'a str,
+}
+
+/// Members joined a group (this project's agora shape for the tencent
+/// `Group.CallbackAfterNewMemberJoin`).
+#[derive(Serialize)]
+pub struct MemberJoinedBody<'a> {
+    #[serde(rename = "callId")]
+    pub call_id: &'a str,
+    #[serde(rename = "eventType")]
+    pub event_type: &'a str,
+    pub timestamp: u64,
+    pub chat_type: &'static str,
+    pub group_id: &'a str,
+    /// Who added them (the member itself when they applied).
+    pub from: &'a str,
+    pub members: &'a [String],
+    /// `Apply` or `Invited`.
+    pub join_type: &'a str,
+    #[serde(rename = "securityVersion")]
+    pub security_version: &'static str,
+    pub security: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

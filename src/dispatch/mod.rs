@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::ban::{BanRecord, BanStart};
 use crate::clock::SharedClock;
 use crate::config::{DeliveryConfig, DeliveryPolicy};
+use crate::dialect::{tencent, with_query};
 use crate::domain::{AppId, EventType, FinalOutcome, Outcome, RuleKind, RuleName};
 use crate::runtime::RuleRuntime;
 use crate::store::{Store, StoredCallback};
@@ -41,6 +42,8 @@ pub struct Job {
     pub to: Box<str>,
     /// The exact bytes to send, on every attempt and replay.
     pub body: Bytes,
+    /// The query string appended to the rule URL (tencent).
+    pub query: Option<Arc<str>>,
     /// Whoever waits for this callback's final outcome (`?wait=true`, the library).
     pub done: Option<oneshot::Sender<CallbackReport>>,
     pub accepted_at: Instant,
@@ -321,8 +324,27 @@ fn not_attempted(outcome: Outcome, why: &str) -> AttemptResult {
     }
 }
 
+/// What a 200 answer must be to count as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerCheck {
+    /// Anything (agora post-send: "the response body is not interpreted").
+    None,
+    /// A tencent `{"ActionStatus","ErrorCode","ErrorInfo"}` object; else `bad_response`.
+    Tencent,
+}
+
+impl AnswerCheck {
+    pub fn for_dialect(d: crate::domain::Dialect) -> Self {
+        match d {
+            crate::domain::Dialect::Agora => AnswerCheck::None,
+            crate::domain::Dialect::Tencent => AnswerCheck::Tencent,
+        }
+    }
+}
+
 /// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
 pub struct PolicyAttempt<'a> {
+    pub check: AnswerCheck,
     pub client: &'a reqwest::Client,
     pub url: &'a reqwest::Url,
     pub body: &'a Bytes,
@@ -334,10 +356,15 @@ pub struct PolicyAttempt<'a> {
 impl Shared {
     async fn deliver(&self, job: Job) {
         let rule = job.rule.clone();
+        let url = match &job.query {
+            None => std::borrow::Cow::Borrowed(rule.config.url.as_url()),
+            Some(q) => std::borrow::Cow::Owned(with_query(rule.config.url.as_url(), Some(q))),
+        };
         let result = self
             .attempt_policy(PolicyAttempt {
+                check: AnswerCheck::for_dialect(rule.dialect),
                 client: &rule.client,
-                url: rule.config.url.as_url(),
+                url: &url,
                 body: &job.body,
                 policy: rule.policy,
                 rule: Some(&rule),
@@ -358,7 +385,7 @@ impl Shared {
         let limits = AttemptLimits {
             timeout: a.policy.timeout,
             max_chars: self.max_chars,
-            keep_body: false,
+            keep_body: a.check != AnswerCheck::None,
         };
         let mut attempts = 0;
         loop {
@@ -369,6 +396,18 @@ impl Shared {
                     return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
                 }
                 r = attempt(a.client, a.url, a.body.clone(), limits) => r,
+            };
+            let r = match (a.check, r.outcome) {
+                (AnswerCheck::Tencent, Outcome::Delivered)
+                    if tencent::parse_answer(r.body.as_deref().unwrap_or_default()).is_none() =>
+                {
+                    AttemptResult {
+                        outcome: Outcome::BadResponse,
+                        detail: Some("the answer is not a JSON object with an integer ErrorCode".into()),
+                        ..r
+                    }
+                }
+                _ => r,
             };
             if let Some(rule) = a.rule {
                 rule.stats.count_outcome(r.outcome);
@@ -420,7 +459,7 @@ impl Shared {
                 event_type: job.event_type,
                 to: job.to.to_string(),
                 body: String::from_utf8_lossy(&job.body).into_owned(),
-                query: None,
+                query: job.query.as_deref().map(str::to_string),
                 outcome: last.outcome,
                 attempts: *attempts,
                 status: last.status,

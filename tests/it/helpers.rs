@@ -23,7 +23,6 @@ pub const WAIT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
-    #[allow(dead_code)]
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,

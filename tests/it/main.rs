@@ -4,4 +4,6 @@ mod api;
 mod cli;
 mod delivery;
 mod helpers;
+mod presend;
 mod storage;
+mod tencent;

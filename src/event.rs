@@ -1,0 +1,261 @@
+//! Non-message events (SPEC §8.3 `POST /app-id/{app_id}/events`): a user going online or
+//! offline, members joining a group. They go to every enabled post-send rule whose
+//! `event_types` allow them, with the delivery policy of messages.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::domain::{EventType, Platform};
+use crate::message::{MAX_ID_CHARS, MessageError};
+
+/// Most members one join event may name.
+pub const MAX_MEMBERS: usize = 10_000;
+
+/// A validated event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    UserStatus {
+        user: String,
+        online: bool,
+        platform: Option<Platform>,
+        client_ip: Option<IpAddr>,
+    },
+    GroupMemberJoined {
+        group_id: String,
+        members: Vec<String>,
+        operator: String,
+        /// Tencent's `JoinType`: `Apply` or `Invited`.
+        join_type: String,
+        /// Tencent's group `Type`: `Public`, `Private`, `ChatRoom`, `AVChatRoom`, `Work`, `Meeting`, `Community`.
+        group_type: String,
+    },
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::UserStatus { .. } => EventType::UserStatus,
+            Event::GroupMemberJoined { .. } => EventType::GroupMemberJoined,
+        }
+    }
+
+    /// Who the callback is about (the report's `to`).
+    pub fn subject(&self) -> &str {
+        match self {
+            Event::UserStatus { user, .. } => user,
+            Event::GroupMemberJoined { group_id, .. } => group_id,
+        }
+    }
+}
+
+/// The REST body: `{"type": "user_status", "user", "status": "online"|"offline", "platform",
+/// "client_ip"}` or `{"type": "group_member_joined", "group_id", "members": [..], "operator",
+/// "join_type", "group_type"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: Option<String>,
+    pub status: Option<String>,
+    pub platform: Option<Platform>,
+    pub client_ip: Option<String>,
+    pub group_id: Option<String>,
+    pub members: Option<Vec<String>>,
+    pub operator: Option<String>,
+    pub join_type: Option<String>,
+    pub group_type: Option<String>,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> MessageError {
+    MessageError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn id(field: &str, v: Option<String>) -> Result<String, MessageError> {
+    let v = v.ok_or_else(|| bad(field, "is required"))?;
+    if v.is_empty() || v.chars().count() > MAX_ID_CHARS || v.chars().any(char::is_control) {
+        return Err(bad(
+            field,
+            format!("must be 1 to {MAX_ID_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(v)
+}
+
+fn only_for(field: &str, given: bool, kind: &str) -> Result<(), MessageError> {
+    if given {
+        return Err(bad(field, format!("does not apply to a {kind} event")));
+    }
+    Ok(())
+}
+
+impl EventRequest {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
+        crate::message::parse_json_object(bytes)
+    }
+
+    pub fn into_event(self) -> Result<Event, MessageError> {
+        match self.kind.as_str() {
+            "user_status" => {
+                for (f, given) in [
+                    ("group_id", self.group_id.is_some()),
+                    ("members", self.members.is_some()),
+                    ("operator", self.operator.is_some()),
+                    ("join_type", self.join_type.is_some()),
+                    ("group_type", self.group_type.is_some()),
+                ] {
+                    only_for(f, given, "user_status")?;
+                }
+                let online = match self.status.as_deref() {
+                    Some("online") => true,
+                    Some("offline") => false,
+                    Some(other) => {
+                        return Err(bad(
+                            "status",
+                            format!("must be \"online\" or \"offline\", got {other:?}"),
+                        ));
+                    }
+                    None => return Err(bad("status", "is required: \"online\" or \"offline\"")),
+                };
+                let client_ip = match self.client_ip {
+                    None => None,
+                    Some(ip) => Some(
+                        ip.parse()
+                            .map_err(|_| bad("client_ip", format!("must be an IPv4 or IPv6 address, got {ip:?}")))?,
+                    ),
+                };
+                Ok(Event::UserStatus {
+                    user: id("user", self.user)?,
+                    online,
+                    platform: self.platform,
+                    client_ip,
+                })
+            }
+            "group_member_joined" => {
+                for (f, given) in [
+                    ("user", self.user.is_some()),
+                    ("status", self.status.is_some()),
+                    ("platform", self.platform.is_some()),
+                    ("client_ip", self.client_ip.is_some()),
+                ] {
+                    only_for(f, given, "group_member_joined")?;
+                }
+                let members = self
+                    .members
+                    .ok_or_else(|| bad("members", "is required: the ids of the members who joined"))?;
+                if members.is_empty() || members.len() > MAX_MEMBERS {
+                    return Err(bad("members", format!("must list 1 to {MAX_MEMBERS} members")));
+                }
+                let members = members
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| id(&format!("members[{i}]"), Some(m)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let join_type = match self.join_type.as_deref() {
+                    None => "Apply".to_string(),
+                    Some(t @ ("Apply" | "Invited")) => t.to_string(),
+                    Some(other) => {
+                        return Err(bad(
+                            "join_type",
+                            format!("must be \"Apply\" or \"Invited\", got {other:?}"),
+                        ));
+                    }
+                };
+                let group_type = match self.group_type.as_deref() {
+                    None => "Public".to_string(),
+                    Some(t @ ("Public" | "Private" | "ChatRoom" | "AVChatRoom" | "Work" | "Meeting" | "Community")) => {
+                        t.to_string()
+                    }
+                    Some(other) => {
+                        return Err(bad(
+                            "group_type",
+                            format!(
+                                "must be one of Public, Private, ChatRoom, AVChatRoom, Work, Meeting, Community; got {other:?}"
+                            ),
+                        ));
+                    }
+                };
+                let operator = match self.operator {
+                    None => members[0].clone(),
+                    some => id("operator", some)?,
+                };
+                Ok(Event::GroupMemberJoined {
+                    group_id: id("group_id", self.group_id)?,
+                    members,
+                    operator,
+                    join_type,
+                    group_type,
+                })
+            }
+            other => Err(bad(
+                "type",
+                format!("unknown event type {other:?}, expected user_status or group_member_joined"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Event, MessageError> {
+        EventRequest::from_json(json.as_bytes())?.into_event()
+    }
+
+    #[test]
+    fn events_parse_with_defaults() {
+        assert_eq!(
+            parse(r#"{"type":"user_status","user":"u1","status":"offline"}"#).unwrap(),
+            Event::UserStatus {
+                user: "u1".into(),
+                online: false,
+                platform: None,
+                client_ip: None
+            }
+        );
+        let e = parse(r#"{"type":"group_member_joined","group_id":"g","members":["a","b"]}"#).unwrap();
+        assert_eq!(e.subject(), "g");
+        assert!(
+            matches!(e, Event::GroupMemberJoined { ref operator, ref join_type, .. } if operator == "a" && join_type == "Apply")
+        );
+    }
+
+    #[test]
+    fn event_errors_name_the_field() {
+        assert_eq!(parse(r#"{"type":"nap"}"#).unwrap_err().field, "type");
+        assert_eq!(
+            parse(r#"{"type":"user_status","user":"u1","status":"away"}"#)
+                .unwrap_err()
+                .field,
+            "status"
+        );
+        assert_eq!(
+            parse(r#"{"type":"user_status","status":"online"}"#).unwrap_err().field,
+            "user"
+        );
+        assert_eq!(
+            parse(r#"{"type":"user_status","user":"u","status":"online","members":["x"]}"#)
+                .unwrap_err()
+                .field,
+            "members"
+        );
+        assert_eq!(
+            parse(r#"{"type":"group_member_joined","group_id":"g","members":[]}"#)
+                .unwrap_err()
+                .field,
+            "members"
+        );
+        assert_eq!(
+            parse(r#"{"type":"group_member_joined","group_id":"g","members":["a",""]}"#)
+                .unwrap_err()
+                .field,
+            "members[1]"
+        );
+        assert_eq!(parse(r#"{"user":"u"}"#).unwrap_err().field, "type");
+    }
+}
