@@ -20,6 +20,7 @@
 //! - [`api`] — the REST API (SPEC §8).
 //! - [`server`] — the simulator bound to a socket; graceful stop.
 //! - [`sink`] — a receiver that verifies, counts and injects faults.
+//! - [`generate`] — seeded realistic traffic at a fixed rate, with a live view and a report.
 //! - [`demo`] — the narrated demo on the embedded default config.
 //! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
 
@@ -33,6 +34,7 @@ pub mod dialect;
 pub mod dispatch;
 pub mod domain;
 pub mod event;
+pub mod generate;
 pub mod logging;
 pub mod message;
 pub mod presend;

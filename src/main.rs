@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use callback_sim::commands;
+use callback_sim::generate::{self, GenerateOptions, Mix, parse_weights};
 use callback_sim::domain::Dialect;
 use callback_sim::logging::{self, LogFormat};
 use callback_sim::sink::SinkOptions;
@@ -38,6 +39,57 @@ enum Command {
         /// The config file.
         #[arg(long, default_value = "config.toml")]
         config: PathBuf,
+    },
+    /// Realistic traffic at a fixed rate, with a live view and a latency report.
+    Generate {
+        /// The config file (apps, rules, delivery settings).
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The app whose rules (and dialect) get the traffic.
+        #[arg(long)]
+        app: String,
+        /// Messages per second; 0 = as fast as the pipeline takes them.
+        #[arg(long)]
+        rate: u32,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Seed of the traffic and of the callIds (random when absent; the report shows it).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Chance that a recipient is offline (one chat_offline callback each).
+        #[arg(long, default_value_t = 0.2)]
+        offline_ratio: f64,
+        /// Weights of the chat types.
+        #[arg(long, default_value = "chat=60,groupchat=30,chatroom=10")]
+        chat_types: String,
+        /// Weights of the message types.
+        #[arg(long, default_value = "txt=70,img=10,audio=5,video=3,file=3,loc=3,cmd=3,custom=3")]
+        message_types: String,
+        /// Members per group.
+        #[arg(long, default_value_t = 8)]
+        group_size: usize,
+        /// Distinct users.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Chance that a message was sent through the REST API (source = rest).
+        #[arg(long, default_value_t = 0.1)]
+        rest_ratio: f64,
+        /// Drive a running `serve` at this base URL over REST instead of in-process.
+        #[arg(long)]
+        server: Option<String>,
+        /// The app's token, with --server.
+        #[arg(long)]
+        token: Option<String>,
+        /// REST requests in flight at once, with --server.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
     },
     /// Print the agora signature MD5(callId + secret + timestamp).
     Sign {
@@ -84,11 +136,12 @@ fn parse_dialect(s: &str) -> Result<Dialect, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo narrates on stdout; its log shows only problems unless RUST_LOG says otherwise.
-    let default_level = if matches!(cli.command, Command::Demo) {
-        "error"
-    } else {
-        "info"
+    // The demo narrates and the generator shows a live view on stdout: their log shows only
+    // problems unless RUST_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Demo => "error",
+        Command::Generate { .. } => "warn",
+        _ => "info",
     };
     logging::init(cli.log_format, default_level);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -101,6 +154,78 @@ fn main() -> ExitCode {
     rt.block_on(async {
         match cli.command {
             Command::Demo => callback_sim::demo::run().await,
+            Command::Generate {
+                config,
+                app,
+                rate,
+                duration,
+                count,
+                seed,
+                report,
+                offline_ratio,
+                chat_types,
+                message_types,
+                group_size,
+                users,
+                rest_ratio,
+                server,
+                token,
+                connections,
+            } => {
+                let mix = (|| -> Result<Mix, String> {
+                    for (name, v) in [("--offline-ratio", offline_ratio), ("--rest-ratio", rest_ratio)] {
+                        if !(0.0..=1.0).contains(&v) {
+                            return Err(format!("{name} must be between 0 and 1, got {v}"));
+                        }
+                    }
+                    if group_size < 2 || users < 2 {
+                        return Err("--group-size and --users must be at least 2".into());
+                    }
+                    Ok(Mix {
+                        chat_types: parse_weights(&chat_types, ["chat", "groupchat", "chatroom"]).map_err(|e| format!("--chat-types: {e}"))?,
+                        message_types: parse_weights(&message_types, ["txt", "img", "audio", "video", "file", "loc", "cmd", "custom"]).map_err(|e| format!("--message-types: {e}"))?,
+                        offline_ratio,
+                        group_size,
+                        users,
+                        rest_ratio,
+                    })
+                })();
+                let duration = match duration.map(|d| Duration::try_from_secs_f64(d).ok().filter(|d| !d.is_zero())) {
+                    Some(None) => {
+                        eprintln!("error: --duration must be a positive number of seconds");
+                        return ExitCode::from(2);
+                    }
+                    other => other.flatten(),
+                };
+                match mix {
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
+                    Ok(mix) => {
+                        let opts = GenerateOptions {
+                            config,
+                            app,
+                            rate,
+                            duration,
+                            count,
+                            seed: seed.unwrap_or_else(rand::random),
+                            report,
+                            mix,
+                            server,
+                            token,
+                            connections,
+                        };
+                        match generate::run(opts).await {
+                            Ok(_) => ExitCode::SUCCESS,
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                ExitCode::from(1)
+                            }
+                        }
+                    }
+                }
+            }
             Command::Serve { config } => commands::serve(&config).await,
             Command::Sign {
                 call_id,

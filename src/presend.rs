@@ -191,6 +191,7 @@ pub struct Context<'a> {
     pub msg_id: &'a str,
     pub ids: tencent::MsgIds,
     pub default_client_ip: &'a str,
+    pub sim: &'a crate::sim::Simulator,
 }
 
 /// Asks every matching pre-send rule, at once; `None` when there is none to ask.
@@ -227,7 +228,7 @@ pub async fn ask(ctx: &Context<'_>) -> Option<Verdict> {
 async fn ask_one(ctx: &Context<'_>, rule: &RuleRuntime) -> (Decision, CallbackReport) {
     let started = std::time::Instant::now();
     let msg = ctx.msg;
-    let call_id = format!("{}#{}", rule.app, uuid::Uuid::new_v4());
+    let call_id = ctx.sim.new_call_id(&rule.app);
     let (body, url) = match rule.dialect {
         Dialect::Agora => {
             let payload = msg.agora_payload();

@@ -80,6 +80,38 @@ pub struct Simulator {
     pub(crate) replays: ReplayGuards,
     next_msg_id: AtomicU64,
     next_seq: AtomicU32,
+    ids: IdSource,
+}
+
+/// Where callIds (and tencent `MsgRandom`s) come from: the thread RNG, or a seeded one so that
+/// a generator run can be reproduced.
+#[derive(Debug)]
+enum IdSource {
+    Random,
+    Seeded(std::sync::Mutex<rand::rngs::StdRng>),
+}
+
+impl IdSource {
+    fn uuid(&self) -> uuid::Uuid {
+        match self {
+            IdSource::Random => uuid::Uuid::new_v4(),
+            IdSource::Seeded(rng) => {
+                use rand::RngExt;
+                let bytes: [u8; 16] = rng.lock().expect("id rng lock").random();
+                uuid::Builder::from_random_bytes(bytes).into_uuid()
+            }
+        }
+    }
+
+    fn u32(&self) -> u32 {
+        match self {
+            IdSource::Random => rand::random(),
+            IdSource::Seeded(rng) => {
+                use rand::RngExt;
+                rng.lock().expect("id rng lock").random()
+            }
+        }
+    }
 }
 
 impl Simulator {
@@ -128,12 +160,31 @@ impl Simulator {
             replays: ReplayGuards::default(),
             next_msg_id: AtomicU64::new(seed),
             next_seq: AtomicU32::new(1),
+            ids: IdSource::Random,
         }))
     }
 
     /// The exception store.
     pub fn store(&self) -> &Store {
         self.dispatcher.store()
+    }
+
+    /// Makes callIds and tencent `MsgRandom`s reproducible from `seed` (the generator's
+    /// `--seed`). Only before traffic starts; needs the only handle to the simulator.
+    pub fn seed_ids(self: &mut Arc<Self>, seed: u64) -> bool {
+        use rand::SeedableRng;
+        match Arc::get_mut(self) {
+            Some(sim) => {
+                sim.ids = IdSource::Seeded(std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A new `{app_id}#{uuid}` (SPEC §4.1): unique per callback, kept across retries and replays.
+    pub(crate) fn new_call_id(&self, app: &crate::domain::AppId) -> String {
+        format!("{app}#{}", self.ids.uuid())
     }
 
     /// The one way a message enters: pre-send rules are asked first (for `source = client`);
@@ -148,7 +199,7 @@ impl Simulator {
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed).to_string();
         let ids = MsgIds {
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
-            random: rand::random(),
+            random: self.ids.u32(),
             time: timestamp / 1000,
         };
         let mut submitted = Submitted {
@@ -167,6 +218,7 @@ impl Simulator {
                 msg_id: &submitted.msg_id,
                 ids,
                 default_client_ip: DEFAULT_CLIENT_IP,
+                sim: self,
             };
             if let Some(verdict) = presend::ask(&ctx).await {
                 submitted.pre_send = verdict.reports;
@@ -193,7 +245,7 @@ impl Simulator {
                         .chain(msg.offline.iter().map(|r| (EventType::ChatOffline, r.as_str())))
                         .filter(|(ev, _)| rule.config.allows_event_type(*ev));
                     for (event_type, to) in recipients {
-                        let call_id = new_call_id(&rule.app);
+                        let call_id = self.new_call_id(&rule.app);
                         let security = agora::sign(&call_id, rule.config.secret.expose(), timestamp);
                         let body = agora::CallbackBody {
                             call_id: &call_id,
@@ -228,7 +280,7 @@ impl Simulator {
                 for rule in rules.filter(|r| r.config.allows_event_type(EventType::Chat)) {
                     jobs.push(job(
                         rule,
-                        new_call_id(&rule.app),
+                        self.new_call_id(&rule.app),
                         EventType::Chat,
                         &msg.to,
                         body.clone(),
@@ -265,7 +317,7 @@ impl Simulator {
         match app.config.dialect {
             Dialect::Agora => {
                 for rule in rules {
-                    let call_id = new_call_id(&rule.app);
+                    let call_id = self.new_call_id(&rule.app);
                     let security = agora::sign(&call_id, rule.config.secret.expose(), timestamp);
                     let body = match &event {
                         Event::UserStatus {
@@ -353,7 +405,7 @@ impl Simulator {
                 for rule in rules {
                     jobs.push(job(
                         rule,
-                        new_call_id(&rule.app),
+                        self.new_call_id(&rule.app),
                         event_type,
                         event.subject(),
                         body.clone(),
@@ -411,10 +463,6 @@ fn job(
     }
 }
 
-/// `{app_id}#{uuid}` (SPEC §4.1): unique per callback, kept across retries and replays.
-fn new_call_id(app: &crate::domain::AppId) -> String {
-    format!("{app}#{}", uuid::Uuid::new_v4())
-}
 
 /// `ClientIP` of tencent callbacks when the message names none.
 pub const DEFAULT_CLIENT_IP: &str = "127.0.0.1";

@@ -95,7 +95,12 @@ struct Shared {
     tracker: TaskTracker,
     store: Store,
     clock: SharedClock,
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// Called once per finished post-send callback with its final outcome, its last attempt's
+/// outcome and the time from acceptance: how the generator watches the pipeline.
+pub type Observer = Box<dyn Fn(FinalOutcome, Outcome, Duration) + Send + Sync>;
 
 /// A rule's share of the dispatcher: its deliveries in flight and the jobs waiting for room.
 #[derive(Debug, Default)]
@@ -139,6 +144,7 @@ impl Dispatcher {
             tracker: TaskTracker::new(),
             store,
             clock,
+            observer: std::sync::OnceLock::new(),
         });
         let worker = tokio::spawn(run(rx, shared.clone()));
         Self {
@@ -189,6 +195,11 @@ impl Dispatcher {
     /// a banned rule is not attempted and every failure feeds its ban window.
     pub async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
         self.shared.attempt_policy(a).await
+    }
+
+    /// Installs the observer (once; later calls are ignored).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.shared.observer.set(observer);
     }
 
     /// The exception store.
@@ -494,7 +505,11 @@ impl Shared {
             rule.stats.count_outcome(last.outcome);
         }
         rule.stats.count_final(outcome);
-        let latency_ms = (job.accepted_at.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        let latency = job.accepted_at.elapsed();
+        if let Some(observe) = self.observer.get() {
+            observe(outcome, last.outcome, latency);
+        }
+        let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             app = %rule.app,
             rule = %rule.config.name,

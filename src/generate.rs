@@ -1,0 +1,550 @@
+//! `callback-sim generate`: realistic traffic at a fixed rate, through the same pipeline as
+//! REST ingestion (in-process), or over REST against a running `serve` (`--server`).
+//!
+//! [`Traffic`] is the pure, seeded model of the simulated IM world: users, groups, chatrooms,
+//! a mix of chat and message types with plausible bodies, offline recipients. [`run`] paces it
+//! with `governor`, watches every callback's final outcome and latency, shows a live view, and
+//! ends with a table (and `--report` JSON) of outcomes and latency percentiles.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{Quota, RateLimiter};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+use crate::dispatch::EnqueueError;
+use crate::domain::{ChatType, FinalOutcome, MessageType, Outcome, Platform, Source};
+use crate::message::Message;
+use crate::sim::Simulator;
+
+/// How the traffic looks. Weights are relative (they need not sum to 100).
+#[derive(Debug, Clone)]
+pub struct Mix {
+    /// Weights of `chat`, `groupchat`, `chatroom`.
+    pub chat_types: [u32; 3],
+    /// Weights of `txt`, `img`, `audio`, `video`, `file`, `loc`, `cmd`, `custom`.
+    pub message_types: [u32; 8],
+    /// Chance that a recipient (one-to-one peer, group member) is offline.
+    pub offline_ratio: f64,
+    /// Members per group.
+    pub group_size: usize,
+    /// Distinct users.
+    pub users: usize,
+    /// Chance that a message was sent through the REST API (`source = rest`).
+    pub rest_ratio: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self {
+            chat_types: [60, 30, 10],
+            message_types: [70, 10, 5, 3, 3, 3, 3, 3],
+            offline_ratio: 0.2,
+            group_size: 8,
+            users: 1000,
+            rest_ratio: 0.1,
+        }
+    }
+}
+
+/// Parses `chat=60,groupchat=30,chatroom=10`-style weights over a vocabulary.
+pub fn parse_weights<const N: usize>(text: &str, names: [&str; N]) -> Result<[u32; N], String> {
+    let mut w = [0u32; N];
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?}: expected name=weight"))?;
+        let i = names.iter().position(|n| *n == k.trim()).ok_or_else(|| format!("{k:?}: expected one of {}", names.join(", ")))?;
+        w[i] = v.trim().parse().map_err(|_| format!("{part:?}: the weight must be a whole number"))?;
+    }
+    if w.iter().all(|&x| x == 0) {
+        return Err("at least one weight must be above 0".into());
+    }
+    Ok(w)
+}
+
+/// The seeded model of the simulated IM world.
+pub struct Traffic {
+    rng: StdRng,
+    mix: Mix,
+    n: u64,
+}
+
+const PHRASES: &[&str] = &[
+    "hello", "are you coming tonight?", "sent the report, have a look", "lol", "on my way", "meeting moved to 3pm",
+    "can you review my PR?", "good morning!", "thanks a lot", "see you tomorrow", "where are we meeting?", "👍",
+];
+const ACTIONS: &[&str] = &["typing", "read_ack", "recall", "delivered"];
+const PLATFORMS: &[Platform] = &[Platform::Ios, Platform::Android, Platform::Web, Platform::Windows, Platform::Mac];
+
+impl Traffic {
+    pub fn new(seed: u64, mix: Mix) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed), mix, n: 0 }
+    }
+
+    fn pick(&mut self, weights: &[u32]) -> usize {
+        let total: u32 = weights.iter().sum();
+        let mut x = self.rng.random_range(0..total.max(1));
+        for (i, w) in weights.iter().enumerate() {
+            if x < *w {
+                return i;
+            }
+            x -= w;
+        }
+        weights.len() - 1
+    }
+
+    fn user(&mut self) -> String {
+        format!("user_{}", self.rng.random_range(0..self.mix.users.max(2)))
+    }
+
+    fn body(&mut self, t: MessageType) -> Map<String, Value> {
+        let n = self.n;
+        let v = match t {
+            MessageType::Txt => json!({ "msg": format!("{} #{n}", PHRASES[self.rng.random_range(0..PHRASES.len())]) }),
+            MessageType::Img => json!({
+                "url": format!("https://cdn.example.com/img/{n}.jpg"), "filename": format!("IMG_{n}.jpg"),
+                "secret": format!("{:08x}", self.rng.random::<u32>()),
+                "size": { "width": self.rng.random_range(320..4000), "height": self.rng.random_range(240..3000) },
+                "file_length": self.rng.random_range(20_000..5_000_000),
+            }),
+            MessageType::Audio => json!({
+                "url": format!("https://cdn.example.com/audio/{n}.amr"), "filename": format!("{n}.amr"),
+                "length": self.rng.random_range(1..60), "file_length": self.rng.random_range(2_000..200_000),
+            }),
+            MessageType::Video => json!({
+                "url": format!("https://cdn.example.com/video/{n}.mp4"), "filename": format!("{n}.mp4"),
+                "thumb": format!("https://cdn.example.com/video/{n}.jpg"),
+                "length": self.rng.random_range(1..300), "file_length": self.rng.random_range(100_000..50_000_000),
+            }),
+            MessageType::File => json!({
+                "url": format!("https://cdn.example.com/files/{n}"), "filename": format!("report-{n}.pdf"),
+                "file_length": self.rng.random_range(1_000..10_000_000),
+            }),
+            MessageType::Loc => json!({
+                "lat": 39.9 + self.rng.random_range(-1000..1000) as f64 / 10_000.0,
+                "lng": 116.4 + self.rng.random_range(-1000..1000) as f64 / 10_000.0,
+                "addr": "Chaoyang District, Beijing",
+            }),
+            MessageType::Cmd => json!({ "action": ACTIONS[self.rng.random_range(0..ACTIONS.len())] }),
+            MessageType::Custom => json!({
+                "customEvent": "gift", "customExts": { "gift_id": format!("g{}", self.rng.random_range(1..50)), "count": self.rng.random_range(1..10) },
+            }),
+        };
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("bodies are objects"),
+        }
+    }
+
+    /// The next message.
+    pub fn next_message(&mut self) -> Message {
+        self.n += 1;
+        let chat_type = [ChatType::Chat, ChatType::GroupChat, ChatType::ChatRoom][self.pick(&self.mix.chat_types.clone())];
+        let msg_type = MessageType::ALL[self.pick(&self.mix.message_types.clone())];
+        let from = self.user();
+        let (to, offline) = match chat_type {
+            ChatType::Chat => {
+                let mut to = self.user();
+                while to == from {
+                    to = self.user();
+                }
+                let off = self.rng.random_bool(self.mix.offline_ratio);
+                let offline = if off { vec![to.clone()] } else { Vec::new() };
+                (to, offline)
+            }
+            ChatType::GroupChat => {
+                let group = self.rng.random_range(0..(self.mix.users / self.mix.group_size.max(1)).max(1));
+                let offline = (0..self.mix.group_size.saturating_sub(1))
+                    .filter(|_| self.rng.random_bool(self.mix.offline_ratio))
+                    .map(|i| format!("user_{}", (group * self.mix.group_size + i + 1) % self.mix.users.max(1)))
+                    .filter(|m| *m != from)
+                    .collect();
+                (format!("group_{group}"), offline)
+            }
+            ChatType::ChatRoom => (format!("room_{}", self.rng.random_range(0..10)), Vec::new()),
+        };
+        let source = if self.rng.random_bool(self.mix.rest_ratio) { Source::Rest } else { Source::Client };
+        let mut ext = Map::new();
+        if self.rng.random_bool(0.2) {
+            ext.insert("trace_id".into(), Value::String(format!("{:016x}", self.rng.random::<u64>())));
+        }
+        let platform = Some(PLATFORMS[self.rng.random_range(0..PLATFORMS.len())]);
+        let client_ip = Some(std::net::IpAddr::from([10, self.rng.random_range(0..255), self.rng.random_range(0..255), self.rng.random_range(1..255)]));
+        Message { from, to, chat_type, msg_type, body: self.body(msg_type), ext, source, platform, client_ip, offline }
+    }
+}
+
+impl Message {
+    /// The REST JSON of this message (for `--server` runs).
+    pub fn to_request_json(&self) -> Value {
+        let mut v = json!({
+            "from": self.from, "to": self.to, "chat_type": self.chat_type, "type": self.msg_type,
+            "ext": self.ext, "source": self.source, "offline": self.offline,
+        });
+        if self.msg_type == MessageType::Txt {
+            v["msg"] = self.body.get("msg").cloned().unwrap_or_default();
+        } else {
+            v["body"] = Value::Object(self.body.clone());
+        }
+        if let Some(p) = self.platform {
+            v["platform"] = json!(p);
+        }
+        if let Some(ip) = self.client_ip {
+            v["client_ip"] = json!(ip.to_string());
+        }
+        v
+    }
+}
+
+/// What `generate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub config: PathBuf,
+    pub app: String,
+    /// Messages per second; 0 = as fast as the pipeline takes them.
+    pub rate: u32,
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    pub seed: u64,
+    pub report: Option<PathBuf>,
+    pub mix: Mix,
+    /// Drive a running `serve` over REST instead of in-process.
+    pub server: Option<String>,
+    pub token: Option<String>,
+    /// REST requests in flight at once in `--server` mode.
+    pub connections: usize,
+}
+
+/// Counters and the latency histogram, shared with the observer.
+struct Tally {
+    finals: [AtomicU64; FinalOutcome::ALL.len()],
+    last: [AtomicU64; Outcome::ALL.len()],
+    done: AtomicU64,
+    latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            finals: Default::default(),
+            last: Default::default(),
+            done: AtomicU64::new(0),
+            latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
+        }
+    }
+
+    fn record(&self, fin: FinalOutcome, last: Outcome, latency: Duration) {
+        self.finals[fin.index()].fetch_add(1, Ordering::Relaxed);
+        self.last[last.index()].fetch_add(1, Ordering::Relaxed);
+        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        if let Ok(mut h) = self.latency_us.lock() {
+            let _ = h.record(us);
+        }
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn percentile_ms(&self, q: f64) -> f64 {
+        let h = self.latency_us.lock().expect("histogram lock");
+        if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 }
+    }
+}
+
+/// The `--report` JSON (SPEC §9: `rate_achieved`, `outcomes`, `latency_ms`).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub app: String,
+    pub mode: &'static str,
+    pub seed: u64,
+    pub rate_asked: u32,
+    pub rate_achieved: f64,
+    pub messages: u64,
+    pub callbacks: u64,
+    pub callbacks_per_sec: f64,
+    pub duration_secs: f64,
+    /// Final outcomes (SPEC §5).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Last-attempt outcomes: why callbacks were stored or dropped.
+    pub last_attempts: BTreeMap<&'static str, u64>,
+    pub latency_ms: BTreeMap<&'static str, f64>,
+    pub peak_rss_mb: f64,
+}
+
+/// Peak resident memory of this process, from /proc (Linux); NaN elsewhere.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Why a run could not happen.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GenerateError(pub String);
+
+/// Runs the generator; prints the live view and the final table; returns the report.
+pub async fn run(opts: GenerateOptions) -> Result<Report, GenerateError> {
+    if opts.count.is_none() && opts.duration.is_none() {
+        return Err(GenerateError("give --count N or --duration S (or both: whichever comes first)".into()));
+    }
+    let tally = Arc::new(Tally::new());
+    let started = Instant::now();
+    let (sent, mode) = match &opts.server {
+        None => (run_in_process(&opts, tally.clone()).await?, "in-process"),
+        Some(server) => (run_rest(&opts, server, tally.clone()).await?, "rest"),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = tally.done.load(Ordering::Relaxed);
+    let report = Report {
+        app: opts.app.clone(),
+        mode,
+        seed: opts.seed,
+        rate_asked: opts.rate,
+        rate_achieved: sent as f64 / elapsed,
+        messages: sent,
+        callbacks: done,
+        callbacks_per_sec: done as f64 / elapsed,
+        duration_secs: elapsed,
+        outcomes: FinalOutcome::ALL.iter().map(|o| (o.as_str(), tally.finals[o.index()].load(Ordering::Relaxed))).collect(),
+        last_attempts: Outcome::ALL.iter().map(|o| (o.as_str(), tally.last[o.index()].load(Ordering::Relaxed))).filter(|(_, n)| *n > 0).collect(),
+        latency_ms: [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)].into_iter().map(|(k, q)| (k, tally.percentile_ms(q))).collect(),
+        peak_rss_mb: peak_rss_mb(),
+    };
+    print_table(&report);
+    if let Some(path) = &opts.report {
+        let text = serde_json::to_string_pretty(&report).expect("a report serializes");
+        std::fs::write(path, text + "\n").map_err(|e| GenerateError(format!("cannot write the report to {}: {e}", path.display())))?;
+        println!("report written to {}", path.display());
+    }
+    Ok(report)
+}
+
+fn print_table(r: &Report) {
+    let asked = if r.rate_asked == 0 { "unbounded".to_string() } else { format!("{}/s", r.rate_asked) };
+    println!();
+    println!("messages   {} in {:.2} s: {:.0}/s achieved, {asked} asked", r.messages, r.duration_secs, r.rate_achieved);
+    println!("callbacks  {} ({:.0}/s)", r.callbacks, r.callbacks_per_sec);
+    println!("outcome        count");
+    for (k, v) in &r.outcomes {
+        println!("  {k:<12} {v}");
+    }
+    if r.last_attempts.keys().any(|k| *k != "delivered") {
+        println!("last attempt   count");
+        for (k, v) in r.last_attempts.iter().filter(|(k, _)| **k != "delivered") {
+            println!("  {k:<12} {v}");
+        }
+    }
+    let l = &r.latency_ms;
+    println!("latency ms   p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}", l["p50"], l["p90"], l["p99"], l["p99.9"], l["max"]);
+    println!("peak RSS     {:.1} MB", r.peak_rss_mb);
+}
+
+/// Stops at `count` messages or after `duration`, whichever comes first.
+struct Budget {
+    count: Option<u64>,
+    until: Option<Instant>,
+}
+
+impl Budget {
+    fn more(&self, sent: u64) -> bool {
+        self.count.is_none_or(|c| sent < c) && self.until.is_none_or(|u| Instant::now() < u)
+    }
+}
+
+/// The live view: an indicatif bar on a terminal, else one line per second.
+fn spawn_progress(tally: Arc<Tally>, sent: Arc<AtomicU64>, total: Option<u64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tty = std::io::stdout().is_terminal();
+        let bar = if tty {
+            let b = match total {
+                Some(n) => indicatif::ProgressBar::new(n),
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            b.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} messages  {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+            Some(b)
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let mut last = (Instant::now(), 0u64);
+        let mut tick = tokio::time::interval(if tty { Duration::from_millis(200) } else { Duration::from_secs(1) });
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let n = sent.load(Ordering::Relaxed);
+            let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), n);
+            let f = |o: FinalOutcome| tally.finals[o.index()].load(Ordering::Relaxed);
+            let line = format!(
+                "delivered {} violation {} stored {} dropped {} | {rate:.0} msg/s | p99 {:.2} ms",
+                f(FinalOutcome::Delivered),
+                f(FinalOutcome::Violation),
+                f(FinalOutcome::Stored),
+                f(FinalOutcome::Dropped),
+                tally.percentile_ms(0.99)
+            );
+            match &bar {
+                Some(b) => {
+                    b.set_position(n);
+                    b.set_message(line);
+                }
+                None => println!("[{:>5.1}s] sent {n} | {line}", started.elapsed().as_secs_f64()),
+            }
+        }
+    })
+}
+
+async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64, GenerateError> {
+    let config = Config::load(&opts.config).map_err(|e| GenerateError(format!("invalid config: {e}")))?;
+    let mut sim = Simulator::build(config).map_err(|e| GenerateError(e.to_string()))?;
+    sim.seed_ids(opts.seed);
+    let app = sim.apps.get(&opts.app).cloned().ok_or_else(|| GenerateError(format!("no app {:?} in {}", opts.app, opts.config.display())))?;
+    let observer = tally.clone();
+    sim.dispatcher.observe(Box::new(move |f, l, d| observer.record(f, l, d)));
+    let limiter = NonZeroU32::new(opts.rate).map(|r| RateLimiter::direct(Quota::per_second(r)));
+    let budget = Budget { count: opts.count, until: opts.duration.map(|d| Instant::now() + d) };
+    let mut traffic = Traffic::new(opts.seed, opts.mix.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
+    let mut queued = 0u64;
+    let mut n = 0u64;
+    while budget.more(n) {
+        if let Some(l) = &limiter {
+            l.until_ready().await;
+        }
+        let msg = traffic.next_message();
+        loop {
+            match sim.submit(&app, msg.clone(), false).await {
+                Ok(s) => {
+                    queued += s.queued as u64;
+                    break;
+                }
+                Err(EnqueueError::Full) => tokio::time::sleep(Duration::from_micros(100)).await,
+                Err(EnqueueError::ShuttingDown) => return Err(GenerateError("the simulator stopped".into())),
+            }
+        }
+        n += 1;
+        sent.store(n, Ordering::Relaxed);
+    }
+    // Wait for every callback's final outcome, within what the policy allows.
+    let policy = app.config.policy;
+    let limit = policy.timeout * (policy.retries + 1) + Duration::from_secs(10);
+    let deadline = Instant::now() + limit;
+    while tally.done.load(Ordering::Relaxed) < queued && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    progress.abort();
+    sim.shutdown().await;
+    Ok(n)
+}
+
+async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Result<u64, GenerateError> {
+    let token = opts.token.clone().ok_or_else(|| GenerateError("--server needs --token".into()))?;
+    let url = format!("{}/app-id/{}/messages?wait=true", server.trim_end_matches('/'), opts.app);
+    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| GenerateError(e.to_string()))?;
+    let limiter = NonZeroU32::new(opts.rate).map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
+    let until = opts.duration.map(|d| Instant::now() + d);
+    let traffic = Arc::new(Mutex::new(Traffic::new(opts.seed, opts.mix.clone())));
+    let sent = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(None::<String>));
+    let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..opts.connections.max(1) {
+        let (http, url, token, limiter, traffic, sent, tally, errors) = (http.clone(), url.clone(), token.clone(), limiter.clone(), traffic.clone(), sent.clone(), tally.clone(), errors.clone());
+        let count = opts.count;
+        workers.spawn(async move {
+            loop {
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                if count.is_some_and(|c| n >= c) || until.is_some_and(|u| Instant::now() >= u) || errors.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    sent.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                if let Some(l) = &limiter {
+                    l.until_ready().await;
+                }
+                let body = traffic.lock().expect("traffic lock").next_message().to_request_json();
+                let resp = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                let answer: Result<Value, String> = match resp {
+                    Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string()),
+                    Ok(r) => Err(format!("{} answered {}: {}", url, r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(format!("{url}: {e}")),
+                };
+                match answer {
+                    Ok(v) => {
+                        for cb in v["data"]["callbacks"].as_array().into_iter().flatten().filter(|c| c["kind"] == "post_send") {
+                            let fin = cb["outcome"].as_str().and_then(|s| FinalOutcome::parse(s).ok()).unwrap_or(FinalOutcome::Dropped);
+                            let last = cb["last_attempt"].as_str().and_then(|s| Outcome::parse(s).ok()).unwrap_or(Outcome::Connect);
+                            let ms = cb["latency_ms"].as_f64().unwrap_or(0.0);
+                            tally.record(fin, last, Duration::from_secs_f64(ms / 1000.0));
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut slot) = errors.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    progress.abort();
+    if let Some(e) = errors.lock().ok().and_then(|mut e| e.take()) {
+        return Err(GenerateError(e));
+    }
+    Ok(sent.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_traffic() {
+        let a: Vec<Value> = { let mut t = Traffic::new(7, Mix::default()); (0..200).map(|_| t.next_message().to_request_json()).collect() };
+        let b: Vec<Value> = { let mut t = Traffic::new(7, Mix::default()); (0..200).map(|_| t.next_message().to_request_json()).collect() };
+        let c: Vec<Value> = { let mut t = Traffic::new(8, Mix::default()); (0..200).map(|_| t.next_message().to_request_json()).collect() };
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_mix_follows_the_weights() {
+        let mut t = Traffic::new(1, Mix::default());
+        let msgs: Vec<Message> = (0..10_000).map(|_| t.next_message()).collect();
+        let share = |f: &dyn Fn(&Message) -> bool| msgs.iter().filter(|m| f(m)).count() as f64 / msgs.len() as f64;
+        assert!((share(&|m| m.chat_type == ChatType::Chat) - 0.6).abs() < 0.03);
+        assert!((share(&|m| m.chat_type == ChatType::ChatRoom) - 0.1).abs() < 0.02);
+        assert!((share(&|m| m.msg_type == MessageType::Txt) - 0.7).abs() < 0.03);
+        for t in MessageType::ALL {
+            assert!(msgs.iter().any(|m| m.msg_type == *t), "{t} never generated");
+        }
+        let chats_offline = share(&|m| m.chat_type == ChatType::Chat && !m.offline.is_empty()) / 0.6;
+        assert!((chats_offline - 0.2).abs() < 0.03, "{chats_offline}");
+        assert!(msgs.iter().any(|m| m.chat_type == ChatType::GroupChat && m.offline.len() > 1));
+        // Every generated message is one the REST API accepts.
+        for m in msgs.iter().take(500) {
+            let req = crate::message::MessageRequest::from_json(m.to_request_json().to_string().as_bytes()).unwrap();
+            req.into_message().unwrap();
+        }
+    }
+
+    #[test]
+    fn weights_parse_with_clear_errors() {
+        assert_eq!(parse_weights("chat=1, chatroom=3", ["chat", "groupchat", "chatroom"]), Ok([1, 0, 3]));
+        assert!(parse_weights("dm=1", ["chat", "groupchat", "chatroom"]).unwrap_err().contains("expected one of"));
+        assert!(parse_weights("chat=0", ["chat", "groupchat", "chatroom"]).is_err());
+        assert!(parse_weights("chat", ["chat", "groupchat", "chatroom"]).is_err());
+    }
+}
