@@ -63,6 +63,7 @@ impl Default for SinkOptions {
 #[derive(Debug, Default)]
 pub struct SinkStats {
     received: AtomicU64,
+    bytes: AtomicU64,
     signature_ok: AtomicU64,
     signature_bad: AtomicU64,
     unchecked: AtomicU64,
@@ -78,6 +79,8 @@ pub struct SinkStats {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SinkSummary {
     pub received: u64,
+    /// Body bytes received, all callbacks together.
+    pub bytes: u64,
     pub signature_ok: u64,
     pub signature_bad: u64,
     pub unchecked: u64,
@@ -112,6 +115,7 @@ impl SinkStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SinkSummary {
             received: g(&self.received),
+            bytes: g(&self.bytes),
             signature_ok: g(&self.signature_ok),
             signature_bad: g(&self.signature_bad),
             unchecked: g(&self.unchecked),
@@ -299,6 +303,7 @@ fn check_tencent(s: &SinkState, query: Option<&str>, body: &[u8]) -> &'static st
 async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Response {
     let st = &s.stats;
     st.received.fetch_add(1, Ordering::Relaxed);
+    st.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     let verdict = match s.opts.dialect {
         Dialect::Agora => check_agora(&s, &body),
         Dialect::Tencent => check_tencent(&s, uri.query(), &body),
