@@ -18,6 +18,7 @@
 //! - [`api`] — the REST API (SPEC §8).
 //! - [`server`] — the simulator bound to a socket; graceful stop.
 //! - [`sink`] — a receiver that verifies, counts and injects faults.
+//! - [`tls`] — PEM files and rustls settings for HTTPS and mutual TLS, both ends.
 //! - [`demo`] — the narrated demo on the embedded default config.
 //! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
 
@@ -38,6 +39,7 @@ pub mod server;
 pub mod sim;
 pub mod sink;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;
