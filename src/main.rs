@@ -8,7 +8,7 @@ use std::time::Duration;
 use callback_sim::commands;
 use callback_sim::domain::Dialect;
 use callback_sim::logging::{self, LogFormat};
-use callback_sim::sink::SinkOptions;
+use callback_sim::sink::{SinkOptions, SinkTls};
 use clap::{Parser, Subcommand};
 
 /// glibc's malloc serialises on arena locks under many threads; mimalloc does not.
@@ -75,6 +75,15 @@ enum Command {
         /// Do not print each callback.
         #[arg(long)]
         quiet: bool,
+        /// Serve HTTPS with this certificate (PEM, the sink's own first, then its chain).
+        #[arg(long, value_name = "PATH", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: require a client certificate signed by this CA (PEM); needs --tls-cert.
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
     },
 }
 
@@ -116,7 +125,13 @@ fn main() -> ExitCode {
                 delay_ms,
                 body_chars,
                 quiet,
+                tls_cert,
+                tls_key,
+                client_ca,
             } => {
+                let tls = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| SinkTls { cert, key, client_ca });
                 let opts = SinkOptions {
                     listen,
                     dialect,
@@ -126,6 +141,7 @@ fn main() -> ExitCode {
                     delay: Duration::from_millis(delay_ms),
                     body_chars,
                     print: !quiet,
+                    tls,
                 };
                 commands::sink(opts).await
             }
