@@ -5,3 +5,4 @@ mod cli;
 mod delivery;
 mod helpers;
 mod storage;
+mod tls;
