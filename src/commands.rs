@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::dialect::agora;
-use crate::server::Server;
+use crate::server::{Server, StartError};
+use crate::sim::BuildError;
 use crate::sink::{Sink, SinkOptions};
 
 /// `callback-sim serve`: the REST API and dispatcher until SIGINT/SIGTERM.
@@ -19,6 +20,12 @@ pub async fn serve(config_path: &Path) -> ExitCode {
     };
     let server = match Server::start(config).await {
         Ok(s) => s,
+        // A rule's ca_file / client_cert / client_key that exists but cannot be used is a
+        // config error like any other.
+        Err(StartError::Build(BuildError::Client(e))) => {
+            eprintln!("error: invalid config: {}: {e}", config_path.display());
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
@@ -51,6 +58,19 @@ pub async fn sink(opts: SinkOptions) -> ExitCode {
         eprintln!("error: --status must be an HTTP status code (100-999), got {s}");
         return ExitCode::from(2);
     }
+    if let Some(tls) = &opts.tls
+        && let Err(e) = tls.server_config()
+    {
+        let flag = if tls.client_ca.as_ref() == Some(&e.path) {
+            "--client-ca"
+        } else if tls.key == e.path {
+            "--tls-key"
+        } else {
+            "--tls-cert"
+        };
+        eprintln!("error: cannot serve HTTPS: {flag} {e}");
+        return ExitCode::from(2);
+    }
     let sink = match Sink::start(opts).await {
         Ok(s) => s,
         Err(e) => {
@@ -58,7 +78,7 @@ pub async fn sink(opts: SinkOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("sink listening on http://{}", sink.addr());
+    println!("sink listening on {}", sink.base_url());
     shutdown_signal().await;
     let summary = sink.stop().await;
     println!("sink summary: {summary}");

@@ -61,9 +61,17 @@ impl Default for Mix {
 pub fn parse_weights<const N: usize>(text: &str, names: [&str; N]) -> Result<[u32; N], String> {
     let mut w = [0u32; N];
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?}: expected name=weight"))?;
-        let i = names.iter().position(|n| *n == k.trim()).ok_or_else(|| format!("{k:?}: expected one of {}", names.join(", ")))?;
-        w[i] = v.trim().parse().map_err(|_| format!("{part:?}: the weight must be a whole number"))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected name=weight"))?;
+        let i = names
+            .iter()
+            .position(|n| *n == k.trim())
+            .ok_or_else(|| format!("{k:?}: expected one of {}", names.join(", ")))?;
+        w[i] = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the weight must be a whole number"))?;
     }
     if w.iter().all(|&x| x == 0) {
         return Err("at least one weight must be above 0".into());
@@ -79,15 +87,35 @@ pub struct Traffic {
 }
 
 const PHRASES: &[&str] = &[
-    "hello", "are you coming tonight?", "sent the report, have a look", "lol", "on my way", "meeting moved to 3pm",
-    "can you review my PR?", "good morning!", "thanks a lot", "see you tomorrow", "where are we meeting?", "👍",
+    "hello",
+    "are you coming tonight?",
+    "sent the report, have a look",
+    "lol",
+    "on my way",
+    "meeting moved to 3pm",
+    "can you review my PR?",
+    "good morning!",
+    "thanks a lot",
+    "see you tomorrow",
+    "where are we meeting?",
+    "👍",
 ];
 const ACTIONS: &[&str] = &["typing", "read_ack", "recall", "delivered"];
-const PLATFORMS: &[Platform] = &[Platform::Ios, Platform::Android, Platform::Web, Platform::Windows, Platform::Mac];
+const PLATFORMS: &[Platform] = &[
+    Platform::Ios,
+    Platform::Android,
+    Platform::Web,
+    Platform::Windows,
+    Platform::Mac,
+];
 
 impl Traffic {
     pub fn new(seed: u64, mix: Mix) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), mix, n: 0 }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            mix,
+            n: 0,
+        }
     }
 
     fn pick(&mut self, weights: &[u32]) -> usize {
@@ -148,7 +176,8 @@ impl Traffic {
     /// The next message.
     pub fn next_message(&mut self) -> Message {
         self.n += 1;
-        let chat_type = [ChatType::Chat, ChatType::GroupChat, ChatType::ChatRoom][self.pick(&self.mix.chat_types.clone())];
+        let chat_type =
+            [ChatType::Chat, ChatType::GroupChat, ChatType::ChatRoom][self.pick(&self.mix.chat_types.clone())];
         let msg_type = MessageType::ALL[self.pick(&self.mix.message_types.clone())];
         let from = self.user();
         let (to, offline) = match chat_type {
@@ -162,7 +191,9 @@ impl Traffic {
                 (to, offline)
             }
             ChatType::GroupChat => {
-                let group = self.rng.random_range(0..(self.mix.users / self.mix.group_size.max(1)).max(1));
+                let group = self
+                    .rng
+                    .random_range(0..(self.mix.users / self.mix.group_size.max(1)).max(1));
                 let offline = (0..self.mix.group_size.saturating_sub(1))
                     .filter(|_| self.rng.random_bool(self.mix.offline_ratio))
                     .map(|i| format!("user_{}", (group * self.mix.group_size + i + 1) % self.mix.users.max(1)))
@@ -172,14 +203,37 @@ impl Traffic {
             }
             ChatType::ChatRoom => (format!("room_{}", self.rng.random_range(0..10)), Vec::new()),
         };
-        let source = if self.rng.random_bool(self.mix.rest_ratio) { Source::Rest } else { Source::Client };
+        let source = if self.rng.random_bool(self.mix.rest_ratio) {
+            Source::Rest
+        } else {
+            Source::Client
+        };
         let mut ext = Map::new();
         if self.rng.random_bool(0.2) {
-            ext.insert("trace_id".into(), Value::String(format!("{:016x}", self.rng.random::<u64>())));
+            ext.insert(
+                "trace_id".into(),
+                Value::String(format!("{:016x}", self.rng.random::<u64>())),
+            );
         }
         let platform = Some(PLATFORMS[self.rng.random_range(0..PLATFORMS.len())]);
-        let client_ip = Some(std::net::IpAddr::from([10, self.rng.random_range(0..255), self.rng.random_range(0..255), self.rng.random_range(1..255)]));
-        Message { from, to, chat_type, msg_type, body: self.body(msg_type), ext, source, platform, client_ip, offline }
+        let client_ip = Some(std::net::IpAddr::from([
+            10,
+            self.rng.random_range(0..255),
+            self.rng.random_range(0..255),
+            self.rng.random_range(1..255),
+        ]));
+        Message {
+            from,
+            to,
+            chat_type,
+            msg_type,
+            body: self.body(msg_type),
+            ext,
+            source,
+            platform,
+            client_ip,
+            offline,
+        }
     }
 }
 
@@ -254,7 +308,11 @@ impl Tally {
 
     fn percentile_ms(&self, q: f64) -> f64 {
         let h = self.latency_us.lock().expect("histogram lock");
-        if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 }
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
     }
 }
 
@@ -282,7 +340,11 @@ pub struct Report {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -295,7 +357,9 @@ pub struct GenerateError(pub String);
 /// Runs the generator; prints the live view and the final table; returns the report.
 pub async fn run(opts: GenerateOptions) -> Result<Report, GenerateError> {
     if opts.count.is_none() && opts.duration.is_none() {
-        return Err(GenerateError("give --count N or --duration S (or both: whichever comes first)".into()));
+        return Err(GenerateError(
+            "give --count N or --duration S (or both: whichever comes first)".into(),
+        ));
     }
     let tally = Arc::new(Tally::new());
     let started = Instant::now();
@@ -315,24 +379,48 @@ pub async fn run(opts: GenerateOptions) -> Result<Report, GenerateError> {
         callbacks: done,
         callbacks_per_sec: done as f64 / elapsed,
         duration_secs: elapsed,
-        outcomes: FinalOutcome::ALL.iter().map(|o| (o.as_str(), tally.finals[o.index()].load(Ordering::Relaxed))).collect(),
-        last_attempts: Outcome::ALL.iter().map(|o| (o.as_str(), tally.last[o.index()].load(Ordering::Relaxed))).filter(|(_, n)| *n > 0).collect(),
-        latency_ms: [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)].into_iter().map(|(k, q)| (k, tally.percentile_ms(q))).collect(),
+        outcomes: FinalOutcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), tally.finals[o.index()].load(Ordering::Relaxed)))
+            .collect(),
+        last_attempts: Outcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), tally.last[o.index()].load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        latency_ms: [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p99.9", 0.999),
+            ("max", 1.0),
+        ]
+        .into_iter()
+        .map(|(k, q)| (k, tally.percentile_ms(q)))
+        .collect(),
         peak_rss_mb: peak_rss_mb(),
     };
     print_table(&report);
     if let Some(path) = &opts.report {
         let text = serde_json::to_string_pretty(&report).expect("a report serializes");
-        std::fs::write(path, text + "\n").map_err(|e| GenerateError(format!("cannot write the report to {}: {e}", path.display())))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| GenerateError(format!("cannot write the report to {}: {e}", path.display())))?;
         println!("report written to {}", path.display());
     }
     Ok(report)
 }
 
 fn print_table(r: &Report) {
-    let asked = if r.rate_asked == 0 { "unbounded".to_string() } else { format!("{}/s", r.rate_asked) };
+    let asked = if r.rate_asked == 0 {
+        "unbounded".to_string()
+    } else {
+        format!("{}/s", r.rate_asked)
+    };
     println!();
-    println!("messages   {} in {:.2} s: {:.0}/s achieved, {asked} asked", r.messages, r.duration_secs, r.rate_achieved);
+    println!(
+        "messages   {} in {:.2} s: {:.0}/s achieved, {asked} asked",
+        r.messages, r.duration_secs, r.rate_achieved
+    );
     println!("callbacks  {} ({:.0}/s)", r.callbacks, r.callbacks_per_sec);
     println!("outcome        count");
     for (k, v) in &r.outcomes {
@@ -345,7 +433,10 @@ fn print_table(r: &Report) {
         }
     }
     let l = &r.latency_ms;
-    println!("latency ms   p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}", l["p50"], l["p90"], l["p99"], l["p99.9"], l["max"]);
+    println!(
+        "latency ms   p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        l["p50"], l["p90"], l["p99"], l["p99.9"], l["max"]
+    );
     println!("peak RSS     {:.1} MB", r.peak_rss_mb);
 }
 
@@ -370,14 +461,23 @@ fn spawn_progress(tally: Arc<Tally>, sent: Arc<AtomicU64>, total: Option<u64>) -
                 Some(n) => indicatif::ProgressBar::new(n),
                 None => indicatif::ProgressBar::new_spinner(),
             };
-            b.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} messages  {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} messages  {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
             Some(b)
         } else {
             None
         };
         let started = Instant::now();
         let mut last = (Instant::now(), 0u64);
-        let mut tick = tokio::time::interval(if tty { Duration::from_millis(200) } else { Duration::from_secs(1) });
+        let mut tick = tokio::time::interval(if tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        });
         tick.tick().await;
         loop {
             tick.tick().await;
@@ -408,11 +508,19 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     let config = Config::load(&opts.config).map_err(|e| GenerateError(format!("invalid config: {e}")))?;
     let mut sim = Simulator::build(config).map_err(|e| GenerateError(e.to_string()))?;
     sim.seed_ids(opts.seed);
-    let app = sim.apps.get(&opts.app).cloned().ok_or_else(|| GenerateError(format!("no app {:?} in {}", opts.app, opts.config.display())))?;
+    let app = sim
+        .apps
+        .get(&opts.app)
+        .cloned()
+        .ok_or_else(|| GenerateError(format!("no app {:?} in {}", opts.app, opts.config.display())))?;
     let observer = tally.clone();
-    sim.dispatcher.observe(Box::new(move |f, l, d| observer.record(f, l, d)));
+    sim.dispatcher
+        .observe(Box::new(move |f, l, d| observer.record(f, l, d)));
     let limiter = NonZeroU32::new(opts.rate).map(|r| RateLimiter::direct(Quota::per_second(r)));
-    let budget = Budget { count: opts.count, until: opts.duration.map(|d| Instant::now() + d) };
+    let budget = Budget {
+        count: opts.count,
+        until: opts.duration.map(|d| Instant::now() + d),
+    };
     let mut traffic = Traffic::new(opts.seed, opts.mix.clone());
     let sent = Arc::new(AtomicU64::new(0));
     let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
@@ -449,9 +557,19 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
 }
 
 async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Result<u64, GenerateError> {
-    let token = opts.token.clone().ok_or_else(|| GenerateError("--server needs --token".into()))?;
-    let url = format!("{}/app-id/{}/messages?wait=true", server.trim_end_matches('/'), opts.app);
-    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| GenerateError(e.to_string()))?;
+    let token = opts
+        .token
+        .clone()
+        .ok_or_else(|| GenerateError("--server needs --token".into()))?;
+    let url = format!(
+        "{}/app-id/{}/messages?wait=true",
+        server.trim_end_matches('/'),
+        opts.app
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| GenerateError(e.to_string()))?;
     let limiter = NonZeroU32::new(opts.rate).map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
     let until = opts.duration.map(|d| Instant::now() + d);
     let traffic = Arc::new(Mutex::new(Traffic::new(opts.seed, opts.mix.clone())));
@@ -460,12 +578,24 @@ async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Re
     let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.connections.max(1) {
-        let (http, url, token, limiter, traffic, sent, tally, errors) = (http.clone(), url.clone(), token.clone(), limiter.clone(), traffic.clone(), sent.clone(), tally.clone(), errors.clone());
+        let (http, url, token, limiter, traffic, sent, tally, errors) = (
+            http.clone(),
+            url.clone(),
+            token.clone(),
+            limiter.clone(),
+            traffic.clone(),
+            sent.clone(),
+            tally.clone(),
+            errors.clone(),
+        );
         let count = opts.count;
         workers.spawn(async move {
             loop {
                 let n = sent.fetch_add(1, Ordering::Relaxed);
-                if count.is_some_and(|c| n >= c) || until.is_some_and(|u| Instant::now() >= u) || errors.lock().map(|e| e.is_some()).unwrap_or(true) {
+                if count.is_some_and(|c| n >= c)
+                    || until.is_some_and(|u| Instant::now() >= u)
+                    || errors.lock().map(|e| e.is_some()).unwrap_or(true)
+                {
                     sent.fetch_sub(1, Ordering::Relaxed);
                     return;
                 }
@@ -476,14 +606,30 @@ async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Re
                 let resp = http.post(&url).bearer_auth(&token).json(&body).send().await;
                 let answer: Result<Value, String> = match resp {
                     Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string()),
-                    Ok(r) => Err(format!("{} answered {}: {}", url, r.status(), r.text().await.unwrap_or_default())),
+                    Ok(r) => Err(format!(
+                        "{} answered {}: {}",
+                        url,
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
                     Err(e) => Err(format!("{url}: {e}")),
                 };
                 match answer {
                     Ok(v) => {
-                        for cb in v["data"]["callbacks"].as_array().into_iter().flatten().filter(|c| c["kind"] == "post_send") {
-                            let fin = cb["outcome"].as_str().and_then(|s| FinalOutcome::parse(s).ok()).unwrap_or(FinalOutcome::Dropped);
-                            let last = cb["last_attempt"].as_str().and_then(|s| Outcome::parse(s).ok()).unwrap_or(Outcome::Connect);
+                        for cb in v["data"]["callbacks"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|c| c["kind"] == "post_send")
+                        {
+                            let fin = cb["outcome"]
+                                .as_str()
+                                .and_then(|s| FinalOutcome::parse(s).ok())
+                                .unwrap_or(FinalOutcome::Dropped);
+                            let last = cb["last_attempt"]
+                                .as_str()
+                                .and_then(|s| Outcome::parse(s).ok())
+                                .unwrap_or(Outcome::Connect);
                             let ms = cb["latency_ms"].as_f64().unwrap_or(0.0);
                             tally.record(fin, last, Duration::from_secs_f64(ms / 1000.0));
                         }
@@ -512,9 +658,18 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_traffic() {
-        let a: Vec<Value> = { let mut t = Traffic::new(7, Mix::default()); (0..200).map(|_| t.next_message().to_request_json()).collect() };
-        let b: Vec<Value> = { let mut t = Traffic::new(7, Mix::default()); (0..200).map(|_| t.next_message().to_request_json()).collect() };
-        let c: Vec<Value> = { let mut t = Traffic::new(8, Mix::default()); (0..200).map(|_| t.next_message().to_request_json()).collect() };
+        let a: Vec<Value> = {
+            let mut t = Traffic::new(7, Mix::default());
+            (0..200).map(|_| t.next_message().to_request_json()).collect()
+        };
+        let b: Vec<Value> = {
+            let mut t = Traffic::new(7, Mix::default());
+            (0..200).map(|_| t.next_message().to_request_json()).collect()
+        };
+        let c: Vec<Value> = {
+            let mut t = Traffic::new(8, Mix::default());
+            (0..200).map(|_| t.next_message().to_request_json()).collect()
+        };
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -532,7 +687,10 @@ mod tests {
         }
         let chats_offline = share(&|m| m.chat_type == ChatType::Chat && !m.offline.is_empty()) / 0.6;
         assert!((chats_offline - 0.2).abs() < 0.03, "{chats_offline}");
-        assert!(msgs.iter().any(|m| m.chat_type == ChatType::GroupChat && m.offline.len() > 1));
+        assert!(
+            msgs.iter()
+                .any(|m| m.chat_type == ChatType::GroupChat && m.offline.len() > 1)
+        );
         // Every generated message is one the REST API accepts.
         for m in msgs.iter().take(500) {
             let req = crate::message::MessageRequest::from_json(m.to_request_json().to_string().as_bytes()).unwrap();
@@ -542,8 +700,15 @@ mod tests {
 
     #[test]
     fn weights_parse_with_clear_errors() {
-        assert_eq!(parse_weights("chat=1, chatroom=3", ["chat", "groupchat", "chatroom"]), Ok([1, 0, 3]));
-        assert!(parse_weights("dm=1", ["chat", "groupchat", "chatroom"]).unwrap_err().contains("expected one of"));
+        assert_eq!(
+            parse_weights("chat=1, chatroom=3", ["chat", "groupchat", "chatroom"]),
+            Ok([1, 0, 3])
+        );
+        assert!(
+            parse_weights("dm=1", ["chat", "groupchat", "chatroom"])
+                .unwrap_err()
+                .contains("expected one of")
+        );
         assert!(parse_weights("chat=0", ["chat", "groupchat", "chatroom"]).is_err());
         assert!(parse_weights("chat", ["chat", "groupchat", "chatroom"]).is_err());
     }

@@ -21,6 +21,7 @@
 //! - [`server`] — the simulator bound to a socket; graceful stop.
 //! - [`sink`] — a receiver that verifies, counts and injects faults.
 //! - [`generate`] — seeded realistic traffic at a fixed rate, with a live view and a report.
+//! - [`tls`] — PEM files and rustls settings for HTTPS and mutual TLS, both ends.
 //! - [`demo`] — the narrated demo on the embedded default config.
 //! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
 
@@ -44,6 +45,7 @@ pub mod server;
 pub mod sim;
 pub mod sink;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

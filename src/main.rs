@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use callback_sim::commands;
-use callback_sim::generate::{self, GenerateOptions, Mix, parse_weights};
 use callback_sim::domain::Dialect;
+use callback_sim::generate::{self, GenerateOptions, Mix, parse_weights};
 use callback_sim::logging::{self, LogFormat};
-use callback_sim::sink::SinkOptions;
+use callback_sim::sink::{SinkOptions, SinkTls};
 use clap::{Parser, Subcommand};
 
 /// glibc's malloc serialises on arena locks under many threads; mimalloc does not.
@@ -127,6 +127,15 @@ enum Command {
         /// Do not print each callback.
         #[arg(long)]
         quiet: bool,
+        /// Serve HTTPS with this certificate (PEM, the sink's own first, then its chain).
+        #[arg(long, value_name = "PATH", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: require a client certificate signed by this CA (PEM); needs --tls-cert.
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
     },
 }
 
@@ -182,8 +191,13 @@ fn main() -> ExitCode {
                         return Err("--group-size and --users must be at least 2".into());
                     }
                     Ok(Mix {
-                        chat_types: parse_weights(&chat_types, ["chat", "groupchat", "chatroom"]).map_err(|e| format!("--chat-types: {e}"))?,
-                        message_types: parse_weights(&message_types, ["txt", "img", "audio", "video", "file", "loc", "cmd", "custom"]).map_err(|e| format!("--message-types: {e}"))?,
+                        chat_types: parse_weights(&chat_types, ["chat", "groupchat", "chatroom"])
+                            .map_err(|e| format!("--chat-types: {e}"))?,
+                        message_types: parse_weights(
+                            &message_types,
+                            ["txt", "img", "audio", "video", "file", "loc", "cmd", "custom"],
+                        )
+                        .map_err(|e| format!("--message-types: {e}"))?,
                         offline_ratio,
                         group_size,
                         users,
@@ -241,7 +255,13 @@ fn main() -> ExitCode {
                 delay_ms,
                 body_chars,
                 quiet,
+                tls_cert,
+                tls_key,
+                client_ca,
             } => {
+                let tls = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| SinkTls { cert, key, client_ca });
                 let opts = SinkOptions {
                     listen,
                     dialect,
@@ -251,6 +271,7 @@ fn main() -> ExitCode {
                     delay: Duration::from_millis(delay_ms),
                     body_chars,
                     print: !quiet,
+                    tls,
                 };
                 commands::sink(opts).await
             }

@@ -88,7 +88,7 @@ pub struct Simulator {
 #[derive(Debug)]
 enum IdSource {
     Random,
-    Seeded(std::sync::Mutex<rand::rngs::StdRng>),
+    Seeded(Box<std::sync::Mutex<rand::rngs::StdRng>>),
 }
 
 impl IdSource {
@@ -175,7 +175,7 @@ impl Simulator {
         use rand::SeedableRng;
         match Arc::get_mut(self) {
             Some(sim) => {
-                sim.ids = IdSource::Seeded(std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
+                sim.ids = IdSource::Seeded(Box::new(std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))));
                 true
             }
             None => false,
@@ -462,7 +462,6 @@ fn job(
         accepted_at,
     }
 }
-
 
 /// `ClientIP` of tencent callbacks when the message names none.
 pub const DEFAULT_CLIENT_IP: &str = "127.0.0.1";

@@ -4,9 +4,13 @@
 //! secret, counts it and its duplicate `callId`s, and answers — 200 by default, or a fault:
 //! a status for a fraction of requests (`fail_rate`) or all of them, a delay, a long body.
 //! `GET /stats` answers the counters as JSON.
+//!
+//! With [`SinkTls`] it serves HTTPS, and with a client CA mutual TLS: a connection whose
+//! handshake fails is dropped (and said so when printing) without stopping the sink.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,9 +22,13 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::dialect::agora;
 use crate::domain::Dialect;
@@ -42,6 +50,26 @@ pub struct SinkOptions {
     pub body_chars: usize,
     /// Print one line per callback to stdout.
     pub print: bool,
+    /// Serve HTTPS (and mutual TLS) instead of plain HTTP.
+    pub tls: Option<SinkTls>,
+}
+
+/// The sink's HTTPS files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkTls {
+    /// The sink's certificate chain, its own certificate first.
+    pub cert: PathBuf,
+    /// The private key of that certificate.
+    pub key: PathBuf,
+    /// Mutual TLS: require a client certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl SinkTls {
+    /// Reads and checks the files into the server's TLS settings.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, crate::tls::PemError> {
+        crate::tls::server_config(&self.cert, &self.key, self.client_ca.as_deref()).map(Arc::new)
+    }
 }
 
 impl Default for SinkOptions {
@@ -55,6 +83,7 @@ impl Default for SinkOptions {
             delay: Duration::ZERO,
             body_chars: 0,
             print: false,
+            tls: None,
         }
     }
 }
@@ -147,8 +176,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Binds and starts serving.
+    /// Binds and starts serving. Unusable TLS files are an `InvalidInput` error.
     pub async fn start(opts: SinkOptions) -> std::io::Result<Self> {
+        let tls = match &opts.tls {
+            Some(files) => Some(
+                files
+                    .server_config()
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(opts.listen).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(SinkStats::default());
@@ -164,8 +201,18 @@ impl Sink {
             .fallback(post(receive))
             .with_state(state);
         let stop = CancellationToken::new();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-        let task = tokio::spawn(async move { serve.await });
+        let shutdown = stop.clone().cancelled_owned();
+        let task = match tls {
+            None => {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                tokio::spawn(async move { serve.await })
+            }
+            Some(config) => {
+                let listener = TlsListener::new(listener, addr, config, control.opts.print);
+                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                tokio::spawn(async move { serve.await })
+            }
+        };
         Ok(Self {
             addr,
             stats,
@@ -184,6 +231,12 @@ impl Sink {
         self.addr
     }
 
+    /// `http://ADDR` or, serving TLS, `https://ADDR`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.state.opts.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     pub fn stats(&self) -> &Arc<SinkStats> {
         &self.stats
     }
@@ -193,6 +246,109 @@ impl Sink {
         self.stop.cancel();
         let _ = self.task.await;
         self.stats.summary()
+    }
+}
+
+/// Longest a client may take to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Completed handshakes waiting for the HTTP server to take them.
+const READY_BACKLOG: usize = 128;
+
+/// A TCP listener that hands axum only connections whose TLS handshake succeeded. Each
+/// handshake runs in its own task, so a slow or failing client holds up no one else. When axum
+/// drops the listener (at stop), the accepting task and the handshakes still running end too.
+struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    _accepting: AbortOnDropHandle<()>,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, local: SocketAddr, config: Arc<rustls::ServerConfig>, print: bool) -> Self {
+        let (tx, ready) = mpsc::channel(READY_BACKLOG);
+        let acceptor = TlsAcceptor::from(config);
+        let accepting = tokio::spawn(async move {
+            // Dropped with this task: aborts the handshakes in flight.
+            let mut handshakes = JoinSet::new();
+            loop {
+                let (stream, peer) = tokio::select! {
+                    accepted = tcp.accept() => match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait rather than spin.
+                            tracing::warn!(error = %e, "sink: accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                    Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+                };
+                handshakes.spawn(handshake(acceptor.clone(), stream, peer, tx.clone(), print));
+            }
+        });
+        Self {
+            ready,
+            local,
+            _accepting: AbortOnDropHandle::new(accepting),
+        }
+    }
+}
+
+/// One TLS handshake: the connection goes to the HTTP server, or is dropped with a word why.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    print: bool,
+) {
+    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let _ = ready.send((tls, peer)).await;
+            return;
+        }
+        Ok(Err(e)) => handshake_error_text(&e),
+        Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+    };
+    if print {
+        println!("<- TLS handshake from {peer} failed: {why}");
+    }
+    tracing::debug!(%peer, error = %why, "sink: TLS handshake failed");
+}
+
+/// A failed handshake from the sink's side, saying whose certificate was the problem.
+fn handshake_error_text(e: &std::io::Error) -> String {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return e.to_string();
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "the client sent no certificate (mutual TLS requires one)".into(),
+        rustls::Error::InvalidCertificate(c) => format!("the client's certificate was rejected: {c}"),
+        rustls::Error::AlertReceived(
+            alert @ (rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::CertificateExpired),
+        ) => format!("the client rejected the sink's certificate: {alert:?}"),
+        rustls::Error::AlertReceived(alert) => format!("the client ended the handshake: {alert:?}"),
+        other => other.to_string(),
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accepting task holds a sender until it is aborted with this listener.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 

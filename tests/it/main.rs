@@ -7,3 +7,4 @@ mod helpers;
 mod presend;
 mod storage;
 mod tencent;
+mod tls;

@@ -1,0 +1,453 @@
+//! HTTPS and mutual TLS end to end: certificates made here with rcgen, the library's sink
+//! serving TLS as the receiver, and rules with `ca_file`, `client_cert` and `client_key`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use callback_sim::config::TlsConfig;
+use callback_sim::dispatch::http::{AttemptLimits, AttemptResult, attempt, build_client};
+use callback_sim::domain::Outcome;
+use callback_sim::sink::{Sink, SinkOptions, SinkTls};
+use callback_sim::{Config, Server};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// One certificate (or CA) and its key, as PEM files.
+struct Pem {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A test PKI in a temp dir: a server CA and the sink's certificate for 127.0.0.1/localhost;
+/// a client CA and a client certificate; a third CA that signed neither, with a client
+/// certificate of its own.
+struct Pki {
+    _dir: tempfile::TempDir,
+    server_ca: Pem,
+    server: Pem,
+    /// Signed by the server CA, for another host name.
+    wrong_name: Pem,
+    client_ca: Pem,
+    client: Pem,
+    other_ca: Pem,
+    other_client: Pem,
+}
+
+fn ca(name: &str) -> (CertificateParams, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    (params, KeyPair::generate().unwrap())
+}
+
+fn leaf(names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (CertificateParams, KeyPair) {
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.extended_key_usages.push(purpose);
+    (params, KeyPair::generate().unwrap())
+}
+
+fn write_pem(dir: &Path, name: &str, cert: &str, key: &KeyPair) -> Pem {
+    let pem = Pem {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    std::fs::write(&pem.cert, cert).unwrap();
+    std::fs::write(&pem.key, key.serialize_pem()).unwrap();
+    pem
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut cas = Vec::new();
+    for name in ["server-ca", "client-ca", "other-ca"] {
+        let (params, key) = ca(name);
+        let cert = params.self_signed(&key).unwrap();
+        let pem = write_pem(d, name, &cert.pem(), &key);
+        cas.push((pem, Issuer::new(params, key)));
+    }
+    let signed = |name: &str, names: &[&str], purpose, issuer: &Issuer<'static, KeyPair>| {
+        let (params, key) = leaf(names, purpose);
+        let cert = params.signed_by(&key, issuer).unwrap();
+        write_pem(d, name, &cert.pem(), &key)
+    };
+    let server = signed(
+        "server",
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &cas[0].1,
+    );
+    let wrong_name = signed(
+        "wrong-name",
+        &["other.example"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &cas[0].1,
+    );
+    let client = signed(
+        "client",
+        &["callback-sim"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &cas[1].1,
+    );
+    let other_client = signed(
+        "other-client",
+        &["callback-sim"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &cas[2].1,
+    );
+    let mut cas = cas.into_iter().map(|(pem, _)| pem);
+    Pki {
+        server_ca: cas.next().unwrap(),
+        client_ca: cas.next().unwrap(),
+        other_ca: cas.next().unwrap(),
+        server,
+        wrong_name,
+        client,
+        other_client,
+        _dir: dir,
+    }
+}
+
+impl Pki {
+    /// The sink serving HTTPS; with `mutual`, it requires a certificate from the client CA.
+    async fn sink(&self, mutual: bool) -> Sink {
+        self.sink_as(&self.server, mutual).await
+    }
+
+    async fn sink_as(&self, server: &Pem, mutual: bool) -> Sink {
+        Sink::start(SinkOptions {
+            tls: Some(SinkTls {
+                cert: server.cert.clone(),
+                key: server.key.clone(),
+                client_ca: mutual.then(|| self.client_ca.cert.clone()),
+            }),
+            ..SinkOptions::default()
+        })
+        .await
+        .expect("TLS sink starts")
+    }
+}
+
+/// A rule line `key = "path"`.
+fn path_key(key: &str, path: &Path) -> String {
+    format!("  {key} = {:?}\n", path.display().to_string())
+}
+
+/// The rule lines that present `client` as our certificate.
+fn client_keys(client: &Pem) -> String {
+    path_key("client_cert", &client.cert) + &path_key("client_key", &client.key)
+}
+
+/// Small timeout and no retry: a TLS failure is final at once.
+const POLICY: &str = "timeout_secs = 2\nretries = 0";
+
+/// Sends one message to app1 with `?wait=true` and returns each rule's callback by name.
+async fn send_one(app: &TestApp) -> Vec<(String, Value)> {
+    let (status, answer) = app.send(json!({"from": "u1", "to": "u2", "msg": "hi"}), true).await;
+    assert_eq!(status, 200, "{answer}");
+    callbacks(&answer)
+        .iter()
+        .map(|c| (c["rule"].as_str().unwrap().to_string(), c.clone()))
+        .collect()
+}
+
+fn outcome_of<'a>(cbs: &'a [(String, Value)], rule: &str) -> (&'a str, &'a str) {
+    let c = &cbs
+        .iter()
+        .find(|(r, _)| r == rule)
+        .unwrap_or_else(|| panic!("{rule} in {cbs:?}"))
+        .1;
+    (c["outcome"].as_str().unwrap(), c["last_attempt"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn https_with_ca_file_is_delivered() {
+    let pki = pki();
+    let sink = pki.sink(false).await;
+    let port = sink.addr().port();
+    let rules = rule(
+        "by_name",
+        &format!("https://localhost:{port}/cb"),
+        &path_key("ca_file", &pki.server_ca.cert),
+    ) + &rule(
+        "by_ip",
+        &format!("https://127.0.0.1:{port}/cb"),
+        &path_key("ca_file", &pki.server_ca.cert),
+    );
+    let app = spawn_app("", &agora_app(POLICY, &rules)).await;
+    let cbs = send_one(&app).await;
+    assert_eq!(outcome_of(&cbs, "by_name"), ("delivered", "delivered"));
+    assert_eq!(outcome_of(&cbs, "by_ip"), ("delivered", "delivered"));
+    assert_eq!(sink.stats().summary().received, 2);
+    assert!(sink.base_url().starts_with("https://"));
+}
+
+#[tokio::test]
+async fn https_to_an_unknown_or_wrong_ca_is_tls() {
+    let pki = pki();
+    let sink = pki.sink(false).await;
+    let url = format!("https://127.0.0.1:{}/cb", sink.addr().port());
+    let rules = rule("no_ca_file", &url, "") + &rule("wrong_ca_file", &url, &path_key("ca_file", &pki.other_ca.cert));
+    let app = spawn_app("", &agora_app(POLICY, &rules)).await;
+    let cbs = send_one(&app).await;
+    assert_eq!(outcome_of(&cbs, "no_ca_file"), ("stored", "tls"));
+    assert_eq!(outcome_of(&cbs, "wrong_ca_file"), ("stored", "tls"));
+    assert_eq!(sink.stats().summary().received, 0);
+}
+
+#[tokio::test]
+async fn mutual_tls_delivers_with_a_client_certificate_and_fails_without() {
+    let pki = pki();
+    let sink = pki.sink(true).await;
+    let url = format!("https://localhost:{}/cb", sink.addr().port());
+    let ca = path_key("ca_file", &pki.server_ca.cert);
+    let rules = rule("with_cert", &url, &(ca.clone() + &client_keys(&pki.client)))
+        + &rule("without_cert", &url, &ca)
+        + &rule(
+            "cert_of_another_ca",
+            &url,
+            &(ca.clone() + &client_keys(&pki.other_client)),
+        );
+    let app = spawn_app("", &agora_app(POLICY, &rules)).await;
+    let cbs = send_one(&app).await;
+    assert_eq!(outcome_of(&cbs, "with_cert"), ("delivered", "delivered"));
+    assert_eq!(outcome_of(&cbs, "without_cert"), ("stored", "tls"));
+    assert_eq!(outcome_of(&cbs, "cert_of_another_ca"), ("stored", "tls"));
+    assert_eq!(sink.stats().summary().received, 1);
+    // The failed handshakes did not stop the sink.
+    let cbs = send_one(&app).await;
+    assert_eq!(outcome_of(&cbs, "with_cert"), ("delivered", "delivered"));
+    assert_eq!(sink.stats().summary().received, 2);
+}
+
+/// One attempt with a client built as a rule's would be.
+async fn try_once(tls: TlsConfig, url: &str) -> AttemptResult {
+    let client = build_client(4, &tls).expect("client builds");
+    let limits = AttemptLimits {
+        timeout: Duration::from_secs(2),
+        max_chars: 1000,
+        keep_body: false,
+    };
+    attempt(&client, &url.parse().unwrap(), Bytes::from_static(b"{}"), limits).await
+}
+
+/// The log line's detail says which side failed, as the provider's troubleshooting table
+/// does: the receiver's certificate, or the receiver's verdict on ours.
+#[tokio::test]
+async fn tls_failures_say_which_side_failed() {
+    let pki = pki();
+    let server_side = "the receiver's certificate was rejected";
+    let our_side = "the receiver rejected our client certificate (mutual TLS)";
+    let trusted = TlsConfig {
+        ca_file: Some(pki.server_ca.cert.clone()),
+        ..TlsConfig::default()
+    };
+
+    let plain = pki.sink(false).await;
+    let url = format!("https://localhost:{}/cb", plain.addr().port());
+    let r = try_once(TlsConfig::default(), &url).await;
+    assert_eq!(r.outcome, Outcome::Tls);
+    let detail = r.detail.unwrap();
+    assert!(
+        detail.contains(server_side) && detail.contains("set ca_file"),
+        "{detail}"
+    );
+    let r = try_once(
+        TlsConfig {
+            ca_file: Some(pki.other_ca.cert.clone()),
+            ..TlsConfig::default()
+        },
+        &url,
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Tls);
+    assert!(r.detail.as_deref().unwrap().contains(server_side), "{r:?}");
+    let elsewhere = pki.sink_as(&pki.wrong_name, false).await;
+    let r = try_once(
+        trusted.clone(),
+        &format!("https://localhost:{}/cb", elsewhere.addr().port()),
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Tls);
+    let detail = r.detail.unwrap();
+    assert!(
+        detail.contains(server_side) && detail.contains("not valid for name"),
+        "{detail}"
+    );
+
+    let mutual = pki.sink(true).await;
+    let url = format!("https://localhost:{}/cb", mutual.addr().port());
+    let r = try_once(trusted.clone(), &url).await;
+    assert_eq!(r.outcome, Outcome::Tls);
+    let detail = r.detail.unwrap();
+    assert!(
+        detail.contains(our_side) && detail.contains("CertificateRequired"),
+        "{detail}"
+    );
+    let r = try_once(
+        TlsConfig {
+            client_cert: Some(pki.other_client.cert.clone()),
+            client_key: Some(pki.other_client.key.clone()),
+            ..trusted.clone()
+        },
+        &url,
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Tls);
+    assert!(r.detail.as_deref().unwrap().contains(our_side), "{r:?}");
+    let r = try_once(
+        TlsConfig {
+            client_cert: Some(pki.client.cert.clone()),
+            client_key: Some(pki.client.key.clone()),
+            ..trusted.clone()
+        },
+        &url,
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Delivered, "{r:?}");
+
+    // https:// to a plain-HTTP receiver.
+    let rx = Receiver::ok().await;
+    let r = try_once(TlsConfig::default(), &rx.url("/cb").replace("http://", "https://")).await;
+    assert_eq!(r.outcome, Outcome::Tls);
+    assert!(r.detail.as_deref().unwrap().contains("serving HTTPS"), "{r:?}");
+}
+
+/// Starts the simulator on `rules` and returns its startup error.
+async fn startup_error(rules: &str) -> String {
+    // A fresh data dir each time: a failed start leaves its store open until the process ends.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = config_text(dir, "", &agora_app("", rules));
+    let config = Config::parse(&text, "test.toml", dir).expect("config itself is valid");
+    match Server::start(config).await {
+        Ok(_) => panic!("started with bad TLS files: {rules}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn bad_pem_files_stop_the_simulator_at_startup_naming_the_file() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let url = "https://127.0.0.1:9/cb";
+
+    let e = startup_error(&rule("r", url, &path_key("ca_file", &junk))).await;
+    assert!(
+        e.contains("rule \"r\"") && e.contains("ca_file") && e.contains("junk.pem") && e.contains("no certificate"),
+        "{e}"
+    );
+    // A key given as the certificate, and a certificate given as the key.
+    let swapped = path_key("client_cert", &pki.client.key) + &path_key("client_key", &pki.client.cert);
+    let e = startup_error(&rule("r", url, &swapped)).await;
+    assert!(
+        e.contains("client_cert") && e.contains("client.key") && e.contains("no certificate"),
+        "{e}"
+    );
+    // A key that belongs to another certificate.
+    let mismatched = path_key("client_cert", &pki.client.cert) + &path_key("client_key", &pki.other_client.key);
+    let e = startup_error(&rule("r", url, &mismatched)).await;
+    assert!(
+        e.contains("client_key") && e.contains("other-client.key") && e.contains("not the private key"),
+        "{e}"
+    );
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
+
+#[test]
+fn sink_cli_serves_https_and_rejects_bad_files_with_exit_2() {
+    let pki = pki();
+    let mut child = Command::new(BIN)
+        .args(["sink", "--listen", "127.0.0.1:0", "--quiet", "--tls-cert"])
+        .arg(&pki.server.cert)
+        .arg("--tls-key")
+        .arg(&pki.server.key)
+        .arg("--client-ca")
+        .arg(&pki.client_ca.cert)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("sink listening on https://127.0.0.1:"), "{line:?}");
+
+    let bad = [
+        (
+            ["--tls-cert", "--tls-key"],
+            [&pki.server.key, &pki.server.key],
+            "server.key",
+        ),
+        (
+            ["--tls-cert", "--tls-key"],
+            [&pki.server.cert, &pki.client.key],
+            "client.key",
+        ),
+        (
+            ["--tls-cert", "--client-ca"],
+            [&pki.server.cert, &pki.server.key],
+            "server.key",
+        ),
+    ];
+    for (flags, paths, named) in bad {
+        let mut args = vec!["sink".into(), "--listen".into(), "127.0.0.1:0".into()];
+        for (flag, path) in flags.iter().zip(paths) {
+            args.push(flag.to_string());
+            args.push(path.display().to_string());
+        }
+        if !flags.contains(&"--tls-key") {
+            args.push("--tls-key".into());
+            args.push(pki.server.key.display().to_string());
+        }
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    }
+    // --client-ca alone is a usage error.
+    let out = Command::new(BIN)
+        .args(["sink", "--listen", "127.0.0.1:0", "--client-ca"])
+        .arg(&pki.client_ca.cert)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_with_an_unusable_tls_file_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"https://127.0.0.1:9/\"\n  secret = \"s\"\n  ca_file = \"ca.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("c.toml") && err.contains("ca_file") && err.contains("ca.pem") && err.contains("no certificate"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
