@@ -57,6 +57,10 @@ impl BanTracker {
         }
     }
 
+    pub fn config(&self) -> &BanConfig {
+        &self.cfg
+    }
+
     pub fn record(&self) -> &BanRecord {
         &self.record
     }

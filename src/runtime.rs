@@ -92,6 +92,13 @@ impl RuleRuntime {
         Some((start, tracker.record().clone()))
     }
 
+    /// Continues from a ban record saved before a restart.
+    pub fn restore_ban(&self, record: BanRecord) {
+        let mut tracker = self.ban.lock().expect("ban lock");
+        self.banned_until.store(record.banned_until_ms, Ordering::Release);
+        *tracker = BanTracker::restore(tracker.config().clone(), record);
+    }
+
     pub fn ban_view(&self, now_ms: u64) -> BanView {
         self.ban.lock().expect("ban lock").view(now_ms)
     }
@@ -131,8 +138,7 @@ pub struct Apps {
 impl Apps {
     /// Builds clients, counters and limiters. Rules without TLS options share one client
     /// (one keep-alive pool); a rule with its own root or client certificate gets its own.
-    /// `saved_ban` gives each rule's persisted ban record back.
-    pub fn build(config: &Config, saved_ban: impl Fn(&AppId, &str) -> Option<BanRecord>) -> Result<Self, ClientError> {
+    pub fn build(config: &Config) -> Result<Self, ClientError> {
         let pool = config.delivery.concurrency;
         let shared = build_client(pool, &Default::default())?;
         let quota = Quota::per_second(nonzero(config.api.rate_per_sec)).allow_burst(nonzero(config.api.burst));
@@ -148,10 +154,9 @@ impl Apps {
                         reason: e.reason,
                     })?
                 };
-                let record = saved_ban(&app.id, rule.name.as_str()).unwrap_or_default();
                 rules.push(Arc::new(RuleRuntime {
-                    banned_until: AtomicU64::new(record.banned_until_ms),
-                    ban: std::sync::Mutex::new(BanTracker::restore(config.ban.clone(), record)),
+                    banned_until: AtomicU64::new(0),
+                    ban: std::sync::Mutex::new(BanTracker::new(config.ban.clone())),
                     app: app.id.clone(),
                     dialect: app.dialect,
                     config: rule.clone(),

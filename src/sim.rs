@@ -123,8 +123,14 @@ impl Simulator {
 
     /// [`build`](Self::build) with another clock (tests).
     pub fn build_with_clock(config: Config, clock: SharedClock) -> Result<Arc<Self>, BuildError> {
+        // Clients first: a bad TLS file must fail before the store is opened (and locked).
+        let apps = Apps::build(&config)?;
         let store = Store::open(&config.server.data_dir, config.store.utc_offset)?;
-        let apps = Apps::build(&config, |app, rule| store.load_ban(app, rule))?;
+        for rule in apps.rules() {
+            if let Some(record) = store.load_ban(&rule.app, rule.config.name.as_str()) {
+                rule.restore_ban(record);
+            }
+        }
         let now = clock.now_ms();
         for app in apps.iter() {
             for rule in &app.rules {
