@@ -440,6 +440,13 @@ fn print_table(r: &Report) {
     println!("peak RSS     {:.1} MB", r.peak_rss_mb);
 }
 
+/// `rate` per second, with a burst of 20 ms worth: steady pacing, not a second's worth of
+/// messages at once at the start.
+fn quota(rate: NonZeroU32) -> Quota {
+    let burst = NonZeroU32::new(rate.get() / 50).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
 /// Stops at `count` messages or after `duration`, whichever comes first.
 struct Budget {
     count: Option<u64>,
@@ -516,7 +523,9 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     let observer = tally.clone();
     sim.dispatcher
         .observe(Box::new(move |f, l, d| observer.record(f, l, d)));
-    let limiter = NonZeroU32::new(opts.rate).map(|r| RateLimiter::direct(Quota::per_second(r)));
+    let limiter = NonZeroU32::new(opts.rate).map(|r| RateLimiter::direct(quota(r)));
+    // Unbounded: keep the pipeline busy, not the queue full (a full queue only adds latency).
+    let backlog = sim.config.delivery.concurrency * 4;
     let budget = Budget {
         count: opts.count,
         until: opts.duration.map(|d| Instant::now() + d),
@@ -527,8 +536,13 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     let mut queued = 0u64;
     let mut n = 0u64;
     while budget.more(n) {
-        if let Some(l) = &limiter {
-            l.until_ready().await;
+        match &limiter {
+            Some(l) => l.until_ready().await,
+            None => {
+                while sim.dispatcher.queued() > backlog {
+                    tokio::time::sleep(Duration::from_micros(50)).await;
+                }
+            }
         }
         let msg = traffic.next_message();
         loop {
@@ -570,7 +584,7 @@ async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Re
         .no_proxy()
         .build()
         .map_err(|e| GenerateError(e.to_string()))?;
-    let limiter = NonZeroU32::new(opts.rate).map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
+    let limiter = NonZeroU32::new(opts.rate).map(|r| Arc::new(RateLimiter::direct(quota(r))));
     let until = opts.duration.map(|d| Instant::now() + d);
     let traffic = Arc::new(Mutex::new(Traffic::new(opts.seed, opts.mix.clone())));
     let sent = Arc::new(AtomicU64::new(0));

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod delivery;
+mod generate;
 mod helpers;
 mod presend;
 mod storage;

@@ -1,0 +1,194 @@
+//! `callback-sim generate`: pacing, reproducibility and the report.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
+
+fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("gen.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[apps]]\nid = \"app1\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"{url}\"\n  secret = \"s\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+async fn generate(args: Vec<String>) -> (std::process::Output, Value) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let report_path = args.iter().skip_while(|a| *a != "--report").nth(1).unwrap();
+        let report = std::fs::read_to_string(report_path)
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or(Value::Null);
+        (out, report)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn pacing_holds_the_rate_and_the_report_has_its_fields() {
+    let rx = Receiver::ok().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &rx.url("/cb"));
+    let report = dir.path().join("r.json");
+    let args = [
+        "generate",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--app",
+        "app1",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--seed",
+        "3",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let (out, r) = generate(args.iter().map(|s| s.to_string()).collect()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2 s at 200/s is 400 (plus a burst of 20 ms worth).
+    let sent = r["messages"].as_u64().unwrap();
+    assert!((370..=430).contains(&sent), "sent {sent} messages in 2 s at 200/s");
+    for k in [
+        "rate_achieved",
+        "rate_asked",
+        "outcomes",
+        "latency_ms",
+        "callbacks",
+        "duration_secs",
+        "peak_rss_mb",
+        "seed",
+    ] {
+        assert!(r.get(k).is_some(), "{k} missing from the report: {r}");
+    }
+    for k in ["p50", "p90", "p99", "p99.9", "max"] {
+        assert!(r["latency_ms"][k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+    let callbacks = r["callbacks"].as_u64().unwrap();
+    assert_eq!(r["outcomes"]["delivered"].as_u64(), Some(callbacks), "{r}");
+    assert!(callbacks >= sent, "offline recipients add callbacks");
+    assert_eq!(rx.count() as u64, callbacks);
+    // Not a terminal: one summary line per second, then the table.
+    assert!(stdout.contains("] sent "), "{stdout}");
+    assert!(stdout.contains("latency ms") && stdout.contains("p99.9"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_callbacks() {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let rx = Receiver::ok().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &rx.url("/cb"));
+        let report = dir.path().join("r.json");
+        let args = [
+            "generate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--app",
+            "app1",
+            "--rate",
+            "0",
+            "--count",
+            "60",
+            "--seed",
+            "42",
+            "--chat-types",
+            "chat=1",
+            "--offline-ratio",
+            "0",
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        let (out, _) = generate(args.iter().map(|s| s.to_string()).collect()).await;
+        assert!(out.status.success());
+        let mut got: Vec<(String, Value)> = rx
+            .received()
+            .iter()
+            .map(|r| {
+                let b = r.json();
+                (b["callId"].as_str().unwrap().to_string(), json_without_times(b))
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        runs.push(got);
+    }
+    assert_eq!(runs[0].len(), 60);
+    assert_eq!(runs[0], runs[1], "same seed: same callIds and the same messages");
+}
+
+/// The body without what depends on the clock.
+fn json_without_times(mut b: Value) -> Value {
+    for k in ["timestamp", "msg_id", "security"] {
+        b.as_object_mut().unwrap().remove(k);
+    }
+    b
+}
+
+#[tokio::test]
+async fn bad_flags_are_refused_with_a_reason() {
+    for (args, hint) in [
+        (vec!["generate", "--app", "x", "--rate", "10"], "--count"),
+        (
+            vec![
+                "generate",
+                "--app",
+                "x",
+                "--rate",
+                "10",
+                "--count",
+                "1",
+                "--offline-ratio",
+                "2",
+            ],
+            "--offline-ratio",
+        ),
+        (
+            vec![
+                "generate",
+                "--app",
+                "x",
+                "--rate",
+                "10",
+                "--count",
+                "1",
+                "--chat-types",
+                "dm=1",
+            ],
+            "--chat-types",
+        ),
+        (
+            vec![
+                "generate",
+                "--app",
+                "x",
+                "--rate",
+                "10",
+                "--count",
+                "1",
+                "--config",
+                "/nonexistent.toml",
+            ],
+            "/nonexistent.toml",
+        ),
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(hint), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
