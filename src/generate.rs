@@ -526,6 +526,8 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     let limiter = NonZeroU32::new(opts.rate).map(|r| RateLimiter::direct(quota(r)));
     // Unbounded: keep the pipeline busy, not the queue full (a full queue only adds latency).
     let backlog = sim.config.delivery.concurrency * 4;
+    let capacity = sim.config.delivery.queue_capacity;
+    let mut refused = 0u64;
     let budget = Budget {
         count: opts.count,
         until: opts.duration.map(|d| Instant::now() + d),
@@ -545,15 +547,16 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
             }
         }
         let msg = traffic.next_message();
-        loop {
-            match sim.submit(&app, msg.clone(), false).await {
-                Ok(s) => {
-                    queued += s.queued as u64;
-                    break;
-                }
-                Err(EnqueueError::Full) => tokio::time::sleep(Duration::from_micros(100)).await,
-                Err(EnqueueError::ShuttingDown) => return Err(GenerateError("the simulator stopped".into())),
-            }
+        // Wait for room for all its callbacks (at most one per rule and recipient), so the
+        // message is submitted once and never refused for a full queue.
+        let room = (app.rules.len() * (1 + msg.offline.len())).min(capacity);
+        while sim.dispatcher.queued() + room > capacity {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        match sim.submit(&app, msg, false).await {
+            Ok(s) => queued += s.queued as u64,
+            Err(EnqueueError::Full) => refused += 1,
+            Err(EnqueueError::ShuttingDown) => return Err(GenerateError("the simulator stopped".into())),
         }
         n += 1;
         sent.store(n, Ordering::Relaxed);
@@ -567,6 +570,9 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     }
     progress.abort();
     sim.shutdown().await;
+    if refused > 0 {
+        println!("{refused} messages were refused: the queue was full (raise delivery.queue_capacity)");
+    }
     Ok(n)
 }
 
