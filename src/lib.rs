@@ -22,6 +22,7 @@
 //! - [`sink`] — a receiver that verifies, counts and injects faults.
 //! - [`generate`] — seeded realistic traffic at a fixed rate, with a live view and a report.
 //! - [`tls`] — PEM files and rustls settings for HTTPS and mutual TLS, both ends.
+//! - [`harness`] — [`harness::Sim`]: the simulator inside a test, in a few lines.
 //! - [`demo`] — the narrated demo on the embedded default config.
 //! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
 
@@ -36,6 +37,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod event;
 pub mod generate;
+pub mod harness;
 pub mod logging;
 pub mod message;
 pub mod presend;

@@ -272,6 +272,7 @@ fn main() -> ExitCode {
                     body_chars,
                     print: !quiet,
                     tls,
+                    record: false,
                 };
                 commands::sink(opts).await
             }

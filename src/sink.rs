@@ -52,6 +52,9 @@ pub struct SinkOptions {
     pub print: bool,
     /// Serve HTTPS (and mutual TLS) instead of plain HTTP.
     pub tls: Option<SinkTls>,
+    /// Keep every callback received, for [`Sink::received`] and [`Sink::wait_for`] (tests;
+    /// memory grows with the traffic).
+    pub record: bool,
 }
 
 /// The sink's HTTPS files (PEM).
@@ -84,6 +87,7 @@ impl Default for SinkOptions {
             body_chars: 0,
             print: false,
             tls: None,
+            record: false,
         }
     }
 }
@@ -163,6 +167,9 @@ struct SinkState {
     stats: Arc<SinkStats>,
     body: Bytes,
     faults: Mutex<(f64, Option<u16>)>,
+    script: Mutex<Script>,
+    record: Option<Mutex<Vec<ReceivedCallback>>>,
+    arrived: tokio::sync::Notify,
 }
 
 /// A running sink.
@@ -192,6 +199,9 @@ impl Sink {
         let state = Arc::new(SinkState {
             body: Bytes::from("x".repeat(opts.body_chars)),
             faults: Mutex::new((opts.fail_rate, opts.status)),
+            script: Mutex::new(Script::default()),
+            record: opts.record.then(|| Mutex::new(Vec::new())),
+            arrived: tokio::sync::Notify::new(),
             opts,
             stats: stats.clone(),
         });
@@ -220,6 +230,72 @@ impl Sink {
             stop,
             task,
         })
+    }
+
+    /// A recording sink on `127.0.0.1:0` for tests: every callback is kept for
+    /// [`received`](Self::received) / [`wait_for`](Self::wait_for), signatures checked with
+    /// `secret` when given, answered 200 until scripted otherwise.
+    pub async fn recording(secret: Option<&str>) -> std::io::Result<Self> {
+        Self::start(SinkOptions {
+            secret: secret.map(str::to_string),
+            record: true,
+            ..SinkOptions::default()
+        })
+        .await
+    }
+
+    /// `http://{addr}{path}` (or `https://` with TLS).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// Every callback received so far (needs [`SinkOptions::record`]).
+    pub fn received(&self) -> Vec<ReceivedCallback> {
+        self.state
+            .record
+            .as_ref()
+            .map(|r| r.lock().expect("record lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until at least `n` callbacks arrived (needs [`SinkOptions::record`]); returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<ReceivedCallback>, WaitTimeout> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.state.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Err(WaitTimeout {
+                    got: self.received().len(),
+                    wanted: n,
+                    waited: timeout,
+                });
+            }
+        }
+    }
+
+    /// Answers every callback with `reply` from now on (unless a path or "next" reply applies).
+    pub fn reply(&self, reply: Reply) {
+        self.state.script.lock().expect("script lock").default = Some(reply);
+    }
+
+    /// Answers callbacks to `path` with `reply`.
+    pub fn reply_on(&self, path: &str, reply: Reply) {
+        self.state
+            .script
+            .lock()
+            .expect("script lock")
+            .per_path
+            .insert(path.to_string(), reply);
+    }
+
+    /// Answers the next `n` callbacks (any path) with `status`, then as before.
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut script = self.state.script.lock().expect("script lock");
+        script.next.extend(std::iter::repeat_n(Reply::status(status), n));
     }
 
     /// Changes the injected faults from now on (see [`SinkOptions::fail_rate`] and `status`).
@@ -384,11 +460,11 @@ impl SinkStats {
 }
 
 /// Checks an agora callback: its signature when the secret is known.
-fn check_agora(s: &SinkState, body: &[u8]) -> &'static str {
+fn check_agora(s: &SinkState, body: &[u8]) -> Signature {
     let st = &s.stats;
     let Ok(head) = serde_json::from_slice::<AgoraHead>(body) else {
         st.count(&st.unparsable);
-        return "unparsable";
+        return Signature::Unparsable;
     };
     if let Some(id) = &head.call_id {
         st.seen(id);
@@ -404,30 +480,30 @@ fn check_agora(s: &SinkState, body: &[u8]) -> &'static str {
         ) => {
             if agora::sign(id, secret, *ts) == *sig {
                 st.count(&st.signature_ok);
-                "signature ok"
+                Signature::Valid
             } else {
                 st.count(&st.signature_bad);
-                "signature BAD"
+                Signature::Invalid
             }
         }
         (Some(_), _) => {
             st.count(&st.signature_bad);
-            "signature MISSING"
+            Signature::Missing
         }
         (None, _) => {
             st.count(&st.unchecked);
-            "signature unchecked"
+            Signature::Unchecked
         }
     }
 }
 
 /// Checks a tencent callback: the query string (SPEC §4.3) against its body.
-fn check_tencent(s: &SinkState, query: Option<&str>, body: &[u8]) -> &'static str {
+fn check_tencent(s: &SinkState, query: Option<&str>, body: &[u8]) -> Signature {
     let st = &s.stats;
     st.count(&st.unchecked);
     let Ok(serde_json::Value::Object(body)) = serde_json::from_slice::<serde_json::Value>(body) else {
         st.count(&st.unparsable);
-        return "unparsable";
+        return Signature::Unparsable;
     };
     let command = body.get("CallbackCommand").and_then(|c| c.as_str()).unwrap_or_default();
     if let Some(key) = body.get("MsgKey").and_then(|k| k.as_str()) {
@@ -449,10 +525,10 @@ fn check_tencent(s: &SinkState, query: Option<&str>, body: &[u8]) -> &'static st
             .get("OptPlatform")
             .is_some_and(|p| crate::domain::Platform::parse(p).is_ok());
     if ok {
-        "query ok"
+        Signature::QueryOk
     } else {
         st.count(&st.query_bad);
-        "query BAD"
+        Signature::QueryBad
     }
 }
 
@@ -460,43 +536,65 @@ async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Resp
     let st = &s.stats;
     st.received.fetch_add(1, Ordering::Relaxed);
     st.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-    let verdict = match s.opts.dialect {
+    let signature = match s.opts.dialect {
         Dialect::Agora => check_agora(&s, &body),
         Dialect::Tencent => check_tencent(&s, uri.query(), &body),
     };
-    let (fail_rate, fail_status) = *s.faults.lock().expect("faults lock");
-    let fault = match (fail_status, fail_rate) {
-        (Some(_), r) if r <= 0.0 => true,
-        (_, r) if r > 0.0 => rand::random::<f64>() < r,
-        _ => false,
-    };
-    let status = if fault {
-        StatusCode::from_u16(fail_status.unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    } else {
-        StatusCode::OK
-    };
-    if fault {
-        st.answered_fault.fetch_add(1, Ordering::Relaxed);
-    } else {
+    // A scripted reply (tests) wins over the options' fault injection (CLI).
+    let reply = s
+        .script
+        .lock()
+        .expect("script lock")
+        .next(uri.path())
+        .unwrap_or_else(|| {
+            let (fail_rate, fail_status) = *s.faults.lock().expect("faults lock");
+            let fault = match (fail_status, fail_rate) {
+                (Some(_), r) if r <= 0.0 => true,
+                (_, r) if r > 0.0 => rand::random::<f64>() < r,
+                _ => false,
+            };
+            let status = if fault { fail_status.unwrap_or(500) } else { 200 };
+            let body = match (s.opts.dialect, s.opts.body_chars, fault) {
+                (Dialect::Tencent, 0, false) => TENCENT_OK.to_string(),
+                (Dialect::Tencent, 0, true) => TENCENT_FAIL.to_string(),
+                _ => String::new(),
+            };
+            Reply {
+                status,
+                body,
+                delay: s.opts.delay,
+            }
+        });
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status == StatusCode::OK {
         st.answered_ok.fetch_add(1, Ordering::Relaxed);
+    } else {
+        st.answered_fault.fetch_add(1, Ordering::Relaxed);
     }
     if s.opts.print {
         println!(
-            "<- POST {} signature={verdict} answer={} {}",
-            uri.path(),
+            "<- POST {uri} signature={signature} answer={} {}",
             status.as_u16(),
             String::from_utf8_lossy(&body)
         );
     }
-    if !s.opts.delay.is_zero() {
-        tokio::time::sleep(s.opts.delay).await;
+    if let Some(log) = &s.record {
+        log.lock().expect("record lock").push(ReceivedCallback {
+            path: uri.path().to_string(),
+            query: uri.query().map(str::to_string),
+            body: body.clone(),
+            signature,
+            answered: status.as_u16(),
+        });
+        s.arrived.notify_waiters();
     }
-    let answer = match (s.opts.dialect, s.opts.body_chars, fault) {
-        (Dialect::Tencent, 0, false) => Bytes::from_static(br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#),
-        (Dialect::Tencent, 0, true) => Bytes::from_static(
-            br#"{"ActionStatus":"FAIL","ErrorCode":1,"ErrorInfo":"fault injected by callback-sim sink"}"#,
-        ),
-        _ => s.body.clone(),
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let answer = if reply.body.is_empty() {
+        s.body.clone()
+    } else {
+        Bytes::from(reply.body)
     };
     let ctype = if answer.first() == Some(&b'{') {
         "application/json"
@@ -504,4 +602,129 @@ async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Resp
         "text/plain"
     };
     (status, [(axum::http::header::CONTENT_TYPE, ctype)], answer).into_response()
+}
+
+const TENCENT_OK: &str = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#;
+const TENCENT_FAIL: &str = r#"{"ActionStatus":"FAIL","ErrorCode":1,"ErrorInfo":"fault injected by callback-sim sink"}"#;
+
+/// How the sink answers one callback (for tests that script it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// The answer body; empty means the sink's default (tencent: the OK answer).
+    pub body: String,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// 200 with the default body.
+    pub fn ok() -> Self {
+        Self::status(200)
+    }
+
+    /// This status with the default body.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// With this answer body.
+    pub fn with_body(mut self, body: &str) -> Self {
+        self.body = body.to_string();
+        self
+    }
+
+    /// After this delay.
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// The scripted replies: the next N, per path, and a default.
+#[derive(Debug, Default)]
+struct Script {
+    next: std::collections::VecDeque<Reply>,
+    per_path: std::collections::HashMap<String, Reply>,
+    default: Option<Reply>,
+}
+
+impl Script {
+    fn next(&mut self, path: &str) -> Option<Reply> {
+        self.next
+            .pop_front()
+            .or_else(|| self.per_path.get(path).cloned())
+            .or_else(|| self.default.clone())
+    }
+}
+
+/// What the sink made of a callback's signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// `security` matches MD5(callId + secret + timestamp).
+    Valid,
+    /// It does not.
+    Invalid,
+    /// The sink knows the secret but the body has no `callId`/`timestamp`/`security`.
+    Missing,
+    /// No secret given, or a tencent callback (unsigned): nothing to check.
+    Unchecked,
+    /// The body is not JSON.
+    Unparsable,
+    /// Tencent: the query string is right for the body.
+    QueryOk,
+    /// Tencent: a query parameter is missing or disagrees with the body.
+    QueryBad,
+}
+
+impl std::fmt::Display for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signature::Valid => "ok",
+            Signature::Invalid => "BAD",
+            Signature::Missing => "MISSING",
+            Signature::Unchecked => "unchecked",
+            Signature::Unparsable => "unparsable",
+            Signature::QueryOk => "query-ok",
+            Signature::QueryBad => "query-BAD",
+        })
+    }
+}
+
+/// One callback the sink received (recorded when [`SinkOptions::record`] is on).
+#[derive(Debug, Clone)]
+pub struct ReceivedCallback {
+    pub path: String,
+    pub query: Option<String>,
+    /// The exact body bytes.
+    pub body: Bytes,
+    /// The signature check, already done.
+    pub signature: Signature,
+    /// The status the sink answered.
+    pub answered: u16,
+}
+
+impl ReceivedCallback {
+    /// The body as JSON (`Value::Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// The agora `callId`, if any.
+    pub fn call_id(&self) -> Option<String> {
+        self.json().get("callId").and_then(|v| v.as_str()).map(str::to_string)
+    }
+}
+
+/// A wait for callbacks ran out of time.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the sink received {got} callbacks within {waited:?}, expected {wanted}")]
+pub struct WaitTimeout {
+    pub got: usize,
+    pub wanted: usize,
+    pub waited: Duration,
 }
