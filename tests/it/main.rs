@@ -5,6 +5,7 @@ mod cli;
 mod delivery;
 mod generate;
 mod helpers;
+mod hostile;
 mod presend;
 mod storage;
 mod tencent;
