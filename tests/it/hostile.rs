@@ -80,7 +80,7 @@ async fn closing_without_a_status_line_is_connect() {
 async fn a_reset_in_the_middle_of_the_response_is_connect() {
     let url = raw_receiver(|mut s| async move {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc").await;
-        let _ = s.set_linger(Some(Duration::ZERO));
+        let _ = s.set_zero_linger();
         drop(s);
     })
     .await;
