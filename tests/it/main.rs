@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod config_fuzz;
 mod delivery;
 mod generate;
 mod helpers;
