@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use callback_sim::generate::peak_rss_mb;
 use callback_sim::message::Message;
 use callback_sim::sink::{Sink, SinkOptions};
 use callback_sim::{Config, Server};
@@ -16,16 +17,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Every phase gives up after this long.
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 async fn submit_all(server: &Server, app_id: &str, n: usize) {
     let sim = server.simulator();

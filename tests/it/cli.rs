@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::helpers::spawn_first_line;
+
 const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
 
 #[test]
@@ -82,19 +84,13 @@ fn serve_prints_its_address_and_stops_on_sigterm() {
         "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"http://127.0.0.1:9/\"\n  secret = \"s\"\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line, _) = spawn_first_line(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stderr(Stdio::null()),
+    );
     let url = line
-        .trim()
         .strip_prefix("callback-sim listening on ")
         .unwrap_or_else(|| panic!("{line:?}"));
     assert!(!url.ends_with(":0"), "the real port is printed: {url}");
@@ -242,20 +238,14 @@ fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line, _) = spawn_first_line(
+        Command::new(BIN)
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "debug")
+            .stderr(Stdio::piped()),
+    );
     let addr = line
-        .trim()
         .strip_prefix("callback-sim listening on http://")
         .unwrap()
         .to_string();

@@ -338,3 +338,23 @@ pub async fn refused_port() -> u16 {
     drop(l);
     port
 }
+
+/// Spawns the binary with stdout piped and reads its first line (the address it listens on);
+/// returns the child, that line (trimmed) and the rest of stdout.
+pub fn spawn_first_line(
+    cmd: &mut std::process::Command,
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a first line");
+    (child, line.trim().to_string(), out)
+}

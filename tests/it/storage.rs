@@ -458,7 +458,6 @@ async fn retention_sweep_deletes_old_buckets() {
 
 #[test]
 fn kill_9_loses_nothing_reported_stored() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -473,23 +472,14 @@ fn kill_9_loses_nothing_reported_stored() {
     )
     .unwrap();
     let start = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callback-sim"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("callback-sim listening on ")
-            .unwrap()
-            .to_string();
+        let (child, line, _) = spawn_first_line(
+            Command::new(env!("CARGO_BIN_EXE_callback-sim"))
+                .args(["serve", "--config"])
+                .arg(&path)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null()),
+        );
+        let base = line.strip_prefix("callback-sim listening on ").unwrap().to_string();
         (child, base)
     };
     let (mut child, base) = start();
