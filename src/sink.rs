@@ -105,7 +105,8 @@ pub struct SinkStats {
     duplicates: AtomicU64,
     answered_ok: AtomicU64,
     answered_fault: AtomicU64,
-    seen: Mutex<HashSet<String>>,
+    /// Hashes of the ids seen (8 bytes each, not the ids: a long run must not cost much memory).
+    seen: Mutex<HashSet<u64>>,
 }
 
 /// A snapshot of [`SinkStats`], also the `GET /stats` answer.
@@ -451,7 +452,11 @@ impl SinkStats {
         let fresh = self
             .seen
             .lock()
-            .map(|mut seen| seen.insert(id.to_string()))
+            .map(|mut seen| {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id);
+                seen.insert(hash)
+            })
             .unwrap_or(true);
         if !fresh {
             self.count(&self.duplicates);
