@@ -19,7 +19,8 @@ use crate::domain::{AppId, CallbackUrl, ChatType, Dialect, EventType, MessageTyp
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {key}: {reason}")]
 pub struct ConfigError {
-    /// The file (or "<inline>" for text built in code).
+    /// The file, or the origin given to [`Config::parse`] (`"<built in code>"` for
+    /// [`Config::builder`]).
     pub origin: String,
     /// Dotted key path, e.g. `apps[0].rules[1].url`.
     pub key: String,
@@ -125,7 +126,8 @@ pub struct StoreConfig {
 pub struct ApiConfig {
     /// `api.rate_per_sec`: sustained REST requests per app per second (default 100).
     pub rate_per_sec: u32,
-    /// `api.burst`: requests an app may make at once above the rate (default 200).
+    /// `api.burst`: the most requests an app may make in one burst before the rate applies
+    /// (default 200).
     pub burst: u32,
 }
 
