@@ -13,15 +13,21 @@ use crate::config::BanConfig;
 /// A ban that just started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BanStart {
+    /// The ban's level, 1 to `max_level`: bans of this rule started within `level_memory_secs`,
+    /// this one included (SPEC §6).
     pub level: u32,
+    /// Unix time in milliseconds at which the ban started (the failure that triggered it).
     pub since_ms: u64,
+    /// Unix time in milliseconds at which the ban ends: `since_ms + level * base_secs`.
     pub until_ms: u64,
 }
 
 /// What survives a restart: the current ban and the start times of recent bans.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
+    /// Unix time in milliseconds at which the latest ban ends (or ended); 0 if never banned.
     pub banned_until_ms: u64,
+    /// The level of the latest ban; 0 if never banned.
     pub level: u32,
     /// Start times of the bans within `level_memory` (oldest first).
     pub history_ms: Vec<u64>,
@@ -30,8 +36,13 @@ pub struct BanRecord {
 /// The live state, as the rules endpoint shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BanView {
+    /// Unix time in milliseconds at which the current ban ends; `None` when not banned.
+    /// Shown as `banned_until` (RFC 3339) by `callbacks/rules`.
     pub banned_until_ms: Option<u64>,
+    /// The level of the latest ban (kept after it ends); shown as `ban_level`.
     pub level: u32,
+    /// Failed attempts within the last `window_secs` (0 while banned); shown as
+    /// `failures_in_window`.
     pub failures_in_window: u32,
 }
 
@@ -44,6 +55,7 @@ pub struct BanTracker {
 }
 
 impl BanTracker {
+    /// A tracker with an empty window and no ban history.
     pub fn new(cfg: BanConfig) -> Self {
         Self::restore(cfg, BanRecord::default())
     }
@@ -57,10 +69,12 @@ impl BanTracker {
         }
     }
 
+    /// The `[ban]` settings this tracker applies.
     pub fn config(&self) -> &BanConfig {
         &self.cfg
     }
 
+    /// The state to persist so that the ban survives a restart.
     pub fn record(&self) -> &BanRecord {
         &self.record
     }
@@ -103,6 +117,7 @@ impl BanTracker {
         })
     }
 
+    /// The live state at `now` (Unix milliseconds), for the rules endpoint.
     pub fn view(&self, now: u64) -> BanView {
         let window = Self::ms(self.cfg.window);
         let in_window = if self.banned_until(now).is_some() {

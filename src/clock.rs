@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A source of Unix time in milliseconds.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time, in Unix milliseconds.
     fn now_ms(&self) -> u64;
 }
 
@@ -30,14 +31,17 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicU64);
 
 impl ManualClock {
+    /// A clock that reads `start_ms` (Unix milliseconds) until moved.
     pub fn new(start_ms: u64) -> Self {
         Self(AtomicU64::new(start_ms))
     }
 
+    /// Moves the clock forward by `ms` milliseconds.
     pub fn advance(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
 
+    /// Sets the clock to `ms` (Unix milliseconds); it may go backwards.
     pub fn set(&self, ms: u64) {
         self.0.store(ms, Ordering::SeqCst);
     }

@@ -19,7 +19,8 @@ use crate::domain::{AppId, CallbackUrl, ChatType, Dialect, EventType, MessageTyp
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {key}: {reason}")]
 pub struct ConfigError {
-    /// The file (or "<inline>" for text built in code).
+    /// The file, or the origin given to [`Config::parse`] (`"<built in code>"` for
+    /// [`Config::builder`]).
     pub origin: String,
     /// Dotted key path, e.g. `apps[0].rules[1].url`.
     pub key: String,
@@ -32,6 +33,7 @@ pub struct ConfigError {
 pub struct Secret(Arc<str>);
 
 impl Secret {
+    /// Wraps a secret read from the config or given in code.
     pub fn new(s: &str) -> Self {
         Self(s.into())
     }
@@ -51,67 +53,117 @@ impl fmt::Debug for Secret {
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `[server]`: where the REST API listens and where the store lives.
     pub server: ServerConfig,
+    /// `[delivery]`: how many callbacks are in flight and queued.
     pub delivery: DeliveryConfig,
+    /// `[ban]`: the failure window and ban escalation (SPEC §6).
     pub ban: BanConfig,
+    /// `[store]`: retention and time zone of the exception store (SPEC §7).
     pub store: StoreConfig,
+    /// `[api]`: the per-app REST rate limit.
     pub api: ApiConfig,
+    /// `[[apps]]`: the tenants, in file order.
     pub apps: Vec<AppConfig>,
 }
 
+/// `[server]` (SPEC §2).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// `server.listen`: the REST API's address (default `127.0.0.1:8080`); port 0 picks a free
+    /// port, which [`Server::addr`](crate::server::Server::addr) reports.
     pub listen: SocketAddr,
+    /// `server.data_dir`: the directory of the sled exception store (default `./data`),
+    /// resolved against the config file's directory.
     pub data_dir: PathBuf,
+    /// `server.max_body_bytes`: the largest REST request body in bytes (default 1 MiB);
+    /// larger bodies get 413.
     pub max_body_bytes: usize,
 }
 
+/// `[delivery]` (SPEC §2).
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
+    /// `delivery.concurrency`: callbacks in flight at once, all apps and rules together
+    /// (default 512).
     pub concurrency: usize,
+    /// `delivery.queue_capacity`: callbacks accepted but not yet attempted (default 100,000);
+    /// beyond it, ingestion answers 429.
     pub queue_capacity: usize,
+    /// `delivery.max_response_chars`: a 200 answer longer than this many characters is a
+    /// `violation` (default 1,000; SPEC §5). Bodies are read only up to this plus one.
     pub max_response_chars: usize,
 }
 
+/// `[ban]` (SPEC §6), with durations as [`Duration`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanConfig {
+    /// `ban.failure_threshold`: this many failures within `window` ban the rule (default 90).
     pub failure_threshold: u32,
+    /// `ban.window_secs`: the sliding failure window (default 30 s).
     pub window: Duration,
+    /// `ban.base_secs`: a ban lasts `level * base` (default 300 s).
     pub base: Duration,
+    /// `ban.max_level`: the cap on the ban level (default 5).
     pub max_level: u32,
+    /// `ban.level_memory_secs`: bans started within this span count toward the level
+    /// (default 24 h).
     pub level_memory: Duration,
 }
 
+/// `[store]` (SPEC §7).
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// `store.retention_secs`: buckets whose date key is older than this are purged
+    /// (default 3 days).
     pub retention: Duration,
+    /// `store.utc_offset`: the time zone of the `YYYYMMDDHHmm` date keys (default `+00:00`).
     pub utc_offset: FixedOffset,
 }
 
+/// `[api]` (SPEC §2): the per-app REST rate limit; beyond it, 429.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// `api.rate_per_sec`: sustained REST requests per app per second (default 100).
     pub rate_per_sec: u32,
+    /// `api.burst`: the most requests an app may make in one burst before the rate applies
+    /// (default 200).
     pub burst: u32,
 }
 
 /// One tenant.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
+    /// `apps[].id`: the `app_id` in REST paths and in agora `callId`s (`{app_id}#{uuid}`).
     pub id: AppId,
+    /// `apps[].token`: the Bearer token of this app's REST API.
     pub token: Secret,
+    /// `apps[].dialect`: the wire format of its callbacks (default `agora`).
     pub dialect: Dialect,
+    /// `apps[].sdk_app_id`: tencent only, the `SdkAppid` query parameter
+    /// (default 1400000000).
     pub sdk_app_id: u64,
+    /// `apps[].exception_store`: `false` drops failed callbacks (final outcome `dropped`) and
+    /// makes the storage API answer 403 (default `true`).
     pub exception_store: bool,
+    /// `apps[].max_rules`: the most rules the app may have, both kinds together (default 4).
     pub max_rules: usize,
+    /// `apps[].timeout_secs`, `retries` and `bans`, with the dialect's defaults filled in.
     pub policy: DeliveryPolicy,
+    /// `[[apps.rules]]`, in file order.
     pub rules: Vec<RuleConfig>,
 }
 
 /// How post-send callbacks of an app are attempted (SPEC §2, defaults by dialect).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeliveryPolicy {
+    /// `timeout_secs`: how long one attempt may take, up to the complete response
+    /// (agora 60 s, tencent 2 s).
     pub timeout: Duration,
+    /// `retries`: immediate retries after a failed attempt, so at most `1 + retries`
+    /// attempts (agora 1, tencent 0).
     pub retries: u32,
+    /// `bans`: whether failures feed the rule's ban window (agora `true`, tencent `false`).
     pub bans: bool,
 }
 
@@ -139,6 +191,7 @@ impl DeliveryPolicy {
 pub struct Filter(u32);
 
 impl Filter {
+    /// Every value allowed: what an empty or absent list in the file means.
     pub const ALL: Filter = Filter(u32::MAX);
 
     fn from_indices(indices: impl IntoIterator<Item = usize>) -> Self {
@@ -151,6 +204,7 @@ impl Filter {
         Self::from_indices(indices)
     }
 
+    /// Whether the value with this vocabulary index (e.g. [`ChatType::index`]) passes.
     pub fn allows(self, index: usize) -> bool {
         self.0 & (1 << index) != 0
     }
@@ -159,26 +213,42 @@ impl Filter {
 /// One callback rule.
 #[derive(Debug, Clone)]
 pub struct RuleConfig {
+    /// `rules[].name`: unique within the app; the `rule` field of callback reports and
+    /// stored items.
     pub name: RuleName,
+    /// `rules[].url`: where its callbacks are POSTed (unless a replay gives a `targetUrl`).
     pub url: CallbackUrl,
+    /// `rules[].secret`: the agora signing secret (`security` = MD5 of callId + secret +
+    /// timestamp).
     pub secret: Secret,
+    /// `rules[].kind`: `post_send` or `pre_send`.
     pub kind: RuleKind,
+    /// `rules[].enabled`: a disabled rule makes no callbacks and shows state `disabled`.
     pub enabled: bool,
+    /// `rules[].chat_types`: the chat types it fires for (empty list = all).
     pub chat_types: Filter,
+    /// `rules[].message_types`: the message types it fires for (empty list = all).
     pub message_types: Filter,
+    /// `rules[].event_types`: post-send only, `chat` and/or `chat_offline` (empty list = all).
     pub event_types: Filter,
+    /// `rules[].include_rest`: post-send only; `false` ignores messages whose `source` is `rest`.
     pub include_rest: bool,
+    /// `rules[].timeout_ms`, `on_failure`, `notify_sender`: used by pre-send rules only.
     pub pre_send: PreSendConfig,
+    /// `rules[].ca_file`, `client_cert`, `client_key`: HTTPS options.
     pub tls: TlsConfig,
 }
 
 impl RuleConfig {
+    /// Whether `chat_types` lets a message of this chat type through.
     pub fn allows_chat_type(&self, t: ChatType) -> bool {
         self.chat_types.allows(t.index())
     }
+    /// Whether `message_types` lets a message of this type through.
     pub fn allows_message_type(&self, t: MessageType) -> bool {
         self.message_types.allows(t.index())
     }
+    /// Whether `event_types` lets a callback of this event type (`chat`, `chat_offline`) through.
     pub fn allows_event_type(&self, t: EventType) -> bool {
         self.event_types.allows(t.index())
     }
@@ -187,20 +257,29 @@ impl RuleConfig {
 /// Pre-send settings (SPEC §4.2); defaults apply to post-send rules and are unused there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreSendConfig {
+    /// `rules[].timeout_ms`: how long to wait for the verdict (agora 200 ms, tencent 2000 ms).
     pub timeout: Duration,
+    /// `rules[].on_failure`: what a timeout, non-200 or malformed answer means: `pass`
+    /// (default) or `block`.
     pub on_failure: OnFailure,
+    /// `rules[].notify_sender`: whether a blocked message's sender is told the rule's `code`
+    /// (the `code` field of the messages answer; default `false`).
     pub notify_sender: bool,
 }
 
 /// Per-rule HTTPS options; paths are resolved against the config file's directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
+    /// `ca_file`: an extra trusted root in PEM, for self-signed receivers.
     pub ca_file: Option<PathBuf>,
+    /// `client_cert`: the simulator's PEM certificate chain for mutual TLS (with `client_key`).
     pub client_cert: Option<PathBuf>,
+    /// `client_key`: the PEM private key of `client_cert`.
     pub client_key: Option<PathBuf>,
 }
 
 impl TlsConfig {
+    /// True when no option is set, so the rule can share the default HTTP client.
     pub fn is_default(&self) -> bool {
         *self == TlsConfig::default()
     }

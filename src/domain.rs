@@ -25,6 +25,7 @@ impl AppId {
     /// Longest app id accepted (SPEC §2).
     pub const MAX_LEN: usize = 64;
 
+    /// Validates an app id; the error says which character or length is wrong.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         if s.is_empty() || s.len() > Self::MAX_LEN {
             return Err(DomainError(format!(
@@ -41,6 +42,7 @@ impl AppId {
         Ok(Self(s.into()))
     }
 
+    /// The id as written in the config and in REST paths.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -80,6 +82,7 @@ impl RuleName {
     /// Longest rule name the provider accepts (seed 001: "长度不超过 32 字符").
     pub const MAX_LEN: usize = 32;
 
+    /// Validates a rule name; the error says which character or length is wrong.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         if s.is_empty() || s.len() > Self::MAX_LEN {
             return Err(DomainError(format!(
@@ -96,6 +99,7 @@ impl RuleName {
         Ok(Self(s.into()))
     }
 
+    /// The name as written in the config; the `rule` field of reports and stored items.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -118,6 +122,7 @@ impl Serialize for RuleName {
 pub struct CallbackUrl(reqwest::Url);
 
 impl CallbackUrl {
+    /// Validates a URL: `http://` or `https://` (any case), a host, and no `#fragment`.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let lower = s.to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
@@ -135,10 +140,12 @@ impl CallbackUrl {
         Ok(Self(url))
     }
 
+    /// The parsed URL, ready for a request.
     pub fn as_url(&self) -> &reqwest::Url {
         &self.0
     }
 
+    /// Whether the scheme is `https`.
     pub fn is_https(&self) -> bool {
         self.0.scheme() == "https"
     }
@@ -206,10 +213,12 @@ impl DateKey {
         std::str::from_utf8(b).ok().and_then(|s| Self::parse(s).ok())
     }
 
+    /// The key as text, e.g. `"202109091440"`: the `date` of storage/info and storage/retry.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("a date key is ASCII digits")
     }
 
+    /// The key's 12 ASCII digits, as stored in sled keys (they sort in time order).
     pub fn as_bytes(&self) -> &[u8; 12] {
         &self.0
     }
@@ -295,25 +304,56 @@ macro_rules! vocabulary {
 
 vocabulary! {
     /// The provider wire format of an app (SPEC §1).
-    Dialect { Agora = "agora", Tencent = "tencent" }
+    Dialect {
+        /// Agora Chat / Shengwang-Easemob: signed JSON bodies (SPEC §4.1, §4.2); the default.
+        Agora = "agora",
+        /// Tencent Cloud IM: command in the query string, unsigned bodies (SPEC §4.3).
+        Tencent = "tencent",
+    }
 }
 
 vocabulary! {
     /// What a rule is asked: before delivery (moderation) or after (sync).
-    RuleKind { PostSend = "post_send", PreSend = "pre_send" }
+    RuleKind {
+        /// Told after the message is delivered; retried, banned and stored on failure.
+        PostSend = "post_send",
+        /// Asked before delivery and may block or rewrite the message; never retried or stored.
+        PreSend = "pre_send",
+    }
 }
 
 vocabulary! {
     /// The conversation kind of a message. On the agora wire, chatroom is sent as
     /// `groupchat` (seed 001), but rule filters tell them apart.
-    ChatType { Chat = "chat", GroupChat = "groupchat", ChatRoom = "chatroom" }
+    ChatType {
+        /// One-to-one; `to` is a user. Tencent `C2C.*` commands.
+        Chat = "chat",
+        /// A group; `to` is the group id. Tencent `Group.*` commands.
+        GroupChat = "groupchat",
+        /// A chatroom; `to` is the room id. `groupchat` on the agora wire.
+        ChatRoom = "chatroom",
+    }
 }
 
 vocabulary! {
     /// Message body types (SPEC §3).
     MessageType {
-        Txt = "txt", Img = "img", Audio = "audio", Video = "video",
-        File = "file", Loc = "loc", Cmd = "cmd", Custom = "custom",
+        /// Text (`msg`); the only type a pre-send answer may rewrite. Tencent `TIMTextElem`.
+        Txt = "txt",
+        /// Image. Tencent `TIMImageElem`.
+        Img = "img",
+        /// Voice. Tencent `TIMSoundElem`.
+        Audio = "audio",
+        /// Video. Tencent `TIMVideoFileElem`.
+        Video = "video",
+        /// File. Tencent `TIMFileElem`.
+        File = "file",
+        /// Location. Tencent `TIMLocationElem`.
+        Loc = "loc",
+        /// Command (transparent) message. Tencent `TIMCustomElem`.
+        Cmd = "cmd",
+        /// Custom message. Tencent `TIMCustomElem`.
+        Custom = "custom",
     }
 }
 
@@ -321,29 +361,55 @@ vocabulary! {
     /// Post-send event types a rule can subscribe to: messages (seed 001: 聊天消息 / 离线消息)
     /// and the non-message events of `POST /app-id/{app_id}/events` (SPEC §8.3).
     EventType {
+        /// A message was sent: one callback per message and rule.
         Chat = "chat",
+        /// A message reached an offline recipient: one callback per offline recipient.
         ChatOffline = "chat_offline",
+        /// A user went online or offline (tencent `State.StateChange`).
         UserStatus = "user_status",
+        /// Members joined a group (tencent `Group.CallbackAfterNewMemberJoin`).
         GroupMemberJoined = "group_member_joined",
     }
 }
 
 vocabulary! {
     /// Where a message came from: a client SDK or the provider's REST API (SPEC §3).
-    Source { Client = "client", Rest = "rest" }
+    Source {
+        /// Sent by a client SDK: pre-send rules are asked first.
+        Client = "client",
+        /// Sent through the provider's REST API: no pre-send; skipped by `include_rest = false`.
+        Rest = "rest",
+    }
 }
 
 vocabulary! {
     /// The sender's platform, as tencent's `OptPlatform` names it (SPEC §4.3).
     Platform {
-        RestApi = "RESTAPI", Web = "Web", Android = "Android", Ios = "iOS",
-        Windows = "Windows", Mac = "Mac", Unknown = "Unknown",
+        /// The provider's REST API: every message with `source = rest`.
+        RestApi = "RESTAPI",
+        /// A web client.
+        Web = "Web",
+        /// An Android client.
+        Android = "Android",
+        /// An iOS client.
+        Ios = "iOS",
+        /// A Windows client.
+        Windows = "Windows",
+        /// A macOS client.
+        Mac = "Mac",
+        /// A client message that named no platform.
+        Unknown = "Unknown",
     }
 }
 
 vocabulary! {
     /// What a rule does with a pre-send callback that got no usable answer (SPEC §4.2).
-    OnFailure { Pass = "pass", Block = "block" }
+    OnFailure {
+        /// Deliver the message as if the rule had allowed it (the default).
+        Pass = "pass",
+        /// Block the message as if the rule had denied it.
+        Block = "block",
+    }
 }
 
 vocabulary! {
@@ -387,7 +453,9 @@ impl Outcome {
 vocabulary! {
     /// Where a callback ended up (SPEC §5).
     FinalOutcome {
+        /// An attempt got 200 within the timeout (for pre-send: a usable answer).
         Delivered = "delivered",
+        /// Delivered, but the answer was longer than `max_response_chars`; not retried or stored.
         Violation = "violation",
         /// Its last attempt failed (or it was banned/shutdown) and the store kept it.
         Stored = "stored",

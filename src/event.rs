@@ -15,15 +15,26 @@ pub const MAX_MEMBERS: usize = 10_000;
 /// A validated event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// A user went online or offline: event type `user_status`, tencent `State.StateChange`.
     UserStatus {
+        /// The user id (the report's `to`).
         user: String,
+        /// `true` for `online` (login), `false` for `offline` (logout).
         online: bool,
+        /// The client's platform, if given (agora `os`).
         platform: Option<Platform>,
+        /// The client's address, if given (agora `ip`).
         client_ip: Option<IpAddr>,
     },
+    /// Members joined a group: event type `group_member_joined`, tencent
+    /// `Group.CallbackAfterNewMemberJoin`.
     GroupMemberJoined {
+        /// The group id (the report's `to`).
         group_id: String,
+        /// The user ids that joined, 1 to [`MAX_MEMBERS`].
         members: Vec<String>,
+        /// Who added them (agora `from`, tencent `Operator_Account`); defaults to the first
+        /// member.
         operator: String,
         /// Tencent's `JoinType`: `Apply` or `Invited`.
         join_type: String,
@@ -33,6 +44,7 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event type rules filter on (`user_status` or `group_member_joined`).
     pub fn event_type(&self) -> EventType {
         match self {
             Event::UserStatus { .. } => EventType::UserStatus,
@@ -55,16 +67,26 @@ impl Event {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventRequest {
+    /// `type`: `user_status` or `group_member_joined`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// `user` (user_status, required): the user id.
     pub user: Option<String>,
+    /// `status` (user_status, required): `online` or `offline`.
     pub status: Option<String>,
+    /// `platform` (user_status): a [`Platform`] name such as `iOS`.
     pub platform: Option<Platform>,
+    /// `client_ip` (user_status): an IPv4 or IPv6 address.
     pub client_ip: Option<String>,
+    /// `group_id` (group_member_joined, required).
     pub group_id: Option<String>,
+    /// `members` (group_member_joined, required): 1 to [`MAX_MEMBERS`] user ids.
     pub members: Option<Vec<String>>,
+    /// `operator` (group_member_joined): who added them; defaults to the first member.
     pub operator: Option<String>,
+    /// `join_type` (group_member_joined): `Apply` (default) or `Invited`.
     pub join_type: Option<String>,
+    /// `group_type` (group_member_joined): tencent's group `Type`, default `Public`.
     pub group_type: Option<String>,
 }
 
@@ -94,10 +116,12 @@ fn only_for(field: &str, given: bool, kind: &str) -> Result<(), MessageError> {
 }
 
 impl EventRequest {
+    /// Reads the JSON body; a malformed body or an unknown field is an error naming the field.
     pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
         crate::message::parse_json_object(bytes)
     }
 
+    /// Validates the request into an [`Event`]; fields of the other event type are errors.
     pub fn into_event(self) -> Result<Event, MessageError> {
         match self.kind.as_str() {
             "user_status" => {

@@ -86,6 +86,7 @@ pub struct Traffic {
     n: u64,
 }
 
+/// Texts of generated `txt` messages: short, varied, some non-ASCII (not from the SPEC).
 const PHRASES: &[&str] = &[
     "hello",
     "are you coming tonight?",
@@ -100,7 +101,10 @@ const PHRASES: &[&str] = &[
     "where are we meeting?",
     "👍",
 ];
+/// Actions of generated `cmd` messages (plausible, not from the SPEC).
 const ACTIONS: &[&str] = &["typing", "read_ack", "recall", "delivered"];
+/// Platforms of generated client messages: every SPEC §4.3 `OptPlatform` a client can have
+/// (`RESTAPI` is for `source = rest`, `Unknown` for no platform).
 const PLATFORMS: &[Platform] = &[
     Platform::Ios,
     Platform::Android,
@@ -110,6 +114,7 @@ const PLATFORMS: &[Platform] = &[
 ];
 
 impl Traffic {
+    /// A model that produces the same messages for the same `seed` and `mix`.
     pub fn new(seed: u64, mix: Mix) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
@@ -262,17 +267,25 @@ impl Message {
 /// What `generate` was asked to do.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
+    /// `--config`: the config file (in-process mode builds the simulator from it).
     pub config: PathBuf,
+    /// `--app`: the id of the app whose rules get the traffic.
     pub app: String,
     /// Messages per second; 0 = as fast as the pipeline takes them.
     pub rate: u32,
+    /// `--duration`: stop sending after this long; with `count`, whichever comes first.
     pub duration: Option<Duration>,
+    /// `--count`: stop after this many messages; with `duration`, whichever comes first.
     pub count: Option<u64>,
+    /// `--seed`: the [`Traffic`] seed (random when not given); shown in the report.
     pub seed: u64,
+    /// `--report`: where to write the [`Report`] as JSON.
     pub report: Option<PathBuf>,
+    /// The traffic mix (`--chat-types`, `--message-types`, ... on the command line).
     pub mix: Mix,
     /// Drive a running `serve` over REST instead of in-process.
     pub server: Option<String>,
+    /// `--token`: the app's Bearer token; required with `server`.
     pub token: Option<String>,
     /// REST requests in flight at once in `--server` mode.
     pub connections: usize,
@@ -319,20 +332,32 @@ impl Tally {
 /// The `--report` JSON (SPEC §9: `rate_achieved`, `outcomes`, `latency_ms`).
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// `app`: the app id the traffic went to.
     pub app: String,
+    /// `mode`: `in-process` or `rest` (with `--server`).
     pub mode: &'static str,
+    /// `seed`: the seed used, to reproduce the run.
     pub seed: u64,
+    /// `rate_asked`: messages per second asked for (0 = as fast as possible).
     pub rate_asked: u32,
+    /// `rate_achieved`: messages sent per second of the run.
     pub rate_achieved: f64,
+    /// `messages`: messages sent.
     pub messages: u64,
+    /// `callbacks`: callbacks that reached their final outcome.
     pub callbacks: u64,
+    /// `callbacks_per_sec`: `callbacks` per second of the run.
     pub callbacks_per_sec: f64,
+    /// `duration_secs`: the run's wall-clock length, in seconds.
     pub duration_secs: f64,
     /// Final outcomes (SPEC §5).
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Last-attempt outcomes: why callbacks were stored or dropped.
     pub last_attempts: BTreeMap<&'static str, u64>,
+    /// `latency_ms`: ingest-to-final-outcome latency in milliseconds, keyed `p50`, `p90`,
+    /// `p99`, `p99.9` and `max`.
     pub latency_ms: BTreeMap<&'static str, f64>,
+    /// `peak_rss_mb`: this process's peak resident memory in MiB (see [`peak_rss_mb`]); NaN off Linux.
     pub peak_rss_mb: f64,
 }
 

@@ -55,20 +55,28 @@ use crate::store::{Bucket, BucketInfo, StoreError, StoredCallback};
 /// Why a [`Sim`] call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The TOML given to [`Sim::from_toml`] is not a valid config.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The server could not start (store, HTTP clients, bind).
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The temporary data dir could not be created.
     #[error("cannot create a temp data dir: {0}")]
     TempDir(std::io::Error),
+    /// The app id names no app of the config.
     #[error("no app {0:?} in the config")]
     UnknownApp(String),
+    /// The message could not be queued (queue full, or the simulator is stopping).
     #[error(transparent)]
     Queue(#[from] EnqueueError),
+    /// A replay did not run (no such bucket, or one already running).
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// The exception store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An argument is invalid, e.g. a replay target URL that is not `http(s)://`.
     #[error("{0}")]
     Invalid(String),
 }
@@ -89,13 +97,17 @@ pub struct Sent {
 /// A rule's live state, as `GET …/callbacks/rules` shows it.
 #[derive(Debug, Clone)]
 pub struct RuleState {
+    /// The rule's name.
     pub name: String,
     /// `active`, `banned` or `disabled`.
     pub state: &'static str,
-    /// Unix ms.
+    /// Unix time in milliseconds at which the current ban ends; `None` when not banned.
     pub banned_until_ms: Option<u64>,
+    /// The level of the latest ban (0 if never banned), as `ban_level`.
     pub ban_level: u32,
+    /// Failed attempts within the last `ban.window_secs` (0 while banned).
     pub failures_in_window: u32,
+    /// Attempts per outcome and callbacks per final outcome.
     pub stats: StatsSnapshot,
 }
 

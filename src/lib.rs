@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! callback-sim plays the sending side of an IM provider's callback (webhook) system —
 //! Agora Chat / Shengwang-Easemob and Tencent Cloud IM — so that app backends can be tested
 //! against real, signed callbacks with the provider's retry, timeout and failure behaviour.

@@ -17,16 +17,26 @@ pub const MAX_OFFLINE: usize = 10_000;
 /// A validated message, ready to fan out into callbacks.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The sender's user id (`from` on the wire; tencent `From_Account`).
     pub from: String,
+    /// The recipient: a user id for `chat`, else the group or chatroom id (agora `to` and
+    /// `group_id`; tencent `To_Account` or `GroupId`).
     pub to: String,
+    /// One-to-one, group or chatroom; picks the wire `chat_type` and the tencent command.
     pub chat_type: ChatType,
+    /// The body type (`type` in the request and in `payload.bodies[0]`).
     pub msg_type: MessageType,
     /// The message body fields besides `type`: `{"msg": ...}` for txt, the object given otherwise.
     pub body: Map<String, Value>,
+    /// Custom extension fields (`payload.ext`; tencent `CloudCustomData`), empty if none.
     pub ext: Map<String, Value>,
+    /// `client` (pre-send rules apply) or `rest` (tencent `OptPlatform=RESTAPI`).
     pub source: Source,
+    /// The sender's platform, if given (tencent `OptPlatform`).
     pub platform: Option<Platform>,
+    /// The sender's address, if given (tencent `ClientIP`; a default is used when absent).
     pub client_ip: Option<IpAddr>,
+    /// Recipients that are offline: each gets a `chat_offline` callback per post-send rule.
     pub offline: Vec<String>,
 }
 
@@ -34,7 +44,9 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct MessageError {
+    /// The JSON field at fault, e.g. `chat_type`, `offline[3]`, or `(body)` for the whole body.
     pub field: String,
+    /// What is wrong with it, as a sentence fragment (the 400 answer's description).
     pub reason: String,
 }
 
@@ -49,24 +61,35 @@ fn bad(field: &str, reason: impl Into<String>) -> MessageError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
+    /// `from` (required): the sender, 1 to [`MAX_ID_CHARS`] characters.
     pub from: String,
+    /// `to` (required): the recipient user, group or chatroom id.
     pub to: String,
+    /// `chat_type`: `chat` (default), `groupchat` or `chatroom`.
     #[serde(default)]
     pub chat_type: Option<ChatType>,
+    /// `type`: `txt` (default), `img`, `audio`, `video`, `file`, `loc`, `cmd` or `custom`.
     #[serde(rename = "type", default)]
     pub msg_type: Option<MessageType>,
+    /// `msg`: the text of a `txt` message (or give it as `body.msg`, not both).
     #[serde(default)]
     pub msg: Option<String>,
+    /// `body`: the content object of a non-text message (e.g. `url`, `filename`).
     #[serde(default)]
     pub body: Option<Map<String, Value>>,
+    /// `ext`: custom extension fields, passed through in `payload.ext`.
     #[serde(default)]
     pub ext: Option<Map<String, Value>>,
+    /// `source`: `client` (default) or `rest`.
     #[serde(default)]
     pub source: Option<Source>,
+    /// `platform`: a [`Platform`] name such as `Android`.
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// `client_ip`: an IPv4 or IPv6 address.
     #[serde(default)]
     pub client_ip: Option<String>,
+    /// `offline`: up to [`MAX_OFFLINE`] offline recipients.
     #[serde(default)]
     pub offline: Option<Vec<String>>,
 }

@@ -23,9 +23,12 @@ pub const MAX_ANSWER_CHARS: usize = 1000;
 /// SPEC §4.2 / issue: a rewritten payload is at most 1 KB.
 pub const MAX_REWRITE_BYTES: usize = 1024;
 
-/// What the sender is told (SPEC §4.2).
+/// What the sender is told (SPEC §4.2) when an agora rule blocks without a `code`.
 pub const DENIED_NO_CODE: &str = "custom logic denied";
+/// What the sender is told (SPEC §4.2) when an agora rule blocks with an empty `code`.
 pub const DENIED_EMPTY_CODE: &str = "Message blocked by external logic";
+/// What the sender is told (SPEC §4.2) when a rule with `on_failure = "block"` got a timeout,
+/// a non-200 or a malformed answer.
 pub const INTERNAL_ERROR: &str = "custom internal error";
 
 /// Does an enabled pre-send rule want this message?
@@ -39,7 +42,9 @@ pub fn matches(rule: &RuleConfig, msg: &Message) -> bool {
 /// A rewrite of a text message: the new text, and `ext` when the answer gave one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rewrite {
+    /// The new text: `payload.bodies[0].msg` of the answer.
     pub msg: String,
+    /// The answer's `payload.ext`; `None` keeps the message's own `ext`.
     pub ext: Option<Map<String, Value>>,
 }
 
@@ -50,10 +55,15 @@ pub struct Decision {
     pub usable: bool,
     /// The outcome of the attempt as SPEC §5 names it.
     pub outcome: Outcome,
+    /// Whether this rule lets the message through: agora `valid`, tencent `ErrorCode == 0`,
+    /// or the rule's `on_failure` when the answer was not usable.
     pub allow: bool,
     /// What the sender is told when blocked.
     pub sender_text: Option<String>,
+    /// A valid text rewrite from an allowing agora answer.
     pub rewrite: Option<Rewrite>,
+    /// Sentences about the receiver's mistakes (e.g. an ignored `payload`); logged and shown
+    /// as `warnings` in `?wait=true` answers.
     pub warnings: Vec<String>,
 }
 
@@ -176,21 +186,33 @@ fn rewrite(msg_type: MessageType, payload: &Value) -> Result<Rewrite, String> {
 /// The combined verdict of all pre-send rules.
 #[derive(Debug)]
 pub struct Verdict {
+    /// No rule blocked: the message is delivered and its post-send callbacks made
+    /// (`accepted` in the messages answer).
     pub accepted: bool,
     /// What the sender is told (only from a blocking rule with `notify_sender`).
     pub code: Option<String>,
+    /// The content the post-send callbacks carry instead of the original, if a rule rewrote it
+    /// (never set when the message is blocked).
     pub rewrite: Option<Rewrite>,
+    /// One report per pre-send callback (`kind` `pre_send`), for the `?wait=true` answer.
     pub reports: Vec<CallbackReport>,
 }
 
 /// What a pre-send callback needs to know about the message's identity.
 pub struct Context<'a> {
+    /// The app the message was sent in; its rules are the ones asked.
     pub app: &'a AppRuntime,
+    /// The message as received.
     pub msg: &'a Message,
+    /// Unix time in milliseconds at which the message was received (agora `timestamp`).
     pub timestamp: u64,
+    /// The message's `msg_id`, shared with its post-send callbacks.
     pub msg_id: &'a str,
+    /// Tencent `MsgSeq`, `MsgRandom`, `MsgTime`, shared with its post-send callbacks.
     pub ids: tencent::MsgIds,
+    /// The tencent `ClientIP` when the message names none.
     pub default_client_ip: &'a str,
+    /// The simulator, for new `callId`s.
     pub sim: &'a crate::sim::Simulator,
 }
 

@@ -23,17 +23,32 @@ use crate::store::{Bucket, ItemKey, StoreError, StoredCallback};
 /// What a replay did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct ReplayOutcome {
+    /// Callbacks delivered (and removed from the store); `delivered` in the storage/retry answer.
     pub delivered: u64,
+    /// Callbacks that failed again (and moved to `retry + 1`); `failed` in the answer.
     pub failed: u64,
 }
 
 /// Why a replay did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// The bucket holds nothing (400).
     #[error("bucket date={date} retry={retry} is empty or does not exist; GET storage/info lists the buckets")]
-    NoSuchBucket { date: DateKey, retry: u32 },
+    NoSuchBucket {
+        /// The bucket's 10-minute date key.
+        date: DateKey,
+        /// The bucket's retry count.
+        retry: u32,
+    },
+    /// A replay of the same bucket is running (409).
     #[error("bucket date={date} retry={retry} is already being replayed")]
-    Busy { date: DateKey, retry: u32 },
+    Busy {
+        /// The bucket's 10-minute date key.
+        date: DateKey,
+        /// The bucket's retry count.
+        retry: u32,
+    },
+    /// The store failed to read or write.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -15,10 +15,17 @@ use crate::sim::{BuildError, Simulator};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The simulator could not be built (store, HTTP clients).
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// `server.listen` could not be bound.
     #[error("cannot listen on {addr}: {source} (change server.listen, or use port 0 for a free port)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error, e.g. address in use.
+        source: std::io::Error,
+    },
 }
 
 /// The simulator serving its REST API. Stop it with [`Server::shutdown`].
@@ -68,6 +75,7 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The simulator behind the API, to submit messages or read state in-process.
     pub fn simulator(&self) -> &Arc<Simulator> {
         &self.sim
     }

@@ -31,8 +31,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Why the simulator could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A rule's HTTP client could not be built (e.g. a bad `ca_file` or client certificate).
     #[error("{0}")]
     Client(#[from] crate::dispatch::http::ClientError),
+    /// The exception store under `data_dir` could not be opened (e.g. locked by another
+    /// process).
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -73,9 +76,13 @@ impl Submitted {
 /// Apps, rules, the dispatcher and the exception store.
 #[derive(Debug)]
 pub struct Simulator {
+    /// The validated configuration it was built from.
     pub config: Arc<Config>,
+    /// The apps and rules as they run: clients, counters, bans, rate limiters.
     pub apps: Apps,
+    /// The delivery queue and workers; also holds the exception store.
     pub dispatcher: Dispatcher,
+    /// The time source of bans, date keys, `timestamp`s and retention.
     pub clock: SharedClock,
     pub(crate) replays: ReplayGuards,
     next_msg_id: AtomicU64,

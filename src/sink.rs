@@ -36,7 +36,10 @@ use crate::domain::Dialect;
 /// How the sink behaves.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
+    /// `--listen`: the address to bind (default `127.0.0.1:0`, a free port).
     pub listen: SocketAddr,
+    /// `--dialect`: how callbacks are checked and answered (default `agora`); tencent gets
+    /// `{"ActionStatus":"OK","ErrorCode":0,...}` answers and its query string checked.
     pub dialect: Dialect,
     /// Verify agora signatures with this secret.
     pub secret: Option<String>,
@@ -112,17 +115,26 @@ pub struct SinkStats {
 /// A snapshot of [`SinkStats`], also the `GET /stats` answer.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SinkSummary {
+    /// Callbacks received (every `POST`, whatever its path).
     pub received: u64,
     /// Body bytes received, all callbacks together.
     pub bytes: u64,
+    /// Agora callbacks whose `security` matched.
     pub signature_ok: u64,
+    /// Agora callbacks whose `security` did not match or was missing (secret known).
     pub signature_bad: u64,
+    /// Callbacks not checked: no secret given, or tencent (unsigned).
     pub unchecked: u64,
+    /// Bodies that are not JSON (objects).
     pub unparsable: u64,
     /// Tencent callbacks whose query string was missing a parameter or disagreed with the body.
     pub query_bad: u64,
+    /// Callbacks seen before: the same agora `callId`, or the same tencent
+    /// `CallbackCommand` + `MsgKey` (retries and replays show up here).
     pub duplicates: u64,
+    /// Callbacks answered 200.
     pub answered_ok: u64,
+    /// Callbacks answered with another status (injected faults).
     pub answered_fault: u64,
 }
 
@@ -145,6 +157,7 @@ impl std::fmt::Display for SinkSummary {
 }
 
 impl SinkStats {
+    /// The counters now.
     pub fn summary(&self) -> SinkSummary {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SinkSummary {
@@ -304,6 +317,7 @@ impl Sink {
         *self.state.faults.lock().expect("faults lock") = (fail_rate, status);
     }
 
+    /// The address the sink listens on (the real port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -314,6 +328,7 @@ impl Sink {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// The live counters (also served at `GET /stats`).
     pub fn stats(&self) -> &Arc<SinkStats> {
         &self.stats
     }
@@ -609,12 +624,15 @@ async fn receive(State(s): State<Arc<SinkState>>, uri: Uri, body: Bytes) -> Resp
     (status, [(axum::http::header::CONTENT_TYPE, ctype)], answer).into_response()
 }
 
+/// The tencent success answer (SPEC §4.3): `ErrorCode` 0 also allows a before-command.
 const TENCENT_OK: &str = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#;
+/// The tencent answer to an injected fault (SPEC §4.3): `ErrorCode` 1 denies a before-command.
 const TENCENT_FAIL: &str = r#"{"ActionStatus":"FAIL","ErrorCode":1,"ErrorInfo":"fault injected by callback-sim sink"}"#;
 
 /// How the sink answers one callback (for tests that script it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
+    /// The HTTP status to answer; anything but 200 is a failure to the simulator.
     pub status: u16,
     /// The answer body; empty means the sink's default (tencent: the OK answer).
     pub body: String,
@@ -703,7 +721,9 @@ impl std::fmt::Display for Signature {
 /// One callback the sink received (recorded when [`SinkOptions::record`] is on).
 #[derive(Debug, Clone)]
 pub struct ReceivedCallback {
+    /// The request path, e.g. `/cb` (rule URLs may differ only by path).
     pub path: String,
+    /// The raw query string, if any (tencent: `SdkAppid=…&CallbackCommand=…`).
     pub query: Option<String>,
     /// The exact body bytes.
     pub body: Bytes,
@@ -729,7 +749,10 @@ impl ReceivedCallback {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the sink received {got} callbacks within {waited:?}, expected {wanted}")]
 pub struct WaitTimeout {
+    /// Callbacks received when the time ran out.
     pub got: usize,
+    /// Callbacks waited for.
     pub wanted: usize,
+    /// How long it waited.
     pub waited: Duration,
 }

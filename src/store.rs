@@ -36,12 +36,20 @@ const WRITER_QUEUE: usize = 65_536;
 /// A store failure; the message says what to check.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The sled database could not be opened or created.
     #[error(
         "cannot open the exception store in {dir}: {reason} (check server.data_dir; is another callback-sim using it?)"
     )]
-    Open { dir: String, reason: String },
+    Open {
+        /// The store's directory (`server.data_dir`).
+        dir: String,
+        /// The underlying error, e.g. the lock held by another process.
+        reason: String,
+    },
+    /// A read, write or flush failed; the REST API answers 503.
     #[error("exception store I/O failed: {0}")]
     Io(String),
+    /// The store was closed (the simulator is stopping); nothing more is written.
     #[error("the exception store is closed")]
     Closed,
 }
@@ -55,14 +63,19 @@ impl From<sled::Error> for StoreError {
 /// One kept callback: everything needed to re-send the same bytes and explain why it was kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredCallback {
+    /// The app it belongs to.
     pub app: AppId,
+    /// `callId`: the callback's stable id, the same as in its body.
     #[serde(rename = "callId")]
     pub call_id: String,
+    /// The name of the rule that made it (`rule` in `storage/items`).
     pub rule: String,
     /// Where it was meant to go.
     pub url: String,
+    /// `eventType`: `chat`, `chat_offline`, `user_status` or `group_member_joined`.
     #[serde(rename = "eventType")]
     pub event_type: EventType,
+    /// The callback's `to`: the recipient, offline member, user or group it is about.
     pub to: String,
     /// The exact body bytes (always UTF-8 JSON).
     pub body: String,
@@ -70,25 +83,35 @@ pub struct StoredCallback {
     pub query: Option<String>,
     /// The last attempt's outcome (`banned`/`shutdown` when not attempted).
     pub outcome: Outcome,
+    /// Attempts made by the delivery (or replay) that stored it; 0 for `banned`/`shutdown`.
     pub attempts: u32,
+    /// The last HTTP status received, if any.
     pub status: Option<u16>,
-    /// When it was (last) stored, Unix ms.
+    /// Unix time in milliseconds at which the callback was first stored; it picks the date
+    /// key and is kept when a replay moves it. Shown as `stored_at` (RFC 3339) by
+    /// `storage/items`.
     pub stored_at_ms: u64,
 }
 
 /// A bucket: one date key and one retry count of one app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Bucket {
+    /// The app whose callbacks it holds.
     pub app: AppId,
+    /// The 10-minute window in which they were first stored.
     pub date: DateKey,
+    /// How many replays of them have failed: 0 when first stored.
     pub retry: u32,
 }
 
 /// One line of `storage/info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BucketInfo {
+    /// `date`: the bucket's `YYYYMMDDHHmm` key.
     pub date: DateKey,
+    /// `size`: how many callbacks it holds (never 0 in `storage/info`).
     pub size: u64,
+    /// `retry`: how many replays of them have failed.
     pub retry: u32,
 }
 
@@ -210,6 +233,7 @@ impl Store {
         DateKey::from_ms(ms, self.inner.offset)
     }
 
+    /// The UTC offset of its date keys (`store.utc_offset`).
     pub fn offset(&self) -> FixedOffset {
         self.inner.offset
     }

@@ -21,7 +21,9 @@ use rustls::{RootCertStore, ServerConfig};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
 pub struct PemError {
+    /// The file, as given in the config or on the command line.
     pub path: PathBuf,
+    /// What is wrong: unreadable, no PEM block, not a certificate or key, mismatched key…
     pub reason: String,
 }
 

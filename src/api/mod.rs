@@ -198,6 +198,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status this error answers with (400, 401, 403, 404, 409, 413, 429, 503…).
     pub fn status(&self) -> StatusCode {
         self.status
     }

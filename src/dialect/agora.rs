@@ -29,20 +29,32 @@ fn hex(bytes: &[u8]) -> String {
 /// The JSON body of a post-send (and pre-send) callback, fields in the provider's order.
 #[derive(Serialize)]
 pub struct CallbackBody<'a> {
+    /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
     #[serde(rename = "callId")]
     pub call_id: &'a str,
+    /// `eventType`: `chat` or `chat_offline` ([`EventType`](crate::domain::EventType)).
     #[serde(rename = "eventType")]
     pub event_type: &'a str,
+    /// `timestamp`: Unix time in milliseconds at which the simulator received the message.
     pub timestamp: u64,
+    /// `chat_type` on the wire: `chat`, or `groupchat` for both groups and chatrooms.
     pub chat_type: &'a str,
+    /// `group_id`: the message's `to`, for groups and chatrooms only (omitted for `chat`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<&'a str>,
+    /// `from`: the sender's user id.
     pub from: &'a str,
+    /// `to`: the recipient (user or group); on `chat_offline`, the offline recipient.
     pub to: &'a str,
+    /// `msg_id`: the message's id, shared by all its callbacks.
     pub msg_id: &'a str,
+    /// `payload`: `{"bodies": [...], "ext": {...}}`, already serialized (possibly as rewritten
+    /// by a pre-send rule).
     pub payload: &'a RawValue,
+    /// `securityVersion`: always [`SECURITY_VERSION`].
     #[serde(rename = "securityVersion")]
     pub security_version: &'static str,
+    /// `security`: [`sign`] of `callId`, the rule's secret and `timestamp`.
     pub security: &'a str,
 }
 
@@ -57,22 +69,30 @@ impl CallbackBody<'_> {
 /// `State.StateChange`, after the fields of Easemob's login/logout callback).
 #[derive(Serialize)]
 pub struct UserStatusBody<'a> {
+    /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
     #[serde(rename = "callId")]
     pub call_id: &'a str,
+    /// `eventType`: `user_status`.
     #[serde(rename = "eventType")]
     pub event_type: &'a str,
+    /// `timestamp`: Unix time in milliseconds at which the simulator received the event.
     pub timestamp: u64,
+    /// `user`: whose status changed.
     pub user: &'a str,
     /// `online` or `offline`.
     pub status: &'a str,
     /// `login` or `logout`.
     pub reason: &'a str,
+    /// `os`: the event's platform ([`Platform`](crate::domain::Platform) name), if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub os: Option<&'a str>,
+    /// `ip`: the client's IP address, if given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// `securityVersion`: always [`SECURITY_VERSION`].
     #[serde(rename = "securityVersion")]
     pub security_version: &'static str,
+    /// `security`: [`sign`] of `callId`, the rule's secret and `timestamp`.
     pub security: &'a str,
 }
 
@@ -80,20 +100,28 @@ pub struct UserStatusBody<'a> {
 /// `Group.CallbackAfterNewMemberJoin`).
 #[derive(Serialize)]
 pub struct MemberJoinedBody<'a> {
+    /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
     #[serde(rename = "callId")]
     pub call_id: &'a str,
+    /// `eventType`: `group_member_joined`.
     #[serde(rename = "eventType")]
     pub event_type: &'a str,
+    /// `timestamp`: Unix time in milliseconds at which the simulator received the event.
     pub timestamp: u64,
+    /// `chat_type`: always `groupchat`.
     pub chat_type: &'static str,
+    /// `group_id`: the group the members joined.
     pub group_id: &'a str,
     /// Who added them (the member itself when they applied).
     pub from: &'a str,
+    /// `members`: the user ids that joined.
     pub members: &'a [String],
     /// `Apply` or `Invited`.
     pub join_type: &'a str,
+    /// `securityVersion`: always [`SECURITY_VERSION`].
     #[serde(rename = "securityVersion")]
     pub security_version: &'static str,
+    /// `security`: [`sign`] of `callId`, the rule's secret and `timestamp`.
     pub security: &'a str,
 }
 

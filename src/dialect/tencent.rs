@@ -8,11 +8,18 @@ use serde_json::{Map, Value, json};
 use crate::domain::{ChatType, MessageType, Platform, RuleKind, Source};
 use crate::message::Message;
 
+// `CallbackCommand` values, spelled as in seeds 003/004 (SPEC §4.3).
+/// Before a one-to-one message is delivered: a `pre_send` rule, `chat`.
 pub const C2C_BEFORE: &str = "C2C.CallbackBeforeSendMsg";
+/// After a one-to-one message: a `post_send` rule, `chat`.
 pub const C2C_AFTER: &str = "C2C.CallbackAfterSendMsg";
+/// Before a group or chatroom message is delivered: a `pre_send` rule.
 pub const GROUP_BEFORE: &str = "Group.CallbackBeforeSendMsg";
+/// After a group or chatroom message: a `post_send` rule.
 pub const GROUP_AFTER: &str = "Group.CallbackAfterSendMsg";
+/// A user logged in or out: the `user_status` event.
 pub const STATE_CHANGE: &str = "State.StateChange";
+/// Members joined a group: the `group_member_joined` event.
 pub const GROUP_MEMBER_JOIN: &str = "Group.CallbackAfterNewMemberJoin";
 
 /// The command for a message callback: before/after by rule kind, C2C or Group by chat type.
@@ -48,9 +55,11 @@ pub fn query(sdk_app_id: u64, command: &str, client_ip: &str, platform: Platform
 /// Sequence, random and time of one message, shared by all its tencent callbacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgIds {
+    /// `MsgSeq`: a per-process counter, one number per message.
     pub seq: u32,
+    /// `MsgRandom`: a random number drawn once per message.
     pub random: u32,
-    /// Unix seconds.
+    /// `MsgTime`: Unix seconds at which the simulator received the message.
     pub time: u64,
 }
 
@@ -182,10 +191,13 @@ pub fn member_join_body(
 /// A parsed tencent answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Answer {
+    /// `ActionStatus`: `OK` or `FAIL`, if present; informative only.
     #[serde(rename = "ActionStatus", default)]
     pub action_status: Option<String>,
+    /// `ErrorCode`: 0 allows a before-command's message, anything else denies it.
     #[serde(rename = "ErrorCode")]
     pub error_code: i64,
+    /// `ErrorInfo`: on a deny, the text the sender is told (with `notify_sender`).
     #[serde(rename = "ErrorInfo", default)]
     pub error_info: Option<String>,
 }
