@@ -20,7 +20,7 @@ use crate::runtime::{AppRuntime, RuleRuntime};
 
 /// SPEC §4.2: an answer over 1,000 characters (rewrite included) is not usable.
 pub const MAX_ANSWER_CHARS: usize = 1000;
-/// SPEC §4.2 / issue: a rewritten payload is at most 1 KB.
+/// Issue 4 (pre-send): a rewritten payload is at most 1 KB, serialized.
 pub const MAX_REWRITE_BYTES: usize = 1024;
 
 /// What the sender is told (SPEC §4.2) when an agora rule blocks without a `code`.

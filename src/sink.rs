@@ -520,11 +520,12 @@ fn check_agora(s: &SinkState, body: &[u8]) -> Signature {
 /// Checks a tencent callback: the query string (SPEC §4.3) against its body.
 fn check_tencent(s: &SinkState, query: Option<&str>, body: &[u8]) -> Signature {
     let st = &s.stats;
-    st.count(&st.unchecked);
     let Ok(serde_json::Value::Object(body)) = serde_json::from_slice::<serde_json::Value>(body) else {
         st.count(&st.unparsable);
         return Signature::Unparsable;
     };
+    // Tencent callbacks are unsigned: their signature is never checked, their query string is.
+    st.count(&st.unchecked);
     let command = body.get("CallbackCommand").and_then(|c| c.as_str()).unwrap_or_default();
     if let Some(key) = body.get("MsgKey").and_then(|k| k.as_str()) {
         st.seen(&format!("{command}/{key}"));
