@@ -248,6 +248,30 @@ impl Serialize for DateKey {
     }
 }
 
+/// Describes a validated string type in the OpenAPI document (`GET /openapi.json`).
+macro_rules! string_schema {
+    ($name:ident, $desc:literal) => {
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($desc))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+string_schema!(AppId, "An app id: [A-Za-z0-9_-]{1,64}.");
+string_schema!(RuleName, "A rule name: [A-Za-z0-9_]{1,32}, unique within its app.");
+string_schema!(CallbackUrl, "An http:// or https:// URL.");
+string_schema!(
+    DateKey,
+    "A 10-minute bucket key YYYYMMDDHHmm, minutes a multiple of ten (e.g. 202109091440)."
+);
+
 /// Declares a closed vocabulary: an enum with its wire names, `ALL`, `parse` and `as_str`.
 macro_rules! vocabulary {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
@@ -292,6 +316,17 @@ macro_rules! vocabulary {
                 s.serialize_str(self.as_str())
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($wire),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -64,7 +64,7 @@ impl Event {
 /// The REST body: `{"type": "user_status", "user", "status": "online"|"offline", "platform",
 /// "client_ip"}` or `{"type": "group_member_joined", "group_id", "members": [..], "operator",
 /// "join_type", "group_type"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventRequest {
     /// `type`: `user_status` or `group_member_joined`.

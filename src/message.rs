@@ -58,7 +58,7 @@ fn bad(field: &str, reason: impl Into<String>) -> MessageError {
 }
 
 /// The REST request body of `POST /app-id/{app_id}/messages` (SPEC §8.3).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
     /// `from` (required): the sender, 1 to [`MAX_ID_CHARS`] characters.
@@ -76,9 +76,11 @@ pub struct MessageRequest {
     pub msg: Option<String>,
     /// `body`: the content object of a non-text message (e.g. `url`, `filename`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub body: Option<Map<String, Value>>,
     /// `ext`: custom extension fields, passed through in `payload.ext`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub ext: Option<Map<String, Value>>,
     /// `source`: `client` (default) or `rest`.
     #[serde(default)]

@@ -21,7 +21,7 @@ use crate::sim::Simulator;
 use crate::store::{Bucket, ItemKey, StoreError, StoredCallback};
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayOutcome {
     /// Callbacks delivered (and removed from the store); `delivered` in the storage/retry answer.
     pub delivered: u64,

@@ -51,12 +51,14 @@ impl RuleStats {
 }
 
 /// Counters as the rules endpoint shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     /// Attempts per outcome; `banned` and `shutdown` count callbacks not attempted.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     pub counts: std::collections::BTreeMap<&'static str, u64>,
     /// Callbacks per final outcome.
     #[serde(rename = "final")]
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     pub finals: std::collections::BTreeMap<&'static str, u64>,
 }
 

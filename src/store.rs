@@ -105,7 +105,7 @@ pub struct Bucket {
 }
 
 /// One line of `storage/info`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BucketInfo {
     /// `date`: the bucket's `YYYYMMDDHHmm` key.
     pub date: DateKey,

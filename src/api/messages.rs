@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::routing::post;
 use serde::Serialize;
 
-use super::{ApiError, AppState, Ctx, body_error, query_pairs};
+use super::{ApiError, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
 use crate::dispatch::{CallbackReport, EnqueueError};
 use crate::event::EventRequest;
 use crate::message::{MessageError, MessageRequest};
@@ -25,8 +25,9 @@ pub fn router() -> Router<AppState> {
         .route("/app-id/{app_id}/events", post(post_event))
 }
 
-#[derive(Serialize)]
-struct MessageAnswer {
+/// `data` of `POST …/messages`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct MessageAnswer {
     msg_id: String,
     accepted: bool,
     code: Option<String>,
@@ -35,8 +36,9 @@ struct MessageAnswer {
     callbacks: Option<Vec<CallbackReport>>,
 }
 
-#[derive(Serialize)]
-struct EventAnswer {
+/// `data` of `POST …/events`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct EventAnswer {
     queued: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     callbacks: Option<Vec<CallbackReport>>,
@@ -120,7 +122,22 @@ async fn callbacks(submitted: Submitted, wait: bool) -> Option<Vec<CallbackRepor
     if wait { Some(submitted.wait().await) } else { None }
 }
 
-async fn post_message(
+/// A message into the simulated IM world; with `wait=true` the answer comes when every callback
+/// has its final outcome.
+#[utoipa::path(post, path = "/app-id/{app_id}/messages", tag = "simulation",
+    params(("app_id" = String, Path, description = "The app id"),
+           ("wait" = Option<bool>, Query, description = "Answer only when every callback has its final outcome")),
+    request_body = MessageRequest,
+    responses(
+        (status = 200, description = "Accepted (or blocked by pre-send: `accepted` false)", body = Envelope<MessageAnswer>),
+        (status = 400, description = "Malformed body or query, naming the field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown app", body = ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "Rate limit or full delivery queue", body = ErrorBody),
+        (status = 503, description = "The simulator is stopping", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn post_message(
     State(sim): State<AppState>,
     ctx: Ctx,
     app_id: Result<Path<String>, PathRejection>,
@@ -143,10 +160,24 @@ async fn post_message(
         queued: submitted.queued,
         callbacks: callbacks(submitted, wait).await,
     };
-    Ok(ctx.ok("/messages", app.config.id.as_str(), answer, None))
+    Ok(ctx.ok("/messages", app.config.id.as_str(), answer))
 }
 
-async fn post_event(
+/// A non-message event: user online/offline, group members joined.
+#[utoipa::path(post, path = "/app-id/{app_id}/events", tag = "simulation",
+    params(("app_id" = String, Path, description = "The app id"),
+           ("wait" = Option<bool>, Query, description = "Answer only when every callback has its final outcome")),
+    request_body = EventRequest,
+    responses(
+        (status = 200, description = "Queued", body = Envelope<EventAnswer>),
+        (status = 400, description = "Malformed body or query, naming the field", body = ErrorBody),
+        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown app", body = ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "Rate limit or full delivery queue", body = ErrorBody),
+        (status = 503, description = "The simulator is stopping", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn post_event(
     State(sim): State<AppState>,
     ctx: Ctx,
     app_id: Result<Path<String>, PathRejection>,
@@ -166,5 +197,5 @@ async fn post_event(
         queued: submitted.queued,
         callbacks: callbacks(submitted, wait).await,
     };
-    Ok(ctx.ok("/events", app.config.id.as_str(), answer, None))
+    Ok(ctx.ok("/events", app.config.id.as_str(), answer))
 }

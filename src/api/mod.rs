@@ -5,6 +5,7 @@
 //! → 401, rate limit → 429, store off → 403, then the request itself → 400.
 
 mod messages;
+mod openapi;
 mod ops;
 mod rules;
 mod storage;
@@ -86,32 +87,19 @@ impl Ctx {
         }
     }
 
-    /// A success answer in the provider's envelope; `extra` fields go beside `data`.
-    pub fn ok(
-        &self,
-        path: &'static str,
-        app: &str,
-        data: impl Serialize,
-        extra: Option<serde_json::Map<String, serde_json::Value>>,
-    ) -> Response {
-        #[derive(Serialize)]
-        struct Envelope<'a, D> {
-            path: &'static str,
-            uri: &'a str,
-            timestamp: u64,
-            action: &'a str,
-            application: &'a str,
-            data: D,
-            duration: u64,
-            #[serde(flatten)]
-            extra: Option<serde_json::Map<String, serde_json::Value>>,
-        }
+    /// A success answer in the provider's envelope.
+    pub fn ok<D: Serialize>(&self, path: &'static str, app: &str, data: D) -> Response {
+        self.ok_with(path, app, data, NoExtra {})
+    }
+
+    /// A success answer in the provider's envelope, with `extra`'s fields beside `data`.
+    pub fn ok_with<D: Serialize, E: Serialize>(&self, path: &'static str, app: &str, data: D, extra: E) -> Response {
         let env = Envelope {
-            path,
-            uri: &self.uri,
+            path: path.to_string(),
+            uri: self.uri.clone(),
             timestamp: self.timestamp,
-            action: &self.action,
-            application: app,
+            action: self.action.clone(),
+            application: app.to_string(),
             data,
             duration: self.duration_ms(),
             extra,
@@ -182,11 +170,42 @@ fn truncate(s: &str) -> String {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorBody {
+/// The provider's success envelope (SPEC §8), `extra` flattened beside `data`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Envelope<D, E = NoExtra> {
+    /// The route family: `/messages`, `/events` or `/callbacks`.
+    pub path: String,
+    /// The full request URI.
+    pub uri: String,
+    /// When the request arrived, Unix ms.
+    pub timestamp: u64,
+    /// The HTTP method, lowercase.
+    pub action: String,
+    /// The app id.
+    pub application: String,
+    /// The answer itself.
+    pub data: D,
+    /// How long the request took, ms.
+    pub duration: u64,
+    /// Route-specific fields beside `data` (storage/retry: `delivered`, `failed`).
+    #[serde(flatten)]
+    pub extra: E,
+}
+
+/// No fields beside `data`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NoExtra {}
+
+/// The error body (SPEC §8).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A short code: `bad_request`, `unauthorized`, `app_not_found`, `too_many_requests`, …
     error: &'static str,
+    /// What is wrong and what to do, naming the field.
     error_description: String,
+    /// When the request arrived, Unix ms.
     timestamp: u64,
+    /// How long the request took, ms.
     duration: u64,
 }
 

@@ -10,11 +10,22 @@ use serde_json::json;
 use super::{ApiError, AppState, Ctx};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The OpenAPI document of every route, generated from the handlers and types.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+pub(super) async fn openapi() -> Response {
+    axum::Json(super::openapi::document()).into_response()
 }
 
 /// 200 `{"status":"ok"}` while serving; 503 `{"status":"stopping"}` during a graceful stop.
-async fn healthz(State(sim): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses(
+    (status = 200, description = "`{\"status\": \"ok\", \"queued\": N, \"in_flight\": N}`"),
+    (status = 503, description = "Stopping")))]
+pub(super) async fn healthz(State(sim): State<AppState>) -> Response {
     let d = &sim.dispatcher;
     let (code, status) = if d.is_stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Serialize;
 
-use super::{ApiError, AppState, Ctx, query_pairs};
+use super::{ApiError, AppState, Ctx, Envelope, ErrorBody, query_pairs};
 use crate::dispatch::rfc3339;
 use crate::domain::{CallbackUrl, RuleKind, RuleName};
 use crate::runtime::StatsSnapshot;
@@ -17,10 +17,13 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/app-id/{app_id}/callbacks/rules", get(get_rules))
 }
 
-#[derive(Serialize)]
-struct RuleStatus<'a> {
+/// One rule in `GET …/callbacks/rules`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RuleStatus<'a> {
+    #[schema(value_type = RuleName)]
     name: &'a RuleName,
     kind: RuleKind,
+    #[schema(value_type = CallbackUrl)]
     url: &'a CallbackUrl,
     enabled: bool,
     /// `active`, `banned` or `disabled`.
@@ -32,7 +35,17 @@ struct RuleStatus<'a> {
     stats: StatsSnapshot,
 }
 
-async fn get_rules(
+/// Each rule with its live state and counts per outcome.
+#[utoipa::path(get, path = "/app-id/{app_id}/callbacks/rules", tag = "simulation",
+    params(("app_id" = String, Path, description = "The app id")),
+    responses(
+        (status = 200, description = "The app's rules", body = Envelope<Vec<RuleStatus>>),
+        (status = 400, description = "Unexpected query parameters", body = ErrorBody),
+        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown app", body = ErrorBody),
+        (status = 429, description = "Rate limit", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_rules(
     State(sim): State<AppState>,
     ctx: Ctx,
     app_id: Result<Path<String>, PathRejection>,
@@ -66,5 +79,5 @@ async fn get_rules(
             }
         })
         .collect();
-    Ok(ctx.ok("/callbacks", app.config.id.as_str(), rules, None))
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), rules))
 }

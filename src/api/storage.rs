@@ -11,12 +11,14 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ApiError, AppState, Ctx, body_error, query_pairs};
+use super::{ApiError, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
 use crate::dispatch::rfc3339;
 use crate::domain::{CallbackUrl, DateKey, Outcome};
+use crate::replay::ReplayOutcome;
 use crate::replay::{ReplayError, replay};
 use crate::runtime::AppRuntime;
 use crate::sim::Simulator;
+use crate::store::BucketInfo;
 use crate::store::{Bucket, StoreError};
 
 /// `storage/items`: items listed when no `limit` is given, and the most one request may ask.
@@ -58,7 +60,18 @@ fn store_error(ctx: &Ctx, e: &StoreError) -> ApiError {
     )
 }
 
-async fn info(
+/// The app's non-empty buckets, oldest first (the provider's `storage/info`).
+#[utoipa::path(get, path = "/app-id/{app_id}/callbacks/storage/info", tag = "provider",
+    params(("app_id" = String, Path, description = "The app id")),
+    responses(
+        (status = 200, description = "The buckets", body = Envelope<Vec<BucketInfo>>),
+        (status = 400, description = "Unexpected query parameters", body = ErrorBody),
+        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
+        (status = 403, description = "The app keeps no exception store", body = ErrorBody),
+        (status = 404, description = "Unknown app", body = ErrorBody),
+        (status = 429, description = "Rate limit", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn info(
     State(sim): State<AppState>,
     ctx: Ctx,
     app_id: Result<Path<String>, PathRejection>,
@@ -68,12 +81,13 @@ async fn info(
     let app = store_app(&ctx, &sim, &app_id, &headers)?;
     query_pairs(&ctx, query.as_deref(), &[])?;
     let buckets = sim.store().buckets(&app.config.id);
-    Ok(ctx.ok("/callbacks", app.config.id.as_str(), buckets, None))
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), buckets))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST …/storage/retry`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RetryRequest {
+pub(super) struct RetryRequest {
     date: String,
     #[serde(default)]
     retry: Option<u32>,
@@ -81,7 +95,21 @@ struct RetryRequest {
     target_url: Option<String>,
 }
 
-async fn retry(
+/// Replays a bucket (the provider's `storage/retry`); answers when the replay is done.
+#[utoipa::path(post, path = "/app-id/{app_id}/callbacks/storage/retry", tag = "provider",
+    params(("app_id" = String, Path, description = "The app id")),
+    request_body = RetryRequest,
+    responses(
+        (status = 200, description = "`data` is \"success\" or \"failure\"; `delivered` and `failed` beside it", body = Envelope<String, ReplayOutcome>),
+        (status = 400, description = "Bad date key, unknown bucket, bad targetUrl, or malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
+        (status = 403, description = "The app keeps no exception store", body = ErrorBody),
+        (status = 404, description = "Unknown app", body = ErrorBody),
+        (status = 409, description = "This bucket is being replayed", body = ErrorBody),
+        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
+        (status = 429, description = "Rate limit", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn retry(
     State(sim): State<AppState>,
     ctx: Ctx,
     app_id: Result<Path<String>, PathRejection>,
@@ -128,14 +156,12 @@ async fn retry(
             ReplayError::Store(se) => store_error(&ctx, se),
         })?;
     let data = if outcome.failed == 0 { "success" } else { "failure" };
-    let mut extra = serde_json::Map::new();
-    extra.insert("delivered".into(), outcome.delivered.into());
-    extra.insert("failed".into(), outcome.failed.into());
-    Ok(ctx.ok("/callbacks", app.config.id.as_str(), data, Some(extra)))
+    Ok(ctx.ok_with("/callbacks", app.config.id.as_str(), data, outcome))
 }
 
-#[derive(Serialize)]
-struct ItemView {
+/// One stored callback in `GET …/storage/items`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ItemView {
     #[serde(rename = "callId")]
     call_id: String,
     rule: String,
@@ -147,10 +173,25 @@ struct ItemView {
     attempts: u32,
     status: Option<u16>,
     stored_at: String,
+    #[schema(value_type = Object)]
     body: Box<RawValue>,
 }
 
-async fn items(
+/// What a bucket holds, and why each callback was kept.
+#[utoipa::path(get, path = "/app-id/{app_id}/callbacks/storage/items", tag = "simulation",
+    params(("app_id" = String, Path, description = "The app id"),
+           ("date" = String, Query, description = "The 10-minute date key"),
+           ("retry" = Option<u32>, Query, description = "The retry count (default 0)"),
+           ("limit" = Option<u32>, Query, description = "At most this many (default 100, max 10000)")),
+    responses(
+        (status = 200, description = "The items (an empty list for an empty bucket)", body = Envelope<Vec<ItemView>>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
+        (status = 403, description = "The app keeps no exception store", body = ErrorBody),
+        (status = 404, description = "Unknown app", body = ErrorBody),
+        (status = 429, description = "Rate limit", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn items(
     State(sim): State<AppState>,
     ctx: Ctx,
     app_id: Result<Path<String>, PathRejection>,
@@ -210,5 +251,5 @@ async fn items(
             body,
         });
     }
-    Ok(ctx.ok("/callbacks", app.config.id.as_str(), out, None))
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), out))
 }

@@ -50,7 +50,7 @@ pub struct Job {
 }
 
 /// What happened to one callback (SPEC §8.3 `?wait=true` list).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CallbackReport {
     pub rule: RuleName,
     pub kind: RuleKind,
