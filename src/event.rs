@@ -69,6 +69,7 @@ impl Event {
 pub struct EventRequest {
     /// `type`: `user_status` or `group_member_joined`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(user_status|group_member_joined)$")]
     pub kind: String,
     /// `user` (user_status, required): the user id.
     pub user: Option<String>,

@@ -62,8 +62,10 @@ fn bad(field: &str, reason: impl Into<String>) -> MessageError {
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
     /// `from` (required): the sender, 1 to [`MAX_ID_CHARS`] characters.
+    #[schema(min_length = 1, max_length = 256)]
     pub from: String,
     /// `to` (required): the recipient user, group or chatroom id.
+    #[schema(min_length = 1, max_length = 256)]
     pub to: String,
     /// `chat_type`: `chat` (default), `groupchat` or `chatroom`.
     #[serde(default)]

@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         super::ops::healthz,
         super::ops::openapi,
     ),
+    components(schemas(super::NoExtra)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -88,6 +88,7 @@ pub(super) async fn info(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RetryRequest {
+    #[schema(pattern = "^[0-9]{11}0$")]
     date: String,
     #[serde(default)]
     retry: Option<u32>,

@@ -255,3 +255,41 @@ async fn unknown_routes_and_methods_answer_json() {
     let (s, v) = app.get("/app-id/app1/callbacks/rules?x=1", "tok1").await;
     assert_error(s, &v, 400, "x");
 }
+
+#[tokio::test]
+async fn odd_path_and_query_parameters_get_4xx() {
+    let app = spawn_app("", &agora_app("", &rule("r", "http://127.0.0.1:9/", ""))).await;
+    let long = "a".repeat(10_000);
+    for path in [
+        "/app-id/%E4%B8%AD%E6%96%87/callbacks/rules".to_string(),
+        "/app-id/../callbacks/rules".to_string(),
+        "/app-id/app1/../app1/callbacks/rules?x=..".to_string(),
+        format!("/app-id/{long}/callbacks/rules"),
+        "/app-id/%FF%FE/callbacks/rules".to_string(),
+        "/app-id/app1/callbacks/storage/items?date=%E4%B8%AD".to_string(),
+        format!("/app-id/app1/callbacks/storage/items?date={long}"),
+        "/app-id/app1/callbacks/storage/items?date=202109091440&limit=%00".to_string(),
+        "/app-id/app1/callbacks/storage/items?date=202109091440&retry=99999999999999999999".to_string(),
+    ] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .bearer_auth("tok1")
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!((400..500).contains(&status), "{path} → {status}");
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(body["error"].is_string(), "{path}: error JSON expected, got {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let app = spawn_app("", &agora_app("", &rule("r", "http://127.0.0.1:9/", ""))).await;
+    let (s, doc) = app.get("/openapi.json", "").await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/app-id/{app_id}/callbacks/storage/retry"]["post"].is_object());
+}
