@@ -23,14 +23,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::http::{AttemptLimits, AttemptResult, Target, attempt};
 use crate::ban::{BanRecord, BanStart};
 use crate::clock::SharedClock;
 use crate::config::{DeliveryConfig, DeliveryPolicy};
-use crate::dialect::{tencent, with_query};
+use crate::dialect::tencent;
 use crate::domain::{AppId, EventType, FinalOutcome, Outcome, RuleKind, RuleName};
 use crate::runtime::RuleRuntime;
 use crate::store::{Store, StoredCallback};
-use http::{AttemptLimits, AttemptResult, attempt};
 
 /// One callback waiting to be delivered.
 #[derive(Debug)]
@@ -356,8 +356,8 @@ impl AnswerCheck {
 /// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
 pub struct PolicyAttempt<'a> {
     pub check: AnswerCheck,
-    pub client: &'a reqwest::Client,
-    pub url: &'a reqwest::Url,
+    pub client: &'a http::Client,
+    pub to: Target<'a>,
     pub body: &'a Bytes,
     pub policy: DeliveryPolicy,
     pub rule: Option<&'a RuleRuntime>,
@@ -367,15 +367,14 @@ pub struct PolicyAttempt<'a> {
 impl Shared {
     async fn deliver(&self, job: Job) {
         let rule = job.rule.clone();
-        let url = match &job.query {
-            None => std::borrow::Cow::Borrowed(rule.config.url.as_url()),
-            Some(q) => std::borrow::Cow::Owned(with_query(rule.config.url.as_url(), Some(q))),
-        };
+        let url = &rule.config.url;
+        // A tencent callback's URI, query included, is built once for all its attempts.
+        let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let result = self
             .attempt_policy(PolicyAttempt {
                 check: AnswerCheck::for_dialect(rule.dialect),
                 client: &rule.client,
-                url: &url,
+                to: Target::new(url, with_query.as_ref()),
                 body: &job.body,
                 policy: rule.policy,
                 rule: Some(&rule),
@@ -406,7 +405,7 @@ impl Shared {
                 _ = self.abort.cancelled() => {
                     return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
                 }
-                r = attempt(a.client, a.url, a.body.clone(), limits) => r,
+                r = attempt(a.client, a.to, a.body.clone(), limits) => r,
             };
             let r = match (a.check, r.outcome) {
                 (AnswerCheck::Tencent, Outcome::Delivered)
