@@ -117,12 +117,14 @@ impl Serialize for RuleName {
 ///
 /// Parsed once: besides the URL as written (shown and stored), it keeps what every attempt
 /// sends — the request URI, without the `user:password@` part, which becomes an
-/// `Authorization: Basic` header instead (as HTTP clients do, reqwest before us).
+/// `Authorization: Basic` header instead (as HTTP clients do, reqwest before us) — and, for
+/// `http://` (always HTTP/1.1), the `Host` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackUrl {
     url: reqwest::Url,
     uri: http::Uri,
     authorization: Option<http::HeaderValue>,
+    host: Option<http::HeaderValue>,
 }
 
 impl CallbackUrl {
@@ -144,10 +146,12 @@ impl CallbackUrl {
         let authorization = take_credentials(&mut bare);
         let uri = http::Uri::try_from(bare.as_str())
             .map_err(|e| DomainError(format!("is not a valid request URI ({e}): {s:?}")))?;
+        let host = (url.scheme() == "http").then(|| http1_host(&uri)).flatten();
         Ok(Self {
             url,
             uri,
             authorization,
+            host,
         })
     }
 
@@ -163,6 +167,13 @@ impl CallbackUrl {
     /// `Authorization: Basic …` when the URL carries `user:password@`.
     pub fn authorization(&self) -> Option<&http::HeaderValue> {
         self.authorization.as_ref()
+    }
+
+    /// The `Host` header of an `http://` URL, made once rather than by the client on every
+    /// request. `None` for `https://`: HTTP/2 may be negotiated there, which sends
+    /// `:authority` instead, so the client decides.
+    pub fn http1_host(&self) -> Option<&http::HeaderValue> {
+        self.host.as_ref()
     }
 
     /// The request URI with `query` appended (`?` or `&` as the URL needs): a tencent
@@ -193,6 +204,21 @@ impl CallbackUrl {
     pub fn is_https(&self) -> bool {
         self.url.scheme() == "https"
     }
+}
+
+/// `Host` as hyper-util's client writes it for HTTP/1: the host, and the port unless it is
+/// the scheme's default.
+fn http1_host(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16().filter(|p| *p != default) {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    http::HeaderValue::try_from(value).ok()
 }
 
 /// Removes `user:password@` from `url` and returns it as a basic `Authorization` header value
@@ -512,6 +538,19 @@ mod tests {
         assert_eq!(u.authorization().unwrap(), "Basic dXNlcjo=");
         assert_eq!(CallbackUrl::parse("https://[::1]/").unwrap().as_uri(), "https://[::1]/");
         assert!(CallbackUrl::parse("http://h/").unwrap().authorization().is_none());
+        let host = |s: &str| {
+            CallbackUrl::parse(s)
+                .unwrap()
+                .http1_host()
+                .map(|h| h.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            host("http://u:p@Example.com:8080/cb").as_deref(),
+            Some("example.com:8080")
+        );
+        assert_eq!(host("http://h:80/").as_deref(), Some("h"));
+        assert_eq!(host("http://[::1]:9/").as_deref(), Some("[::1]:9"));
+        assert_eq!(host("https://h:8443/"), None);
     }
 
     #[test]

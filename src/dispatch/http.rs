@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -195,11 +195,14 @@ pub struct AttemptLimits {
     pub keep_body: bool,
 }
 
-/// Where an attempt goes: the request URI (query included) and the URL's credentials.
+/// Where an attempt goes: the request URI (query included) and the headers that come from
+/// the URL, made once per rule.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub uri: &'a Uri,
     pub authorization: Option<&'a HeaderValue>,
+    /// `Host` for HTTP/1; without it the client makes one per request.
+    pub host: Option<&'a HeaderValue>,
 }
 
 impl<'a> Target<'a> {
@@ -208,6 +211,7 @@ impl<'a> Target<'a> {
         Self {
             uri: uri.unwrap_or(url.as_uri()),
             authorization: url.authorization(),
+            host: url.http1_host(),
         }
     }
 }
@@ -217,6 +221,7 @@ impl<'a> From<&'a Uri> for Target<'a> {
         Self {
             uri,
             authorization: None,
+            host: None,
         }
     }
 }
@@ -238,19 +243,23 @@ pub async fn attempt<'a>(
     }
 }
 
-/// The request of one attempt: POST, JSON, our `User-Agent` (`Host` is the client's).
+/// The request of one attempt: POST, JSON, our `User-Agent`, the URL's `Host` (else the
+/// client's) and credentials.
 fn request(to: Target<'_>, body: Bytes) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = to.uri.clone();
     let headers = req.headers_mut();
-    headers.reserve(4);
+    headers.reserve(6);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     // What reqwest sent by default; kept so the wire does not change.
     headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     if let Some(auth) = to.authorization {
         headers.insert(AUTHORIZATION, auth.clone());
+    }
+    if let Some(host) = to.host {
+        headers.insert(HOST, host.clone());
     }
     req
 }
