@@ -11,9 +11,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::config::RuleConfig;
-use crate::dialect::{agora, tencent, with_query};
+use crate::dialect::{agora, tencent};
 use crate::dispatch::CallbackReport;
-use crate::dispatch::http::{AttemptLimits, AttemptResult, attempt};
+use crate::dispatch::http::{AttemptLimits, AttemptResult, Target, attempt};
 use crate::domain::{ChatType, Dialect, EventType, FinalOutcome, MessageType, OnFailure, Outcome, RuleKind};
 use crate::message::Message;
 use crate::runtime::{AppRuntime, RuleRuntime};
@@ -273,7 +273,7 @@ async fn ask_one(ctx: &Context<'_>, rule: &RuleRuntime) -> (Decision, CallbackRe
                 security: &security,
             }
             .to_bytes();
-            (body, rule.config.url.as_url().clone())
+            (body, None)
         }
         Dialect::Tencent => {
             let cmd = tencent::message_command(RuleKind::PreSend, msg.chat_type);
@@ -286,7 +286,7 @@ async fn ask_one(ctx: &Context<'_>, rule: &RuleRuntime) -> (Decision, CallbackRe
             );
             (
                 tencent::message_body(cmd, msg, ctx.ids),
-                with_query(rule.config.url.as_url(), Some(&q)),
+                Some(rule.config.url.uri_with_query(Some(&q))),
             )
         }
     };
@@ -295,7 +295,8 @@ async fn ask_one(ctx: &Context<'_>, rule: &RuleRuntime) -> (Decision, CallbackRe
         max_chars: MAX_ANSWER_CHARS,
         keep_body: true,
     };
-    let result = attempt(&rule.client, &url, Bytes::from(body), limits).await;
+    let to = Target::new(&rule.config.url, url.as_ref());
+    let result = attempt(&rule.client, to, Bytes::from(body), limits).await;
     let decision = decide(rule.dialect, &rule.config, msg.msg_type, &result);
     rule.stats.count_outcome(decision.outcome);
     let outcome = if decision.usable {

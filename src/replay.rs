@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::dialect::with_query;
+use crate::dispatch::http::Target;
 use crate::dispatch::{AnswerCheck, PolicyAttempt};
 use crate::domain::{CallbackUrl, DateKey};
 use crate::runtime::AppRuntime;
@@ -157,9 +157,9 @@ async fn replay_one(
     let rule = app.rule(&item.rule);
     let stored_url;
     let (base, obey_ban) = match (target, rule) {
-        (Some(t), _) => (t.as_url(), false),
-        (None, Some(r)) => (r.config.url.as_url(), true),
-        (None, None) => match reqwest::Url::parse(&item.url) {
+        (Some(t), _) => (t, false),
+        (None, Some(r)) => (&r.config.url, true),
+        (None, None) => match CallbackUrl::parse(&item.url) {
             Ok(u) => {
                 stored_url = u;
                 (&stored_url, false)
@@ -167,7 +167,7 @@ async fn replay_one(
             Err(_) => return Ok(false),
         },
     };
-    let url = with_query(base, item.query.as_deref());
+    let uri = base.uri_with_query(item.query.as_deref());
     let client = rule.map(|r| &r.client).unwrap_or(&sim.apps.default_client);
     let body = Bytes::from(std::mem::take(&mut item.body));
     let (last, attempts) = sim
@@ -175,7 +175,7 @@ async fn replay_one(
         .attempt_policy(PolicyAttempt {
             check: AnswerCheck::for_dialect(app.config.dialect),
             client,
-            url: &url,
+            to: Target::new(base, Some(&uri)),
             body: &body,
             policy: app.config.policy,
             rule: rule.map(|r| r.as_ref()),

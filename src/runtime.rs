@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::ban::{BanRecord, BanStart, BanTracker, BanView};
 use crate::config::{AppConfig, Config, DeliveryPolicy, RuleConfig};
-use crate::dispatch::http::{ClientError, build_client};
+use crate::dispatch::http::{Client, ClientError, build_client};
 use crate::domain::{AppId, Dialect, FinalOutcome, Outcome};
 
 /// Per-rule counters, lock-free.
@@ -70,7 +70,7 @@ pub struct RuleRuntime {
     pub config: RuleConfig,
     pub policy: DeliveryPolicy,
     pub exception_store: bool,
-    pub client: reqwest::Client,
+    pub client: Client,
     pub stats: RuleStats,
     /// Its share of the dispatcher.
     pub(crate) lane: crate::dispatch::Lane,
@@ -134,7 +134,7 @@ impl AppRuntime {
 #[derive(Debug)]
 pub struct Apps {
     apps: HashMap<AppId, Arc<AppRuntime>>,
-    pub default_client: reqwest::Client,
+    pub default_client: Client,
 }
 
 impl Apps {

@@ -5,7 +5,8 @@
 //! is reported the same way — naming the file and what is wrong with it — and at startup,
 //! rather than as a failed handshake on every callback later.
 //!
-//! There is one crypto provider, ring: the one reqwest's rustls is built with.
+//! There is one crypto provider, ring: the callbacks' client (hyper-rustls) and reqwest's rustls
+//! are built with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

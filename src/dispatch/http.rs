@@ -1,21 +1,32 @@
 //! One HTTP attempt and its classification into a SPEC §5 outcome.
 //!
-//! The shared client never follows redirects (a 3xx is a `status` failure) and resolves names
-//! through [`Resolver`], so a name that does not resolve is told apart from a refused
-//! connection. The whole attempt — connect, request, response head and the bounded read of the
-//! body — runs under the policy's timeout.
+//! The client is hyper-util's pooled client over hyper, with rustls (ring) through
+//! hyper-rustls: per attempt, one request built from parts prepared once (the rule's URI,
+//! static headers, the body's shared bytes), nothing reparsed. It never follows redirects (a
+//! 3xx is a `status` failure), uses no proxy, and resolves names through [`Resolver`], so a
+//! name that does not resolve is told apart from a refused connection. The whole attempt —
+//! connect, request, response head and the bounded read of the body — runs under the
+//! policy's timeout.
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
-use reqwest::{Client, Url};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::TlsConfig;
-use crate::domain::Outcome;
+use crate::domain::{CallbackUrl, Outcome};
 use crate::tls;
 
 /// `User-Agent` of every callback: the simulator names itself (SPEC §4).
@@ -24,6 +35,11 @@ pub const USER_AGENT: &str = concat!("callback-sim/", env!("CARGO_PKG_VERSION"))
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Connect timeout cap; the policy timeout bounds the whole attempt anyway.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The callbacks' HTTP client: a keep-alive pool over our resolver, HTTPS through rustls.
+/// Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Client(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>);
 
 /// A client could not be built from a rule's TLS files.
 #[derive(Debug, thiserror::Error)]
@@ -36,44 +52,58 @@ pub struct ClientError {
 /// Builds the HTTP client: keep-alive pool, no redirects, no proxies, our resolver, and the
 /// rule's extra root and client certificate when it has them.
 pub fn build_client(pool_per_host: usize, tls: &TlsConfig) -> Result<Client, ClientError> {
-    let mut b = Client::builder()
-        .user_agent(USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(CONNECT_TIMEOUT)
+    let mut http = HttpConnector::new_with_resolver(Resolver);
+    // https:// URIs go through it too: hyper-rustls does the TLS on top.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(tls)?)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(pool_per_host)
-        .dns_resolver(std::sync::Arc::new(Resolver));
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https);
+    Ok(Client(client))
+}
+
+/// The rustls settings of a client: the webpki roots plus the rule's `ca_file`, and its
+/// `client_cert` + `client_key` for mutual TLS. ALPN is set by the connector (h2, http/1.1).
+fn tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(ca) = &tls.ca_file {
         // Checked here, file by file, so that a bad file is named at startup.
         let certs = tls::read_ca_certs(ca).map_err(named("ca_file"))?;
-        for der in certs {
-            let cert = reqwest::Certificate::from_der(&der).map_err(|e| ClientError {
-                what: format!("ca_file {}", ca.display()),
-                reason: format!("not usable as a root certificate: {}", chain_text(&e)),
+        let (_, ignored) = roots.add_parsable_certificates(certs);
+        debug_assert_eq!(ignored, 0, "read_ca_certs checked every certificate");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError {
+            what: "HTTP client".into(),
+            reason: format!("no usable TLS version: {e}"),
+        })?
+        .with_root_certificates(roots);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let (chain, key_der) = tls::read_identity(cert, key).map_err(|e| {
+                let which = if e.path == *cert { "client_cert" } else { "client_key" };
+                named(which)(e)
             })?;
-            b = b.add_root_certificate(cert);
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| ClientError {
+                what: format!("client_cert {} + client_key {}", cert.display(), key.display()),
+                reason: format!("not usable as a client certificate: {e}"),
+            })
         }
+        _ => Ok(builder.with_no_client_auth()),
     }
-    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
-        tls::read_identity(cert, key).map_err(|e| {
-            let which = if e.path == *cert { "client_cert" } else { "client_key" };
-            named(which)(e)
-        })?;
-        let mut pem = read(cert)?;
-        pem.push(b'\n');
-        pem.extend(read(key)?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| ClientError {
-            what: format!("client_cert {} + client_key {}", cert.display(), key.display()),
-            reason: format!("not usable as a client certificate: {}", chain_text(&e)),
-        })?;
-        b = b.identity(id);
-    }
-    b.build().map_err(|e| ClientError {
-        what: "HTTP client".into(),
-        reason: chain_text(&e),
-    })
 }
 
 /// A [`tls::PemError`] as a [`ClientError`] that names the config key too.
@@ -84,28 +114,9 @@ fn named(key: &'static str) -> impl Fn(tls::PemError) -> ClientError {
     }
 }
 
-/// An error and its sources on one line (reqwest's own text is often just "builder error").
-fn chain_text(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for err in error_chain(e) {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
-}
-
-fn read(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|e| ClientError {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })
-}
-
 /// A name that did not resolve; found again in the error chain to classify `dns`.
 #[derive(Debug)]
-struct DnsError {
+pub struct DnsError {
     host: String,
     reason: String,
 }
@@ -118,18 +129,26 @@ impl fmt::Display for DnsError {
 
 impl StdError for DnsError {}
 
-/// The system resolver, with failures marked as [`DnsError`].
-struct Resolver;
+/// The system resolver, with failures marked as [`DnsError`]. (The connector does not ask it
+/// about IP literals.)
+#[derive(Clone, Copy, Debug)]
+pub struct Resolver;
 
-impl reqwest::dns::Resolve for Resolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = DnsError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DnsError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), DnsError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let fail = |reason: String| -> Box<dyn StdError + Send + Sync> {
-                Box::new(DnsError {
-                    host: host.clone(),
-                    reason,
-                })
+            let fail = |reason: String| DnsError {
+                host: host.clone(),
+                reason,
             };
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
@@ -138,7 +157,7 @@ impl reqwest::dns::Resolve for Resolver {
             if addrs.is_empty() {
                 return Err(fail("no addresses".into()));
             }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+            Ok(addrs.into_iter())
         })
     }
 }
@@ -176,9 +195,45 @@ pub struct AttemptLimits {
     pub keep_body: bool,
 }
 
-/// POSTs `body` to `url` once and classifies what happened.
-pub async fn attempt(client: &Client, url: &Url, body: Bytes, limits: AttemptLimits) -> AttemptResult {
-    match tokio::time::timeout(limits.timeout, attempt_inner(client, url, body, limits)).await {
+/// Where an attempt goes: the request URI (query included) and the headers that come from
+/// the URL, made once per rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub uri: &'a Uri,
+    pub authorization: Option<&'a HeaderValue>,
+    /// `Host` for HTTP/1; without it the client makes one per request.
+    pub host: Option<&'a HeaderValue>,
+}
+
+impl<'a> Target<'a> {
+    /// `url` as it is, or with another URI (the same URL with a query appended).
+    pub fn new(url: &'a CallbackUrl, uri: Option<&'a Uri>) -> Self {
+        Self {
+            uri: uri.unwrap_or(url.as_uri()),
+            authorization: url.authorization(),
+            host: url.http1_host(),
+        }
+    }
+}
+
+impl<'a> From<&'a Uri> for Target<'a> {
+    fn from(uri: &'a Uri) -> Self {
+        Self {
+            uri,
+            authorization: None,
+            host: None,
+        }
+    }
+}
+
+/// POSTs `body` to `to` once and classifies what happened.
+pub async fn attempt<'a>(
+    client: &Client,
+    to: impl Into<Target<'a>>,
+    body: Bytes,
+    limits: AttemptLimits,
+) -> AttemptResult {
+    match tokio::time::timeout(limits.timeout, attempt_inner(client, to.into(), body, limits)).await {
         Ok(r) => r,
         Err(_) => AttemptResult::new(
             Outcome::Timeout,
@@ -188,17 +243,32 @@ pub async fn attempt(client: &Client, url: &Url, body: Bytes, limits: AttemptLim
     }
 }
 
-async fn attempt_inner(client: &Client, url: &Url, body: Bytes, limits: AttemptLimits) -> AttemptResult {
-    let sent = client
-        .post(url.clone())
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .body(body)
-        .send()
-        .await;
-    let mut resp = match sent {
+/// The request of one attempt: POST, JSON, our `User-Agent`, the URL's `Host` (else the
+/// client's) and credentials.
+fn request(to: Target<'_>, body: Bytes) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = to.uri.clone();
+    let headers = req.headers_mut();
+    headers.reserve(6);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    // What reqwest sent by default; kept so the wire does not change.
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    if let Some(auth) = to.authorization {
+        headers.insert(AUTHORIZATION, auth.clone());
+    }
+    if let Some(host) = to.host {
+        headers.insert(HOST, host.clone());
+    }
+    req
+}
+
+async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
+    let resp = match client.0.request(request(to, body)).await {
         Ok(r) => r,
         Err(e) => {
-            let (outcome, detail) = classify(&e);
+            let (outcome, detail) = classify(&e, e.is_connect());
             return AttemptResult::new(outcome, None, Some(detail));
         }
     };
@@ -207,11 +277,13 @@ async fn attempt_inner(client: &Client, url: &Url, body: Bytes, limits: AttemptL
         return AttemptResult::new(Outcome::Status, Some(status), Some(format!("answered HTTP {status}")));
     }
     // Read at most max_chars + 1 characters: enough to tell a violation, never more.
+    let mut body = resp.into_body();
     let mut chars = 0usize;
     let mut kept = Vec::new();
     loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else { continue };
                 let room = limits.max_chars + 1 - chars;
                 let (taken, n) = take_chars(&chunk, room);
                 chars += n;
@@ -228,9 +300,9 @@ async fn attempt_inner(client: &Client, url: &Url, body: Bytes, limits: AttemptL
                     return r;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                let (_, detail) = classify(&e);
+            None => break,
+            Some(Err(e)) => {
+                let (_, detail) = classify(&e, false);
                 return AttemptResult::new(
                     Outcome::Connect,
                     Some(200),
@@ -259,22 +331,28 @@ fn take_chars(chunk: &[u8], room: usize) -> (usize, usize) {
     (chunk.len(), n)
 }
 
-/// Maps a reqwest error to `dns`, `tls`, `timeout` or `connect`, with a one-line explanation.
-fn classify(e: &reqwest::Error) -> (Outcome, String) {
+/// Maps a client error to `dns`, `tls`, `timeout` or `connect`, with a one-line explanation.
+/// `connecting`: the error came from the connect step (TCP, then the TLS handshake).
+fn classify(e: &(dyn StdError + 'static), connecting: bool) -> (Outcome, String) {
     let chain = || error_chain(e);
     if let Some(tls) = chain().find_map(tls_failure) {
         // A connect error is one of the handshake; anything later came after our side of the
         // handshake was done — with TLS 1.3, after we sent our client certificate.
-        let phase = if e.is_connect() {
+        let phase = if connecting {
             Phase::Handshake
         } else {
             Phase::AfterHandshake
         };
         return (Outcome::Tls, tls_detail(&tls, phase));
     }
+    let timed_out = |err: &(dyn StdError + 'static)| {
+        err.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+    };
     let outcome = if chain().any(|err| err.downcast_ref::<DnsError>().is_some()) {
         Outcome::Dns
-    } else if e.is_timeout() {
+    } else if chain().any(timed_out) {
         Outcome::Timeout
     } else {
         Outcome::Connect
@@ -309,7 +387,7 @@ enum TlsFailure {
 /// Where the connection was when TLS failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// During the handshake (reqwest's connect step).
+    /// During the handshake (the client's connect step).
     Handshake,
     /// After our side of the handshake completed: the first read of the answer failed.
     AfterHandshake,

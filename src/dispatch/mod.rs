@@ -13,24 +13,23 @@ pub mod http;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::http::{AttemptLimits, AttemptResult, Target, attempt};
 use crate::ban::{BanRecord, BanStart};
 use crate::clock::SharedClock;
 use crate::config::{DeliveryConfig, DeliveryPolicy};
-use crate::dialect::{tencent, with_query};
+use crate::dialect::tencent;
 use crate::domain::{AppId, EventType, FinalOutcome, Outcome, RuleKind, RuleName};
 use crate::runtime::RuleRuntime;
 use crate::store::{Store, StoredCallback};
-use http::{AttemptLimits, AttemptResult, attempt};
 
 /// One callback waiting to be delivered.
 #[derive(Debug)]
@@ -90,8 +89,8 @@ struct Shared {
     capacity: usize,
     rules: Vec<Arc<RuleRuntime>>,
     max_chars: usize,
-    stop_intake: CancellationToken,
-    abort: CancellationToken,
+    stop_intake: Signal,
+    abort: Signal,
     tracker: TaskTracker,
     store: Store,
     clock: SharedClock,
@@ -139,8 +138,8 @@ impl Dispatcher {
             capacity: delivery.queue_capacity,
             rules,
             max_chars: delivery.max_response_chars,
-            stop_intake: CancellationToken::new(),
-            abort: CancellationToken::new(),
+            stop_intake: Signal::default(),
+            abort: Signal::default(),
             tracker: TaskTracker::new(),
             store,
             clock,
@@ -159,7 +158,7 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(());
         }
-        if self.shared.stop_intake.is_cancelled() {
+        if self.shared.stop_intake.is_set() {
             return Err(EnqueueError::ShuttingDown);
         }
         let n = jobs.len();
@@ -187,7 +186,7 @@ impl Dispatcher {
 
     /// True once [`shutdown`](Self::shutdown) has begun.
     pub fn is_stopping(&self) -> bool {
-        self.shared.stop_intake.is_cancelled()
+        self.shared.stop_intake.is_set()
     }
 
     /// Attempts `body` at `url` under `policy`: up to `1 + retries` attempts, stopping at the
@@ -210,7 +209,7 @@ impl Dispatcher {
     /// Stops taking jobs, finishes the queued ones as `shutdown`, waits up to `grace` for the
     /// deliveries in flight and cuts the rest short. Every job ends with a final outcome.
     pub async fn shutdown(&self, grace: Duration) {
-        self.shared.stop_intake.cancel();
+        self.shared.stop_intake.fire();
         if let Some(worker) = self.worker.lock().await.take()
             && let Err(e) = worker.await
         {
@@ -222,7 +221,7 @@ impl Dispatcher {
                 in_flight = self.in_flight(),
                 "deliveries still running after the grace period; stopping them as shutdown"
             );
-            self.shared.abort.cancel();
+            self.shared.abort.fire();
             self.shared.tracker.wait().await;
         }
         // Jobs that were waiting for room in their rule's lane end as `shutdown` too.
@@ -239,18 +238,29 @@ impl Dispatcher {
 async fn run(mut rx: mpsc::UnboundedReceiver<Vec<Job>>, shared: Arc<Shared>) {
     let mut batch: VecDeque<Job> = VecDeque::new();
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shared.stop_intake.cancelled() => break,
-            p = shared.permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        if shared.stop_intake.is_set() {
+            break;
+        }
+        // Without waiting when there is room and work: only a wait registers with the signal.
+        let permit = match shared.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                biased;
+                _ = shared.stop_intake.fired() => break,
+                p = shared.permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            },
         };
         let job = match batch.pop_front() {
             Some(job) => job,
             None => {
-                let next = tokio::select! {
-                    biased;
-                    _ = shared.stop_intake.cancelled() => break,
-                    b = rx.recv() => b,
+                let next = match rx.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                        biased;
+                        _ = shared.stop_intake.fired() => break,
+                        b = rx.recv() => b,
+                    },
                 };
                 let Some(next) = next else { break };
                 batch.extend(next);
@@ -288,7 +298,7 @@ fn spawn_lane(shared: Arc<Shared>, job: Job, permit: tokio::sync::OwnedSemaphore
             shared.queued.fetch_sub(1, Ordering::AcqRel);
             shared.deliver(job).await;
             let mut lane = rule.lane.0.lock().expect("lane lock");
-            next = if shared.stop_intake.is_cancelled() {
+            next = if shared.stop_intake.is_set() {
                 None
             } else {
                 lane.parked.pop_front()
@@ -299,6 +309,36 @@ fn spawn_lane(shared: Arc<Shared>, job: Job, permit: tokio::sync::OwnedSemaphore
         }
         drop(permit);
     });
+}
+
+/// A one-way signal (stop taking jobs; cut attempts short): checking it is an atomic load,
+/// and only a task that waits for it registers with it.
+#[derive(Debug, Default)]
+struct Signal {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Signal {
+    fn fire(&self) {
+        self.set.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`fire`](Self::fire) has been called.
+    async fn fired(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a `fire` in between is not missed.
+        notified.as_mut().enable();
+        if !self.is_set() {
+            notified.await;
+        }
+    }
 }
 
 /// Queued callbacks stored per write when the simulator stops.
@@ -356,8 +396,8 @@ impl AnswerCheck {
 /// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
 pub struct PolicyAttempt<'a> {
     pub check: AnswerCheck,
-    pub client: &'a reqwest::Client,
-    pub url: &'a reqwest::Url,
+    pub client: &'a http::Client,
+    pub to: Target<'a>,
     pub body: &'a Bytes,
     pub policy: DeliveryPolicy,
     pub rule: Option<&'a RuleRuntime>,
@@ -367,22 +407,28 @@ pub struct PolicyAttempt<'a> {
 impl Shared {
     async fn deliver(&self, job: Job) {
         let rule = job.rule.clone();
-        let url = match &job.query {
-            None => std::borrow::Cow::Borrowed(rule.config.url.as_url()),
-            Some(q) => std::borrow::Cow::Owned(with_query(rule.config.url.as_url(), Some(q))),
-        };
+        let url = &rule.config.url;
+        // A tencent callback's URI, query included, is built once for all its attempts.
+        let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let result = self
             .attempt_policy(PolicyAttempt {
                 check: AnswerCheck::for_dialect(rule.dialect),
                 client: &rule.client,
-                url: &url,
+                to: Target::new(url, with_query.as_ref()),
                 body: &job.body,
                 policy: rule.policy,
                 rule: Some(&rule),
                 obey_ban: true,
             })
             .await;
-        self.settle(vec![(job, result.0, result.1)]).await;
+        let (last, attempts) = result;
+        if last.outcome.is_delivered() || !job.rule.exception_store {
+            // Nothing to store: no batch to build.
+            let outcome = final_outcome(&job, &last, false);
+            self.report(job, last, attempts, outcome);
+        } else {
+            self.settle(vec![(job, last, attempts)]).await;
+        }
     }
 
     async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
@@ -401,12 +447,13 @@ impl Shared {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            // The attempt is polled first: the stop signal is only looked at while it waits.
             let r = tokio::select! {
                 biased;
-                _ = self.abort.cancelled() => {
+                r = attempt(a.client, a.to, a.body.clone(), limits) => r,
+                _ = self.abort.fired() => {
                     return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
                 }
-                r = attempt(a.client, a.url, a.body.clone(), limits) => r,
             };
             let r = match (a.check, r.outcome) {
                 (AnswerCheck::Tencent, Outcome::Delivered)
@@ -429,8 +476,10 @@ impl Shared {
             {
                 self.on_ban(rule, start, record);
             }
-            let banned_now = ban_rule.is_some_and(|rule| rule.banned_until(self.clock.now_ms()).is_some());
-            if r.outcome.is_delivered() || attempts > a.policy.retries || banned_now {
+            if r.outcome.is_delivered() || attempts > a.policy.retries {
+                return (r, attempts);
+            }
+            if ban_rule.is_some_and(|rule| rule.banned_until(self.clock.now_ms()).is_some()) {
                 return (r, attempts);
             }
             if let Some(rule) = a.rule {
@@ -489,12 +538,7 @@ impl Shared {
             }
         };
         for (job, last, attempts) in done {
-            let outcome = match last.outcome {
-                Outcome::Delivered => FinalOutcome::Delivered,
-                Outcome::Violation => FinalOutcome::Violation,
-                _ if job.rule.exception_store && stored => FinalOutcome::Stored,
-                _ => FinalOutcome::Dropped,
-            };
+            let outcome = final_outcome(&job, &last, stored);
             self.report(job, last, attempts, outcome);
         }
     }
@@ -538,6 +582,16 @@ impl Shared {
                 latency_ms,
             });
         }
+    }
+}
+
+/// A callback's final outcome from its last attempt; `stored`: the store took it, if asked to.
+fn final_outcome(job: &Job, last: &AttemptResult, stored: bool) -> FinalOutcome {
+    match last.outcome {
+        Outcome::Delivered => FinalOutcome::Delivered,
+        Outcome::Violation => FinalOutcome::Violation,
+        _ if job.rule.exception_store && stored => FinalOutcome::Stored,
+        _ => FinalOutcome::Dropped,
     }
 }
 
