@@ -34,8 +34,6 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod dialect;
-// Being reworked for speed; its docs follow with that work.
-#[allow(missing_docs)]
 pub mod dispatch;
 pub mod domain;
 pub mod event;
@@ -45,7 +43,6 @@ pub mod logging;
 pub mod message;
 pub mod presend;
 pub mod replay;
-#[allow(missing_docs)]
 pub mod runtime;
 pub mod server;
 pub mod sim;

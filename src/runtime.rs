@@ -30,10 +30,12 @@ impl RuleStats {
         self.by_final[o.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Attempts (or callbacks not attempted) with this outcome so far.
     pub fn outcome(&self, o: Outcome) -> u64 {
         self.by_outcome[o.index()].load(Ordering::Relaxed)
     }
 
+    /// Callbacks with this final outcome so far.
     pub fn final_outcome(&self, o: FinalOutcome) -> u64 {
         self.by_final[o.index()].load(Ordering::Relaxed)
     }
@@ -65,12 +67,19 @@ pub struct StatsSnapshot {
 /// A rule as the dispatcher uses it.
 #[derive(Debug)]
 pub struct RuleRuntime {
+    /// The app it belongs to.
     pub app: AppId,
+    /// The app's wire format.
     pub dialect: Dialect,
+    /// The rule as configured.
     pub config: RuleConfig,
+    /// The app's delivery policy (timeout, retries, bans).
     pub policy: DeliveryPolicy,
+    /// Whether undelivered callbacks are stored (else dropped).
     pub exception_store: bool,
+    /// The HTTP client: shared, or its own when the rule has TLS files.
     pub client: Client,
+    /// Counts per outcome and final outcome.
     pub stats: RuleStats,
     /// Its share of the dispatcher.
     pub(crate) lane: crate::dispatch::Lane,
@@ -101,6 +110,7 @@ impl RuleRuntime {
         *tracker = BanTracker::restore(tracker.config().clone(), record);
     }
 
+    /// Ban state at `now_ms`: until when, level, failures in the window.
     pub fn ban_view(&self, now_ms: u64) -> BanView {
         self.ban.lock().expect("ban lock").view(now_ms)
     }
@@ -108,7 +118,9 @@ impl RuleRuntime {
 
 /// An app as the API and dispatcher use it.
 pub struct AppRuntime {
+    /// The app as configured.
     pub config: AppConfig,
+    /// Its rules, in config order.
     pub rules: Vec<Arc<RuleRuntime>>,
     /// REST requests per second for this app (SPEC §2 `[api]`).
     pub limiter: DefaultDirectRateLimiter,
@@ -134,6 +146,7 @@ impl AppRuntime {
 #[derive(Debug)]
 pub struct Apps {
     apps: HashMap<AppId, Arc<AppRuntime>>,
+    /// The client of rules without TLS files (and of replays whose rule left the config).
     pub default_client: Client,
 }
 
@@ -182,10 +195,12 @@ impl Apps {
         })
     }
 
+    /// The app with this id.
     pub fn get(&self, id: &str) -> Option<&Arc<AppRuntime>> {
         self.apps.get(id)
     }
 
+    /// Every app.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<AppRuntime>> {
         self.apps.values()
     }

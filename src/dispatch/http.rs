@@ -45,7 +45,9 @@ pub struct Client(hyper_util::client::legacy::Client<HttpsConnector<HttpConnecto
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {reason}")]
 pub struct ClientError {
+    /// The file or setting that could not be used.
     pub what: String,
+    /// Why, and what to fix.
     pub reason: String,
 }
 
@@ -165,6 +167,7 @@ impl tower_service::Service<Name> for Resolver {
 /// How one attempt went.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
+    /// The SPEC §5 outcome.
     pub outcome: Outcome,
     /// The HTTP status, when a response head arrived.
     pub status: Option<u16>,
@@ -188,6 +191,7 @@ impl AttemptResult {
 /// What an attempt needs besides the client.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptLimits {
+    /// The whole attempt (connect, request, bounded body read) must finish within this.
     pub timeout: Duration,
     /// A 200 body longer than this is a `violation` (SPEC §5); at most one more is read.
     pub max_chars: usize,
@@ -199,7 +203,9 @@ pub struct AttemptLimits {
 /// the URL, made once per rule.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
+    /// The request URI, query included.
     pub uri: &'a Uri,
+    /// Basic auth from a `user:password@` URL, if any.
     pub authorization: Option<&'a HeaderValue>,
     /// `Host` for HTTP/1; without it the client makes one per request.
     pub host: Option<&'a HeaderValue>,

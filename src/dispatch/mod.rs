@@ -34,8 +34,11 @@ use crate::store::{Store, StoredCallback};
 /// One callback waiting to be delivered.
 #[derive(Debug)]
 pub struct Job {
+    /// The rule it is for (its URL, client, policy, ban and counters).
     pub rule: Arc<RuleRuntime>,
+    /// `{app_id}#{uuid}`: the same on every attempt and replay.
     pub call_id: Box<str>,
+    /// `chat`, `chat_offline`, or an event type.
     pub event_type: EventType,
     /// The callback's recipient (`to`), for reports.
     pub to: Box<str>,
@@ -45,26 +48,34 @@ pub struct Job {
     pub query: Option<Arc<str>>,
     /// Whoever waits for this callback's final outcome (`?wait=true`, the library).
     pub done: Option<oneshot::Sender<CallbackReport>>,
+    /// When it was accepted: latency is measured from here.
     pub accepted_at: Instant,
 }
 
 /// What happened to one callback (SPEC §8.3 `?wait=true` list).
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct CallbackReport {
+    /// The rule's name.
     pub rule: RuleName,
+    /// `post_send` or `pre_send`.
     pub kind: RuleKind,
     #[serde(rename = "callId")]
+    /// `callId`.
     pub call_id: String,
     #[serde(rename = "eventType")]
+    /// `eventType`: `chat`, `chat_offline`, `user_status`, `group_member_joined`.
     pub event_type: EventType,
+    /// The callback's recipient: the offline member for `chat_offline`, the user or group for events.
     pub to: String,
     /// The final outcome (SPEC §5).
     pub outcome: FinalOutcome,
     /// The last attempt's outcome (`banned`/`shutdown` when not attempted).
     pub last_attempt: Outcome,
+    /// Attempts made (0 when `banned` or `shutdown` before any).
     pub attempts: u32,
     /// The last HTTP status, if a response arrived.
     pub status: Option<u16>,
+    /// Sentences about receiver mistakes (a pre-send payload of the wrong shape).
     pub warnings: Vec<String>,
     /// From acceptance to the final outcome.
     pub latency_ms: f64,
@@ -74,8 +85,10 @@ pub struct CallbackReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EnqueueError {
     #[error("the delivery queue is full")]
+    /// The queue has no room for all of the message's callbacks (the API answers 429).
     Full,
     #[error("the simulator is shutting down")]
+    /// The simulator is stopping (the API answers 503).
     ShuttingDown,
 }
 
@@ -385,6 +398,7 @@ pub enum AnswerCheck {
 }
 
 impl AnswerCheck {
+    /// The check a dialect's post-send answers get.
     pub fn for_dialect(d: crate::domain::Dialect) -> Self {
         match d {
             crate::domain::Dialect::Agora => AnswerCheck::None,
@@ -395,12 +409,19 @@ impl AnswerCheck {
 
 /// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
 pub struct PolicyAttempt<'a> {
+    /// What a 200 answer must be.
     pub check: AnswerCheck,
+    /// The client (the rule's, for its TLS settings).
     pub client: &'a http::Client,
+    /// Where: the URI with its query, and the headers that come from the URL.
     pub to: Target<'a>,
+    /// The exact bytes, the same on every attempt.
     pub body: &'a Bytes,
+    /// Timeout and retries.
     pub policy: DeliveryPolicy,
+    /// The rule, to count attempts in its stats (none when it left the config).
     pub rule: Option<&'a RuleRuntime>,
+    /// Skip a banned rule and feed its failure window (false for replays to a `targetUrl`).
     pub obey_ban: bool,
 }
 
