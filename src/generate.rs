@@ -465,10 +465,10 @@ fn print_table(r: &Report) {
     println!("peak RSS     {:.1} MB", r.peak_rss_mb);
 }
 
-/// `rate` per second, with a burst of 20 ms worth: steady pacing, not a second's worth of
-/// messages at once at the start.
+/// `rate` per second, with a burst of 1 ms worth (the timer's resolution): steady pacing, not
+/// a second's worth of messages at once.
 fn quota(rate: NonZeroU32) -> Quota {
-    let burst = NonZeroU32::new(rate.get() / 50).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(rate.get() / 1000).unwrap_or(NonZeroU32::MIN);
     Quota::per_second(rate).allow_burst(burst)
 }
 

@@ -197,7 +197,16 @@ impl Simulator {
 
     /// A new `{app_id}#{uuid}` (SPEC §4.1): unique per callback, kept across retries and replays.
     pub(crate) fn new_call_id(&self, app: &crate::domain::AppId) -> String {
-        format!("{app}#{}", self.ids.uuid())
+        let mut id = String::with_capacity(app.as_str().len() + 1 + uuid::fmt::Hyphenated::LENGTH);
+        id.push_str(app.as_str());
+        id.push('#');
+        id.push_str(
+            self.ids
+                .uuid()
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
+        id
     }
 
     /// The one way a message enters: pre-send rules are asked first (for `source = client`);

@@ -59,7 +59,7 @@ async fn pacing_holds_the_rate_and_the_report_has_its_fields() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 2 s at 200/s is 400 (plus a burst of 20 ms worth).
+    // 2 s at 200/s is 400 (plus a burst of 1 ms worth).
     let sent = r["messages"].as_u64().unwrap();
     assert!((370..=430).contains(&sent), "sent {sent} messages in 2 s at 200/s");
     for k in [
