@@ -556,3 +556,31 @@ fn kill_9_loses_nothing_reported_stored() {
         found.len()
     );
 }
+
+#[tokio::test]
+async fn a_graceful_stop_also_stores_callbacks_waiting_in_a_rule_lane() {
+    // Two rules share two deliveries in flight: one each. The hung rule's first callback is in
+    // flight; its next two wait in its lane (parked), not in the queue.
+    let hung = Receiver::start(Reply::Hang).await;
+    let ok = Receiver::ok().await;
+    let rules = rule("hung", &hung.url("/"), "") + &rule("ok", &ok.url("/"), "");
+    let mut app = spawn_app("[delivery]\nconcurrency = 2\n", &agora_app("timeout_secs = 30", &rules)).await;
+    for _ in 0..3 {
+        let (s, _) = app.send(msg(), false).await;
+        assert_eq!(s, 200);
+    }
+    ok.wait_for(3).await;
+    hung.wait_for(1).await;
+    let sim = app.simulator().clone();
+    app.shutdown().await;
+    let rule = sim.apps.get("app1").unwrap().rule("hung").unwrap();
+    use callback_sim::domain::{FinalOutcome, Outcome};
+    assert_eq!(
+        rule.stats.final_outcome(FinalOutcome::Stored),
+        3,
+        "the one in flight and the two parked"
+    );
+    assert_eq!(rule.stats.outcome(Outcome::Shutdown), 3);
+    assert_eq!(sim.store().total(), 3);
+    assert_eq!(sim.dispatcher.queued(), 0);
+}
