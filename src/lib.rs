@@ -19,6 +19,7 @@
 //! - [`sim`] — the core: a message in, signed callbacks queued ([`sim::Simulator::submit`]).
 //! - [`dispatch`] — the bounded queue, workers, attempts, retries and outcomes.
 //! - [`api`] — the REST API (SPEC §8).
+//! - [`metrics`] — `GET /metrics` in Prometheus text.
 //! - [`server`] — the simulator bound to a socket; graceful stop.
 //! - [`sink`] — a receiver that verifies, counts and injects faults.
 //! - [`generate`] — seeded realistic traffic at a fixed rate, with a live view and a report.
@@ -41,6 +42,7 @@ pub mod generate;
 pub mod harness;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod presend;
 pub mod replay;
 pub mod runtime;

@@ -140,6 +140,25 @@ pub async fn replay(
         tally(done)?;
     }
     store.flush().await?;
+    let result = if out.failed == 0 { "success" } else { "failure" };
+    sim.metrics
+        .counter(
+            "callback_sim_replays_total",
+            &[("app", app.config.id.as_str()), ("result", result)],
+        )
+        .increment(1);
+    sim.metrics
+        .counter(
+            "callback_sim_replayed_callbacks_total",
+            &[("app", app.config.id.as_str()), ("outcome", "delivered")],
+        )
+        .increment(out.delivered);
+    sim.metrics
+        .counter(
+            "callback_sim_replayed_callbacks_total",
+            &[("app", app.config.id.as_str()), ("outcome", "failed")],
+        )
+        .increment(out.failed);
     tracing::info!(app = %app.config.id, %date, retry, delivered = out.delivered, failed = out.failed, "replay finished");
     Ok(out)
 }

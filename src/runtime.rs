@@ -15,6 +15,7 @@ use crate::domain::{AppId, Dialect, FinalOutcome, Outcome};
 /// Per-rule counters, lock-free.
 #[derive(Debug, Default)]
 pub struct RuleStats {
+    bans: AtomicU64,
     by_outcome: [AtomicU64; Outcome::ALL.len()],
     by_final: [AtomicU64; FinalOutcome::ALL.len()],
 }
@@ -28,6 +29,17 @@ impl RuleStats {
     /// Counts one callback's final outcome.
     pub fn count_final(&self, o: FinalOutcome) {
         self.by_final[o.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts (or callbacks not attempted) with this outcome so far.
+    /// Counts a ban that started.
+    pub fn count_ban(&self) {
+        self.bans.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bans started since the simulator started.
+    pub fn bans_started(&self) -> u64 {
+        self.bans.load(Ordering::Relaxed)
     }
 
     /// Attempts (or callbacks not attempted) with this outcome so far.
@@ -81,6 +93,8 @@ pub struct RuleRuntime {
     pub client: Client,
     /// Counts per outcome and final outcome.
     pub stats: RuleStats,
+    /// Attempt durations, seconds (`/metrics`).
+    pub latency: metrics::Histogram,
     /// Its share of the dispatcher.
     pub(crate) lane: crate::dispatch::Lane,
     ban: std::sync::Mutex<BanTracker>,
@@ -153,7 +167,7 @@ pub struct Apps {
 impl Apps {
     /// Builds clients, counters and limiters. Rules without TLS options share one client
     /// (one keep-alive pool); a rule with its own root or client certificate gets its own.
-    pub fn build(config: &Config) -> Result<Self, ClientError> {
+    pub fn build(config: &Config, metrics: &crate::metrics::Metrics) -> Result<Self, ClientError> {
         let pool = config.delivery.concurrency;
         let shared = build_client(pool, &Default::default())?;
         let quota = Quota::per_second(nonzero(config.api.rate_per_sec)).allow_burst(nonzero(config.api.burst));
@@ -179,6 +193,10 @@ impl Apps {
                     exception_store: app.exception_store,
                     client,
                     stats: RuleStats::default(),
+                    latency: metrics.histogram(
+                        "callback_sim_attempt_duration_seconds",
+                        &[("app", app.id.as_str()), ("rule", rule.name.as_str())],
+                    ),
                     lane: Default::default(),
                 }));
             }

@@ -85,6 +85,8 @@ pub struct Simulator {
     /// The time source of bans, date keys, `timestamp`s and retention.
     pub clock: SharedClock,
     pub(crate) replays: ReplayGuards,
+    /// `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
     next_msg_id: AtomicU64,
     next_seq: AtomicU32,
     ids: IdSource,
@@ -131,7 +133,8 @@ impl Simulator {
     /// [`build`](Self::build) with another clock (tests).
     pub fn build_with_clock(config: Config, clock: SharedClock) -> Result<Arc<Self>, BuildError> {
         // Clients first: a bad TLS file must fail before the store is opened (and locked).
-        let apps = Apps::build(&config)?;
+        let metrics = crate::metrics::Metrics::default();
+        let apps = Apps::build(&config, &metrics)?;
         let store = Store::open(&config.server.data_dir, config.store.utc_offset)?;
         for rule in apps.rules() {
             if let Some(record) = store.load_ban(&rule.app, rule.config.name.as_str()) {
@@ -171,6 +174,7 @@ impl Simulator {
             dispatcher,
             clock,
             replays: ReplayGuards::default(),
+            metrics,
             next_msg_id: AtomicU64::new(seed),
             next_seq: AtomicU32::new(1),
             ids: IdSource::Random,

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         super::storage::retry,
         super::storage::items,
         super::ops::healthz,
+        super::ops::metrics,
         super::ops::openapi,
     ),
     components(schemas(super::NoExtra)),
@@ -55,6 +56,7 @@ mod tests {
             "/app-id/{app_id}/callbacks/storage/retry",
             "/app-id/{app_id}/callbacks/storage/items",
             "/healthz",
+            "/metrics",
             "/openapi.json",
         ] {
             assert!(paths.contains_key(p), "{p} missing");

@@ -13,6 +13,18 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text: callbacks and attempts by app/rule/outcome, attempt latency, queue depth,
+/// in flight, bans, store size by app, replays.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub(super) async fn metrics(State(sim): State<AppState>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        sim.metrics.render(&sim),
+    )
+        .into_response()
 }
 
 /// The OpenAPI document of every route, generated from the handlers and types.

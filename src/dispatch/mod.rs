@@ -468,6 +468,7 @@ impl Shared {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let started = Instant::now();
             // The attempt is polled first: the stop signal is only looked at while it waits.
             let r = tokio::select! {
                 biased;
@@ -490,6 +491,7 @@ impl Shared {
             };
             if let Some(rule) = a.rule {
                 rule.stats.count_outcome(r.outcome);
+                rule.latency.record(started.elapsed().as_secs_f64());
             }
             if r.outcome.is_failure()
                 && let Some(rule) = ban_rule
@@ -511,6 +513,7 @@ impl Shared {
 
     /// Logs and persists a ban, and logs its end when it comes.
     fn on_ban(&self, rule: &RuleRuntime, start: BanStart, record: BanRecord) {
+        rule.stats.count_ban();
         tracing::warn!(
             app = %rule.app,
             rule = %rule.config.name,

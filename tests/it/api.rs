@@ -293,3 +293,46 @@ async fn the_openapi_document_is_served() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/app-id/{app_id}/callbacks/storage/retry"]["post"].is_object());
 }
+
+#[tokio::test]
+async fn metrics_show_callbacks_latency_queue_bans_store_and_replays() {
+    let ok = Receiver::ok().await;
+    let bad = Receiver::start(Reply::Status(500)).await;
+    let rules = rule("good", &ok.url("/"), "") + &rule("broken", &bad.url("/"), "");
+    let app = spawn_app(
+        "[ban]\nfailure_threshold = 2\nwindow_secs = 60\nbase_secs = 60\n",
+        &agora_app("", &rules),
+    )
+    .await;
+    app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
+    let date = app.info().await[0]["date"].as_str().unwrap().to_string();
+    app.post(
+        "/app-id/app1/callbacks/storage/retry",
+        "tok1",
+        json!({"date": date, "targetUrl": ok.url("/r")}),
+    )
+    .await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"callback_sim_callbacks_total{app="app1",rule="good",outcome="delivered"} 1"#,
+        r#"callback_sim_callbacks_total{app="app1",rule="broken",outcome="stored"} 1"#,
+        r#"callback_sim_attempts_total{app="app1",rule="broken",outcome="status"} 2"#,
+        "callback_sim_attempt_duration_seconds_bucket{",
+        "callback_sim_queue_depth 0",
+        "callback_sim_in_flight",
+        "callback_sim_bans_active 1",
+        r#"callback_sim_bans_started_total{app="app1",rule="broken"} 1"#,
+        r#"callback_sim_store_items{app="app1"} 0"#,
+        r#"callback_sim_replays_total{app="app1",result="success"} 1"#,
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}

@@ -1,0 +1,109 @@
+//! `GET /metrics`: Prometheus text, rendered by `metrics-exporter-prometheus`.
+//!
+//! Each simulator has its own recorder (no global state, so tests can run several). Counts
+//! that already live in lock-free counters (per-rule outcomes, bans, queue depth, store size)
+//! are copied into the recorder when `/metrics` is scraped; the attempt latency histogram is
+//! recorded per attempt through a handle registered once per rule.
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::domain::{FinalOutcome, Outcome};
+
+/// Attempt latency buckets, seconds: loopback receivers answer in well under a millisecond,
+/// the agora timeout is 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+const META: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The simulator's metrics registry.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("non-empty buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+impl Metrics {
+    /// A counter handle.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder.register_counter(&key(name, labels), &META)
+    }
+
+    /// A gauge handle.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &META)
+    }
+
+    /// A histogram handle.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder.register_histogram(&key(name, labels), &META)
+    }
+
+    /// The Prometheus text of the simulator, its counters brought up to date first.
+    pub fn render(&self, sim: &crate::sim::Simulator) -> String {
+        let now = sim.clock.now_ms();
+        let mut banned = 0u64;
+        for rule in sim.apps.rules() {
+            let (app, name) = (rule.app.as_str(), rule.config.name.as_str());
+            for o in FinalOutcome::ALL {
+                self.counter(
+                    "callback_sim_callbacks_total",
+                    &[("app", app), ("rule", name), ("outcome", o.as_str())],
+                )
+                .absolute(rule.stats.final_outcome(*o));
+            }
+            for o in Outcome::ALL {
+                self.counter(
+                    "callback_sim_attempts_total",
+                    &[("app", app), ("rule", name), ("outcome", o.as_str())],
+                )
+                .absolute(rule.stats.outcome(*o));
+            }
+            let view = rule.ban_view(now);
+            banned += u64::from(view.banned_until_ms.is_some());
+            self.gauge("callback_sim_rule_banned", &[("app", app), ("rule", name)])
+                .set(f64::from(u8::from(view.banned_until_ms.is_some())));
+            self.counter("callback_sim_bans_started_total", &[("app", app), ("rule", name)])
+                .absolute(rule.stats.bans_started());
+        }
+        self.gauge("callback_sim_bans_active", &[]).set(banned as f64);
+        self.gauge("callback_sim_queue_depth", &[])
+            .set(sim.dispatcher.queued() as f64);
+        self.gauge("callback_sim_in_flight", &[])
+            .set(sim.dispatcher.in_flight() as f64);
+        for app in sim.apps.iter() {
+            let size: u64 = sim.store().buckets(&app.config.id).iter().map(|b| b.size).sum();
+            self.gauge("callback_sim_store_items", &[("app", app.config.id.as_str())])
+                .set(size as f64);
+        }
+        self.handle.render()
+    }
+}
