@@ -57,7 +57,12 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sink = Sink::start(SinkOptions::default()).await.expect("sink");
     // A receiver that accepts and never answers within the bench (the agora timeout is 60 s).
-    let hung = Sink::start(SinkOptions { delay: Duration::from_secs(3600), ..SinkOptions::default() }).await.expect("hung sink");
+    let hung = Sink::start(SinkOptions {
+        delay: Duration::from_secs(3600),
+        ..SinkOptions::default()
+    })
+    .await
+    .expect("hung sink");
     let refused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -178,7 +183,10 @@ token = "t"
     let n_iso = n.min(30_000);
     let t = Instant::now();
     submit_all(&server, "pair", n_iso).await;
-    wait_until("delivery beside a hung rule", || final_count("pair", "healthy", Delivered) as usize >= n_iso).await;
+    wait_until("delivery beside a hung rule", || {
+        final_count("pair", "healthy", Delivered) as usize >= n_iso
+    })
+    .await;
     let beside_hung = n_iso as f64 / t.elapsed().as_secs_f64();
     println!(
         "isolation: {n_iso} callbacks to sink beside a hung rule in {:.2} s = {beside_hung:.0}/s: {:.2} of the rate alone (issue 6 asks >= 0.90)",
