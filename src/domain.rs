@@ -17,6 +17,20 @@ fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+/// Checks a name's length (1 to `max`) and characters; the error says which rule it broke.
+fn check_name(s: &str, max: usize, allowed: fn(char) -> bool, allowed_desc: &str) -> Result<(), DomainError> {
+    if s.is_empty() || s.len() > max {
+        return Err(DomainError(format!(
+            "must be 1 to {max} characters long, got {}",
+            s.chars().count()
+        )));
+    }
+    if let Some(bad) = s.chars().find(|&c| !allowed(c)) {
+        return Err(DomainError(format!("may only contain {allowed_desc}, found {bad:?}")));
+    }
+    Ok(())
+}
+
 /// An app id: `[A-Za-z0-9_-]{1,64}` (SPEC §2). Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppId(Arc<str>);
@@ -27,18 +41,12 @@ impl AppId {
 
     /// Validates an app id; the error says which character or length is wrong.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        if s.is_empty() || s.len() > Self::MAX_LEN {
-            return Err(DomainError(format!(
-                "must be 1 to {} characters long, got {}",
-                Self::MAX_LEN,
-                s.chars().count()
-            )));
-        }
-        if let Some(bad) = s.chars().find(|&c| !(is_word_char(c) || c == '-')) {
-            return Err(DomainError(format!(
-                "may only contain letters, digits, '_' and '-', found {bad:?}"
-            )));
-        }
+        check_name(
+            s,
+            Self::MAX_LEN,
+            |c| is_word_char(c) || c == '-',
+            "letters, digits, '_' and '-'",
+        )?;
         Ok(Self(s.into()))
     }
 
@@ -84,18 +92,7 @@ impl RuleName {
 
     /// Validates a rule name; the error says which character or length is wrong.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        if s.is_empty() || s.len() > Self::MAX_LEN {
-            return Err(DomainError(format!(
-                "must be 1 to {} characters long, got {}",
-                Self::MAX_LEN,
-                s.chars().count()
-            )));
-        }
-        if let Some(bad) = s.chars().find(|&c| !is_word_char(c)) {
-            return Err(DomainError(format!(
-                "may only contain letters, digits and '_', found {bad:?}"
-            )));
-        }
+        check_name(s, Self::MAX_LEN, is_word_char, "letters, digits and '_'")?;
         Ok(Self(s.into()))
     }
 
