@@ -56,6 +56,18 @@ struct ReceiverState {
     default: Mutex<Reply>,
     notify: Notify,
     streamed: Arc<AtomicU64>,
+    /// Set (and notified) when a streamed body is dropped: finished, or the client hung up.
+    stream_ended: Arc<(std::sync::atomic::AtomicBool, Notify)>,
+}
+
+/// Marks the end of a streamed body when the stream (and so this guard) is dropped.
+struct StreamEnd(Arc<(std::sync::atomic::AtomicBool, Notify)>);
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        self.0.0.store(true, Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
 }
 
 /// A real HTTP receiver on 127.0.0.1:0 that records every request.
@@ -73,6 +85,7 @@ impl Receiver {
             default: Mutex::new(default),
             notify: Notify::new(),
             streamed: Arc::new(AtomicU64::new(0)),
+            stream_ended: Arc::new((std::sync::atomic::AtomicBool::new(false), Notify::new())),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -109,6 +122,24 @@ impl Receiver {
     /// Bytes a `Reply::Stream` actually produced.
     pub fn streamed(&self) -> u64 {
         self.state.streamed.load(Ordering::Relaxed)
+    }
+
+    /// Waits (bounded) until a streamed body was dropped by the server: the client hung up or
+    /// the stream ended; returns the bytes produced by then.
+    pub async fn wait_stream_end(&self) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let notified = self.state.stream_ended.1.notified();
+            if self.state.stream_ended.0.load(Ordering::SeqCst) {
+                return self.streamed();
+            }
+            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                panic!(
+                    "the streamed body was never dropped ({} bytes produced)",
+                    self.streamed()
+                );
+            }
+        }
     }
 
     /// Waits (bounded) until at least `n` requests arrived.
@@ -156,7 +187,9 @@ async fn handle(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMa
         Reply::Stream(total) => {
             let counter = s.streamed.clone();
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let end = StreamEnd(s.stream_ended.clone());
             let stream = futures_util::stream::unfold(0u64, move |sent| {
+                let _end = &end;
                 let chunk = chunk.clone();
                 let counter = counter.clone();
                 async move {
