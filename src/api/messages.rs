@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::routing::post;
 use serde::Serialize;
 
-use super::{ApiError, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
+use super::{ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
 use crate::dispatch::{CallbackReport, EnqueueError};
 use crate::event::EventRequest;
 use crate::message::{MessageError, MessageRequest};
@@ -130,12 +130,9 @@ async fn callbacks(submitted: Submitted, wait: bool) -> Option<Vec<CallbackRepor
     request_body = MessageRequest,
     responses(
         (status = 200, description = "Accepted (or blocked by pre-send: `accepted` false)", body = Envelope<MessageAnswer>),
-        (status = 400, description = "Malformed body or query, naming the field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown app", body = ErrorBody),
         (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 429, description = "Rate limit or full delivery queue", body = ErrorBody),
-        (status = 503, description = "The simulator is stopping", body = ErrorBody)),
+        (status = 503, description = "The simulator is stopping", body = ErrorBody),
+        AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn post_message(
     State(sim): State<AppState>,
@@ -170,12 +167,9 @@ pub(super) async fn post_message(
     request_body = EventRequest,
     responses(
         (status = 200, description = "Queued", body = Envelope<EventAnswer>),
-        (status = 400, description = "Malformed body or query, naming the field", body = ErrorBody),
-        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown app", body = ErrorBody),
         (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 429, description = "Rate limit or full delivery queue", body = ErrorBody),
-        (status = 503, description = "The simulator is stopping", body = ErrorBody)),
+        (status = 503, description = "The simulator is stopping", body = ErrorBody),
+        AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn post_event(
     State(sim): State<AppState>,

@@ -192,6 +192,25 @@ pub struct Envelope<D, E = NoExtra> {
     pub extra: E,
 }
 
+/// The answers every app route can give, in the SPEC §8 order, for the OpenAPI document
+/// (the variants describe; `ApiError` builds the actual answers).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AppErrors {
+    /// Malformed body, query, date key, bucket or URL: the description names the field.
+    #[response(status = 400, description = "Malformed request: the description names the field")]
+    BadRequest(ErrorBody),
+    /// Missing or wrong `Authorization: Bearer {token}`.
+    #[response(status = 401, description = "Missing or wrong Bearer token")]
+    Unauthorized(ErrorBody),
+    /// No such app.
+    #[response(status = 404, description = "Unknown app")]
+    UnknownApp(ErrorBody),
+    /// The app's rate limit (and, on ingestion, a full delivery queue).
+    #[response(status = 429, description = "Rate limit (or, on ingestion, a full delivery queue)")]
+    TooManyRequests(ErrorBody),
+}
+
 /// No fields beside `data`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NoExtra {}

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Serialize;
 
-use super::{ApiError, AppState, Ctx, Envelope, ErrorBody, query_pairs};
+use super::{ApiError, AppErrors, AppState, Ctx, Envelope, query_pairs};
 use crate::dispatch::rfc3339;
 use crate::domain::{CallbackUrl, RuleKind, RuleName};
 use crate::runtime::StatsSnapshot;
@@ -40,10 +40,7 @@ pub(super) struct RuleStatus<'a> {
     params(("app_id" = String, Path, description = "The app id")),
     responses(
         (status = 200, description = "The app's rules", body = Envelope<Vec<RuleStatus>>),
-        (status = 400, description = "Unexpected query parameters", body = ErrorBody),
-        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
-        (status = 404, description = "Unknown app", body = ErrorBody),
-        (status = 429, description = "Rate limit", body = ErrorBody)),
+        AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn get_rules(
     State(sim): State<AppState>,

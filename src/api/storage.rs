@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ApiError, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
+use super::{ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
 use crate::dispatch::rfc3339;
 use crate::domain::{CallbackUrl, DateKey, Outcome};
 use crate::replay::ReplayOutcome;
@@ -65,11 +65,8 @@ fn store_error(ctx: &Ctx, e: &StoreError) -> ApiError {
     params(("app_id" = String, Path, description = "The app id")),
     responses(
         (status = 200, description = "The buckets", body = Envelope<Vec<BucketInfo>>),
-        (status = 400, description = "Unexpected query parameters", body = ErrorBody),
-        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
         (status = 403, description = "The app keeps no exception store", body = ErrorBody),
-        (status = 404, description = "Unknown app", body = ErrorBody),
-        (status = 429, description = "Rate limit", body = ErrorBody)),
+        AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn info(
     State(sim): State<AppState>,
@@ -102,13 +99,10 @@ pub(super) struct RetryRequest {
     request_body = RetryRequest,
     responses(
         (status = 200, description = "`data` is \"success\" or \"failure\"; `delivered` and `failed` beside it", body = Envelope<String, ReplayOutcome>),
-        (status = 400, description = "Bad date key, unknown bucket, bad targetUrl, or malformed body", body = ErrorBody),
-        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
         (status = 403, description = "The app keeps no exception store", body = ErrorBody),
-        (status = 404, description = "Unknown app", body = ErrorBody),
         (status = 409, description = "This bucket is being replayed", body = ErrorBody),
         (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 429, description = "Rate limit", body = ErrorBody)),
+        AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn retry(
     State(sim): State<AppState>,
@@ -186,11 +180,8 @@ pub(super) struct ItemView {
            ("limit" = Option<u32>, Query, description = "At most this many (default 100, max 10000)")),
     responses(
         (status = 200, description = "The items (an empty list for an empty bucket)", body = Envelope<Vec<ItemView>>),
-        (status = 400, description = "Malformed query", body = ErrorBody),
-        (status = 401, description = "Missing or wrong Bearer token", body = ErrorBody),
         (status = 403, description = "The app keeps no exception store", body = ErrorBody),
-        (status = 404, description = "Unknown app", body = ErrorBody),
-        (status = 429, description = "Rate limit", body = ErrorBody)),
+        AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn items(
     State(sim): State<AppState>,

@@ -18,11 +18,22 @@ fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     path
 }
 
-async fn generate(args: Vec<String>) -> (std::process::Output, Value) {
+/// Runs `generate` for app1 of a config delivering to `url`, with `flags`, writing a report
+/// in `dir`; returns the process output and the report.
+async fn generate(dir: &std::path::Path, url: &str, flags: &[&str]) -> (std::process::Output, Value) {
+    let cfg = config(dir, url);
+    let report = dir.join("r.json");
+    let mut args: Vec<String> = ["generate", "--app", "app1", "--config"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(cfg.display().to_string());
+    args.push("--report".into());
+    args.push(report.display().to_string());
+    args.extend(flags.iter().map(|s| s.to_string()));
     tokio::task::spawn_blocking(move || {
         let out = Command::new(BIN).args(&args).output().unwrap();
-        let report_path = args.iter().skip_while(|a| *a != "--report").nth(1).unwrap();
-        let report = std::fs::read_to_string(report_path)
+        let report = std::fs::read_to_string(&report)
             .map(|t| serde_json::from_str(&t).unwrap())
             .unwrap_or(Value::Null);
         (out, report)
@@ -35,24 +46,12 @@ async fn generate(args: Vec<String>) -> (std::process::Output, Value) {
 async fn pacing_holds_the_rate_and_the_report_has_its_fields() {
     let rx = Receiver::ok().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &rx.url("/cb"));
-    let report = dir.path().join("r.json");
-    let args = [
-        "generate",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--app",
-        "app1",
-        "--rate",
-        "200",
-        "--duration",
-        "2",
-        "--seed",
-        "3",
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    let (out, r) = generate(args.iter().map(|s| s.to_string()).collect()).await;
+    let (out, r) = generate(
+        dir.path(),
+        &rx.url("/cb"),
+        &["--rate", "200", "--duration", "2", "--seed", "3"],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -92,14 +91,7 @@ async fn the_same_seed_gives_the_same_callbacks() {
     for _ in 0..2 {
         let rx = Receiver::ok().await;
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), &rx.url("/cb"));
-        let report = dir.path().join("r.json");
-        let args = [
-            "generate",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--app",
-            "app1",
+        let flags = [
             "--rate",
             "0",
             "--count",
@@ -110,10 +102,8 @@ async fn the_same_seed_gives_the_same_callbacks() {
             "chat=1",
             "--offline-ratio",
             "0",
-            "--report",
-            report.to_str().unwrap(),
         ];
-        let (out, _) = generate(args.iter().map(|s| s.to_string()).collect()).await;
+        let (out, _) = generate(dir.path(), &rx.url("/cb"), &flags).await;
         assert!(out.status.success());
         let mut got: Vec<(String, Value)> = rx
             .received()
