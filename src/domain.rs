@@ -212,7 +212,7 @@ impl CallbackUrl {
 
 /// `Host` as hyper-util's client writes it for HTTP/1: the host, and the port unless it is
 /// the scheme's default.
-fn http1_host(uri: &http::Uri) -> Option<http::HeaderValue> {
+pub(crate) fn http1_host(uri: &http::Uri) -> Option<http::HeaderValue> {
     let host = uri.host()?;
     let default = match uri.scheme_str() {
         Some("https") => 443,

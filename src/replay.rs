@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::dispatch::http::Target;
-use crate::dispatch::{AnswerCheck, PolicyAttempt};
+use crate::dispatch::{AnswerCheck, PolicyAttempt, Via};
 use crate::domain::{CallbackUrl, DateKey};
 use crate::runtime::AppRuntime;
 use crate::sim::Simulator;
@@ -193,7 +193,7 @@ async fn replay_one(
         .dispatcher
         .attempt_policy(PolicyAttempt {
             check: AnswerCheck::for_dialect(app.config.dialect),
-            client,
+            via: Via::Pool(client),
             to: Target::new(base, Some(&uri)),
             body: &body,
             policy: app.config.policy,

@@ -14,16 +14,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use http::{Method, Request, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 use crate::config::TlsConfig;
 use crate::domain::{CallbackUrl, Outcome};
@@ -36,10 +38,17 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Connect timeout cap; the policy timeout bounds the whole attempt anyway.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The callbacks' HTTP client: a keep-alive pool over our resolver, HTTPS through rustls.
-/// Cheap to clone (the pool is shared).
+/// How a rule reaches its receiver: TCP through our resolver, then TLS for `https://`.
+type Connector = HttpsConnector<HttpConnector<Resolver>>;
+
+/// The callbacks' HTTP client: a keep-alive pool over our resolver, HTTPS through rustls, for
+/// pre-send calls and replays; and the connector the delivery workers open their own
+/// connections with ([`Conn`]). Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
-pub struct Client(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>);
+pub struct Client {
+    pool: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
+    connector: Connector,
+}
 
 /// A client could not be built from a rule's TLS files.
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +74,151 @@ pub fn build_client(pool_per_host: usize, tls: &TlsConfig) -> Result<Client, Cli
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+    let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(pool_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(https);
-    Ok(Client(client))
+        .build(https.clone());
+    Ok(Client { pool, connector: https })
+}
+
+impl Client {
+    /// A connection slot of this client's, for one delivery worker: empty until first used.
+    pub fn conn(&self) -> Conn {
+        Conn {
+            connector: self.connector.clone(),
+            sender: None,
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// One delivery worker's keep-alive connection to its rule's receiver — the dispatcher's
+/// callbacks go through these rather than the pool: a worker sends one request at a time,
+/// so the connection needs no checkout, no hand-off and no lock. Opened on first use, opened
+/// again when the receiver closed it or an attempt left it unusable (a timeout, an answer not
+/// read to its end), closed after [`POOL_IDLE`] unused.
+pub struct Conn {
+    connector: Connector,
+    sender: Option<Sender>,
+    last_used: Instant,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("open", &self.sender.is_some()).finish()
+    }
+}
+
+/// An open connection: HTTP/1.1, or HTTP/2 when the receiver chose it by ALPN.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Conn {
+    /// Whether a connection is open (it may still have been closed by the receiver).
+    pub fn is_open(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// When the connection was last used; it is closed [`POOL_IDLE`] after.
+    pub fn idle_deadline(&self) -> tokio::time::Instant {
+        (self.last_used + POOL_IDLE).into()
+    }
+
+    /// Closes the connection (the next attempt opens another).
+    pub fn close(&mut self) {
+        self.sender = None;
+    }
+
+    /// Sends `req` on the open connection, or on a new one. A reused connection that turns out
+    /// closed before the request went out (the receiver closed it while idle) is replaced and
+    /// the request sent again, as hyper-util's pool does: that is not an attempt that failed.
+    /// The connection is taken out for the attempt; [`finish`](Self::finish) puts it back.
+    async fn send(&mut self, to: Target<'_>, body: Bytes) -> Result<(Sender, Response<Incoming>), AttemptResult> {
+        let mut reused = None;
+        if let Some(mut s) = self.sender.take()
+            && s.ready().await
+        {
+            reused = Some(s);
+        }
+        loop {
+            let fresh = reused.is_none();
+            let mut sender = match reused.take() {
+                Some(s) => s,
+                None => self.connect(to.uri).await?,
+            };
+            let req = request(to, body.clone());
+            let req = if sender.is_h1() { origin_form(req, to) } else { req };
+            match sender.try_send(req).await {
+                Ok(resp) => return Ok((sender, resp)),
+                Err(mut e) => {
+                    if !fresh && e.take_message().is_some() {
+                        continue;
+                    }
+                    let (outcome, detail) = classify(e.error(), false);
+                    return Err(AttemptResult::new(outcome, None, Some(detail)));
+                }
+            }
+        }
+    }
+
+    /// Puts the connection back after an attempt that read its answer to the end.
+    fn finish(&mut self, sender: Sender) {
+        self.last_used = Instant::now();
+        self.sender = Some(sender);
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<Sender, AttemptResult> {
+        let failed = |e: &(dyn StdError + 'static)| {
+            let (outcome, detail) = classify(e, true);
+            AttemptResult::new(outcome, None, Some(detail))
+        };
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|e| failed(&*e))?;
+        let io = connector.call(uri.clone()).await.map_err(|e| failed(&*e))?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| failed(&e))?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| failed(&e))?;
+            tokio::spawn(conn);
+            Ok(Sender::H1(sender))
+        }
+    }
+}
+
+impl Sender {
+    fn is_h1(&self) -> bool {
+        matches!(self, Sender::H1(_))
+    }
+
+    /// Waits until the connection can take a request; false when it is closed.
+    async fn ready(&mut self) -> bool {
+        match self {
+            Sender::H1(s) => s.ready().await.is_ok(),
+            Sender::H2(s) => s.ready().await.is_ok(),
+        }
+    }
+
+    async fn try_send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        }
+    }
 }
 
 /// The rustls settings of a client: the webpki roots plus the rule's `ca_file`, and its
@@ -270,17 +417,64 @@ fn request(to: Target<'_>, body: Bytes) -> Request<Full<Bytes>> {
     req
 }
 
+/// An HTTP/1 request on our own connection: the URI in origin form (path and query), and a
+/// `Host` header (hyper-util's pool does both itself).
+fn origin_form(mut req: Request<Full<Bytes>>, to: Target<'_>) -> Request<Full<Bytes>> {
+    if to.host.is_none()
+        && let Some(host) = crate::domain::http1_host(to.uri)
+    {
+        req.headers_mut().insert(HOST, host);
+    }
+    if let Some(pq) = to.uri.path_and_query() {
+        *req.uri_mut() = Uri::from(pq.clone());
+    }
+    req
+}
+
 async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
-    let resp = match client.0.request(request(to, body)).await {
+    let resp = match client.pool.request(request(to, body)).await {
         Ok(r) => r,
         Err(e) => {
             let (outcome, detail) = classify(&e, e.is_connect());
             return AttemptResult::new(outcome, None, Some(detail));
         }
     };
+    read_answer(resp, limits).await.0
+}
+
+/// POSTs `body` to `to` once on the worker's own connection `conn` and classifies what
+/// happened. The connection is kept for the next attempt only when this one read its answer
+/// to the end in time.
+pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
+    let run = async {
+        let (sender, resp) = match conn.send(to, body).await {
+            Ok(r) => r,
+            Err(failed) => return failed,
+        };
+        let (result, clean) = read_answer(resp, limits).await;
+        if clean {
+            conn.finish(sender);
+        }
+        result
+    };
+    match tokio::time::timeout(limits.timeout, run).await {
+        Ok(r) => r,
+        Err(_) => AttemptResult::new(
+            Outcome::Timeout,
+            None,
+            Some(format!("no complete response within {:?}", limits.timeout)),
+        ),
+    }
+}
+
+/// Reads an answer: its status, and at most `max_chars + 1` characters of a 200 body. Also
+/// says whether the body was read to its end (so that the connection can be used again).
+async fn read_answer(resp: Response<Incoming>, limits: AttemptLimits) -> (AttemptResult, bool) {
     let status = resp.status().as_u16();
     if status != 200 {
-        return AttemptResult::new(Outcome::Status, Some(status), Some(format!("answered HTTP {status}")));
+        // The body is not read (the connection goes with it): the answer is known already.
+        let r = AttemptResult::new(Outcome::Status, Some(status), Some(format!("answered HTTP {status}")));
+        return (r, false);
     }
     // Read at most max_chars + 1 characters: enough to tell a violation, never more.
     let mut body = resp.into_body();
@@ -303,23 +497,24 @@ async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: Att
                         Some(format!("response body longer than {} characters", limits.max_chars)),
                     );
                     r.body = limits.keep_body.then(|| Bytes::from(kept));
-                    return r;
+                    return (r, false);
                 }
             }
             None => break,
             Some(Err(e)) => {
                 let (_, detail) = classify(&e, false);
-                return AttemptResult::new(
+                let r = AttemptResult::new(
                     Outcome::Connect,
                     Some(200),
                     Some(format!("response body broken: {detail}")),
                 );
+                return (r, false);
             }
         }
     }
     let mut r = AttemptResult::new(Outcome::Delivered, Some(200), None);
     r.body = limits.keep_body.then(|| Bytes::from(kept));
-    r
+    (r, true)
 }
 
 /// Counts UTF-8 characters (bytes that are not continuation bytes) in `chunk`, stopping once

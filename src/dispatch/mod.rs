@@ -1,28 +1,29 @@
 //! Delivery: the bounded queue, the bounded number in flight, and one callback's attempts.
 //!
-//! Ingestion puts [`Job`]s on a queue of `queue_capacity` (all of a message's callbacks or
-//! none: [`Dispatcher::enqueue`] answers [`EnqueueError::Full`] and the API says 429). One loop
-//! takes a permit of `concurrency`, then a job, and spawns its delivery: attempts under the
-//! policy (one immediate retry by default), each classified as a SPEC §5 outcome, then the
-//! final outcome, counters, one log line and the report to whoever waits for it.
+//! Ingestion puts [`Job`]s on their rules' lanes, all of a message's callbacks or none
+//! ([`Dispatcher::enqueue`] answers [`EnqueueError::Full`] past `queue_capacity` and the API
+//! says 429). Each rule has its share of `concurrency` as long-lived workers (SPEC §6: a
+//! broken receiver holds only its own rule's share); a worker takes the next job of its lane
+//! and delivers it on its own keep-alive connection: attempts under the policy (one immediate
+//! retry by default), each classified as a SPEC §5 outcome, then the final outcome, counters,
+//! one log line and the report to whoever waits for it.
 //!
-//! Stopping ([`Dispatcher::shutdown`]) ends the loop, finishes every queued job as `shutdown`,
-//! lets deliveries in flight run for a grace period and then cuts them short as `shutdown`.
+//! Stopping ([`Dispatcher::shutdown`]) stops the intake and the workers, finishes every queued
+//! job as `shutdown`, lets deliveries in flight run for a grace period and then cuts them
+//! short as `shutdown`.
 
 pub mod http;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{Mutex, Notify, Semaphore, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_util::task::TaskTracker;
 
-use self::http::{AttemptLimits, AttemptResult, Target, attempt};
+use self::http::{AttemptLimits, AttemptResult, Target, attempt, attempt_on};
 use crate::ban::{BanRecord, BanStart};
 use crate::clock::SharedClock;
 use crate::config::{DeliveryConfig, DeliveryPolicy};
@@ -93,13 +94,15 @@ pub enum EnqueueError {
 }
 
 struct Shared {
-    permits: Arc<Semaphore>,
-    /// Most deliveries of one rule in flight at once (SPEC §6: a broken receiver never slows
-    /// another rule): `concurrency` shared fairly among the rules.
-    rule_cap: usize,
-    /// Callbacks accepted and not yet started (in the channel or parked in a rule's lane).
+    permits: Semaphore,
+    /// Callbacks accepted and not yet started (waiting in their rule's lane).
     queued: AtomicUsize,
     capacity: usize,
+    /// Deliveries running now.
+    in_flight: AtomicUsize,
+    /// Calls of `enqueue` under way: stopping waits for them, so that none adds a job after
+    /// the lanes were emptied.
+    enqueuing: AtomicUsize,
     rules: Vec<Arc<RuleRuntime>>,
     max_chars: usize,
     stop_intake: Signal,
@@ -114,21 +117,23 @@ struct Shared {
 /// outcome and the time from acceptance: how the generator watches the pipeline.
 pub type Observer = Box<dyn Fn(FinalOutcome, Outcome, Duration) + Send + Sync>;
 
-/// A rule's share of the dispatcher: its deliveries in flight and the jobs waiting for room.
-#[derive(Debug, Default)]
-pub struct Lane(std::sync::Mutex<LaneState>);
-
-#[derive(Debug, Default)]
-struct LaneState {
-    in_flight: usize,
-    parked: VecDeque<Job>,
+/// A rule's share of the dispatcher: the jobs waiting for one of its workers.
+#[derive(Debug)]
+pub struct Lane {
+    tx: async_channel::Sender<Job>,
+    rx: async_channel::Receiver<Job>,
 }
 
-/// The queue and its workers.
+impl Default for Lane {
+    fn default() -> Self {
+        let (tx, rx) = async_channel::unbounded();
+        Self { tx, rx }
+    }
+}
+
+/// The lanes and their workers.
 pub struct Dispatcher {
-    tx: mpsc::UnboundedSender<Vec<Job>>,
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -141,14 +146,16 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the dispatch loop on the current runtime, for these rules.
+    /// Starts the workers on the current runtime, for these rules: `concurrency` shared
+    /// fairly among the rules (at least one each).
     pub fn start(delivery: &DeliveryConfig, rules: Vec<Arc<RuleRuntime>>, store: Store, clock: SharedClock) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let per_rule = (delivery.concurrency / rules.len().max(1)).max(1);
         let shared = Arc::new(Shared {
-            permits: Arc::new(Semaphore::new(delivery.concurrency)),
-            rule_cap: (delivery.concurrency / rules.len().max(1)).max(1),
+            permits: Semaphore::new(delivery.concurrency),
             queued: AtomicUsize::new(0),
             capacity: delivery.queue_capacity,
+            in_flight: AtomicUsize::new(0),
+            enqueuing: AtomicUsize::new(0),
             rules,
             max_chars: delivery.max_response_chars,
             stop_intake: Signal::default(),
@@ -158,12 +165,12 @@ impl Dispatcher {
             clock,
             observer: std::sync::OnceLock::new(),
         });
-        let worker = tokio::spawn(run(rx, shared.clone()));
-        Self {
-            tx,
-            shared,
-            worker: Mutex::new(Some(worker)),
+        for rule in &shared.rules {
+            for _ in 0..per_rule {
+                shared.tracker.spawn(work(shared.clone(), rule.clone()));
+            }
         }
+        Self { shared }
     }
 
     /// Queues all `jobs` or none of them.
@@ -171,20 +178,11 @@ impl Dispatcher {
         if jobs.is_empty() {
             return Ok(());
         }
-        if self.shared.stop_intake.is_set() {
-            return Err(EnqueueError::ShuttingDown);
-        }
-        let n = jobs.len();
-        let cap = self.shared.capacity;
-        self.shared
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
-            .map_err(|_| EnqueueError::Full)?;
-        // One message's callbacks travel as one batch: queued all together or not at all.
-        self.tx.send(jobs).map_err(|_| {
-            self.shared.queued.fetch_sub(n, Ordering::AcqRel);
-            EnqueueError::ShuttingDown
-        })
+        let s = &self.shared;
+        s.enqueuing.fetch_add(1, Ordering::SeqCst);
+        let r = s.enqueue(jobs);
+        s.enqueuing.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 
     /// Callbacks accepted and not yet started.
@@ -194,7 +192,7 @@ impl Dispatcher {
 
     /// Deliveries running now.
     pub fn in_flight(&self) -> usize {
-        self.shared.tracker.len()
+        self.shared.in_flight.load(Ordering::Acquire)
     }
 
     /// True once [`shutdown`](Self::shutdown) has begun.
@@ -222,106 +220,94 @@ impl Dispatcher {
     /// Stops taking jobs, finishes the queued ones as `shutdown`, waits up to `grace` for the
     /// deliveries in flight and cuts the rest short. Every job ends with a final outcome.
     pub async fn shutdown(&self, grace: Duration) {
-        self.shared.stop_intake.fire();
-        if let Some(worker) = self.worker.lock().await.take()
-            && let Err(e) = worker.await
-        {
-            tracing::error!(error = %e, "dispatch loop failed");
+        let s = &self.shared;
+        s.stop_intake.fire();
+        // An `enqueue` that saw the intake open finishes adding its jobs first.
+        while s.enqueuing.load(Ordering::SeqCst) != 0 {
+            tokio::task::yield_now().await;
         }
-        self.shared.tracker.close();
-        if tokio::time::timeout(grace, self.shared.tracker.wait()).await.is_err() {
+        // Idle workers wake up and leave; busy ones leave after their delivery.
+        for rule in &s.rules {
+            rule.lane.tx.close();
+        }
+        s.tracker.close();
+        if tokio::time::timeout(grace, s.tracker.wait()).await.is_err() {
             tracing::warn!(
                 in_flight = self.in_flight(),
                 "deliveries still running after the grace period; stopping them as shutdown"
             );
-            self.shared.abort.fire();
-            self.shared.tracker.wait().await;
+            s.abort.fire();
+            s.tracker.wait().await;
         }
-        // Jobs that were waiting for room in their rule's lane end as `shutdown` too.
-        let parked: Vec<Job> = self
-            .shared
+        // The jobs still waiting in the lanes end as `shutdown`.
+        let left: Vec<Job> = s
             .rules
             .iter()
-            .flat_map(|r| std::mem::take(&mut r.lane.0.lock().expect("lane lock").parked))
+            .flat_map(|r| std::iter::from_fn(|| r.lane.rx.try_recv().ok()))
             .collect();
-        self.shared.settle_not_attempted(parked).await;
+        s.settle_not_attempted(left).await;
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Vec<Job>>, shared: Arc<Shared>) {
-    let mut batch: VecDeque<Job> = VecDeque::new();
-    loop {
-        if shared.stop_intake.is_set() {
-            break;
+impl Shared {
+    fn enqueue(&self, jobs: Vec<Job>) -> Result<(), EnqueueError> {
+        if self.stop_intake.is_set() {
+            return Err(EnqueueError::ShuttingDown);
         }
-        // Without waiting when there is room and work: only a wait registers with the signal.
-        let permit = match shared.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => tokio::select! {
-                biased;
-                _ = shared.stop_intake.fired() => break,
-                p = shared.permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+        let n = jobs.len();
+        let cap = self.capacity;
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
+            .map_err(|_| EnqueueError::Full)?;
+        for job in jobs {
+            let rule = job.rule.clone();
+            // Unbounded, and closed only once no `enqueue` runs.
+            let sent = rule.lane.tx.try_send(job);
+            debug_assert!(sent.is_ok(), "lanes stay open while jobs are enqueued");
+        }
+        Ok(())
+    }
+}
+
+/// One of a rule's workers: takes the next job of the rule's lane and delivers it on the
+/// worker's own connection, until the simulator stops.
+async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
+    let lane = rule.lane.rx.clone();
+    let mut conn = rule.client.conn();
+    loop {
+        // Without waiting when there is work: only an empty lane costs a wake-up.
+        let job = match lane.try_recv() {
+            Ok(job) => job,
+            Err(async_channel::TryRecvError::Closed) => break,
+            Err(async_channel::TryRecvError::Empty) if conn.is_open() => {
+                tokio::select! {
+                    biased;
+                    job = lane.recv() => match job {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep_until(conn.idle_deadline()) => {
+                        conn.close();
+                        continue;
+                    }
+                }
+            }
+            Err(async_channel::TryRecvError::Empty) => match lane.recv().await {
+                Ok(job) => job,
+                Err(_) => break,
             },
         };
-        let job = match batch.pop_front() {
-            Some(job) => job,
-            None => {
-                let next = match rx.try_recv() {
-                    Ok(b) => Some(b),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                        biased;
-                        _ = shared.stop_intake.fired() => break,
-                        b = rx.recv() => b,
-                    },
-                };
-                let Some(next) = next else { break };
-                batch.extend(next);
-                let Some(job) = batch.pop_front() else { continue };
-                job
-            }
-        };
-        // Start it if its rule has room; otherwise it waits in the rule's lane, and the loop
-        // goes on with other rules' callbacks.
-        let rule = job.rule.clone();
-        let mut lane = rule.lane.0.lock().expect("lane lock");
-        if lane.in_flight < shared.rule_cap {
-            lane.in_flight += 1;
-            drop(lane);
-            spawn_lane(shared.clone(), job, permit);
-        } else {
-            lane.parked.push_back(job);
+        if shared.stop_intake.is_set() {
+            // Taken after the intake closed: not started, like the ones left in the lane.
+            shared.settle_not_attempted(vec![job]).await;
+            break;
         }
+        shared.queued.fetch_sub(1, Ordering::AcqRel);
+        let _permit = shared.permits.acquire().await.expect("the semaphore is never closed");
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        shared.deliver(job, &mut conn).await;
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-    // Nothing more can be queued once the receiver is closed; what is left ends as `shutdown`.
-    rx.close();
-    while let Some(b) = rx.recv().await {
-        batch.extend(b);
-    }
-    shared.settle_not_attempted(batch.into()).await;
-}
-
-/// Delivers `job`, then the jobs parked behind it in its rule's lane, holding one permit.
-fn spawn_lane(shared: Arc<Shared>, job: Job, permit: tokio::sync::OwnedSemaphorePermit) {
-    let tracker = shared.tracker.clone();
-    tracker.spawn(async move {
-        let rule = job.rule.clone();
-        let mut next = Some(job);
-        while let Some(job) = next.take() {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            shared.deliver(job).await;
-            let mut lane = rule.lane.0.lock().expect("lane lock");
-            next = if shared.stop_intake.is_set() {
-                None
-            } else {
-                lane.parked.pop_front()
-            };
-            if next.is_none() {
-                lane.in_flight -= 1;
-            }
-        }
-        drop(permit);
-    });
 }
 
 /// A one-way signal (stop taking jobs; cut attempts short): checking it is an atomic load,
@@ -333,13 +319,15 @@ struct Signal {
 }
 
 impl Signal {
+    // Sequentially consistent: `enqueue` reads it after announcing itself, `shutdown` reads
+    // the announcements after setting it; neither may miss the other.
     fn fire(&self) {
-        self.set.store(true, Ordering::Release);
+        self.set.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 
     fn is_set(&self) -> bool {
-        self.set.load(Ordering::Acquire)
+        self.set.load(Ordering::SeqCst)
     }
 
     /// Resolves once [`fire`](Self::fire) has been called.
@@ -407,12 +395,21 @@ impl AnswerCheck {
     }
 }
 
+/// What an attempt goes through.
+#[derive(Debug)]
+pub enum Via<'a> {
+    /// The client's keep-alive pool (pre-send calls, replays).
+    Pool(&'a http::Client),
+    /// A delivery worker's own connection.
+    Conn(&'a mut http::Conn),
+}
+
 /// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
 pub struct PolicyAttempt<'a> {
     /// What a 200 answer must be.
     pub check: AnswerCheck,
-    /// The client (the rule's, for its TLS settings).
-    pub client: &'a http::Client,
+    /// The client (the rule's, for its TLS settings), or a worker's connection of it.
+    pub via: Via<'a>,
     /// Where: the URI with its query, and the headers that come from the URL.
     pub to: Target<'a>,
     /// The exact bytes, the same on every attempt.
@@ -426,7 +423,7 @@ pub struct PolicyAttempt<'a> {
 }
 
 impl Shared {
-    async fn deliver(&self, job: Job) {
+    async fn deliver(&self, job: Job, conn: &mut http::Conn) {
         let rule = job.rule.clone();
         let url = &rule.config.url;
         // A tencent callback's URI, query included, is built once for all its attempts.
@@ -434,7 +431,7 @@ impl Shared {
         let result = self
             .attempt_policy(PolicyAttempt {
                 check: AnswerCheck::for_dialect(rule.dialect),
-                client: &rule.client,
+                via: Via::Conn(conn),
                 to: Target::new(url, with_query.as_ref()),
                 body: &job.body,
                 policy: rule.policy,
@@ -452,7 +449,7 @@ impl Shared {
         }
     }
 
-    async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
+    async fn attempt_policy(&self, mut a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
         let ban_rule = a.rule.filter(|r| a.obey_ban && r.policy.bans);
         if let Some(r) = ban_rule
             && let Some(until) = r.banned_until(self.clock.now_ms())
@@ -472,7 +469,12 @@ impl Shared {
             // The attempt is polled first: the stop signal is only looked at while it waits.
             let r = tokio::select! {
                 biased;
-                r = attempt(a.client, a.to, a.body.clone(), limits) => r,
+                r = async {
+                    match &mut a.via {
+                        Via::Pool(client) => attempt(client, a.to, a.body.clone(), limits).await,
+                        Via::Conn(conn) => attempt_on(conn, a.to, a.body.clone(), limits).await,
+                    }
+                } => r,
                 _ = self.abort.fired() => {
                     return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
                 }
