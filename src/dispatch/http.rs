@@ -20,10 +20,10 @@ use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
@@ -190,7 +190,9 @@ impl Conn {
             tokio::spawn(conn);
             Ok(Sender::H2(sender))
         } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| failed(&e))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| failed(&e))?;
             tokio::spawn(conn);
             Ok(Sender::H1(sender))
         }

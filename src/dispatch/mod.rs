@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::http::{AttemptLimits, AttemptResult, Target, attempt, attempt_on};
@@ -94,7 +95,8 @@ pub enum EnqueueError {
 }
 
 struct Shared {
-    permits: Semaphore,
+    /// `concurrency`, when the rules' shares add up to more (more rules than `concurrency`).
+    permits: Option<Semaphore>,
     /// Callbacks accepted and not yet started (waiting in their rule's lane).
     queued: AtomicUsize,
     capacity: usize,
@@ -106,7 +108,9 @@ struct Shared {
     rules: Vec<Arc<RuleRuntime>>,
     max_chars: usize,
     stop_intake: Signal,
-    abort: Signal,
+    /// Cuts attempts in flight short (after the grace period of a stop). Each worker waits on
+    /// a child of its own, so that no two workers share a waiter list.
+    abort: CancellationToken,
     tracker: TaskTracker,
     store: Store,
     clock: SharedClock,
@@ -151,7 +155,7 @@ impl Dispatcher {
     pub fn start(delivery: &DeliveryConfig, rules: Vec<Arc<RuleRuntime>>, store: Store, clock: SharedClock) -> Self {
         let per_rule = (delivery.concurrency / rules.len().max(1)).max(1);
         let shared = Arc::new(Shared {
-            permits: Semaphore::new(delivery.concurrency),
+            permits: (per_rule * rules.len() > delivery.concurrency).then(|| Semaphore::new(delivery.concurrency)),
             queued: AtomicUsize::new(0),
             capacity: delivery.queue_capacity,
             in_flight: AtomicUsize::new(0),
@@ -159,7 +163,7 @@ impl Dispatcher {
             rules,
             max_chars: delivery.max_response_chars,
             stop_intake: Signal::default(),
-            abort: Signal::default(),
+            abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
             store,
             clock,
@@ -204,7 +208,7 @@ impl Dispatcher {
     /// first delivery. With `rule`, attempts are counted in its stats; with `obey_ban` too,
     /// a banned rule is not attempted and every failure feeds its ban window.
     pub async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
-        self.shared.attempt_policy(a).await
+        self.shared.attempt_policy(a, &self.shared.abort).await
     }
 
     /// Installs the observer (once; later calls are ignored).
@@ -236,7 +240,7 @@ impl Dispatcher {
                 in_flight = self.in_flight(),
                 "deliveries still running after the grace period; stopping them as shutdown"
             );
-            s.abort.fire();
+            s.abort.cancel();
             s.tracker.wait().await;
         }
         // The jobs still waiting in the lanes end as `shutdown`.
@@ -274,6 +278,7 @@ impl Shared {
 async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
     let lane = rule.lane.rx.clone();
     let mut conn = rule.client.conn();
+    let abort = shared.abort.child_token();
     loop {
         // Without waiting when there is work: only an empty lane costs a wake-up.
         let job = match lane.try_recv() {
@@ -303,42 +308,29 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
             break;
         }
         shared.queued.fetch_sub(1, Ordering::AcqRel);
-        let _permit = shared.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = match &shared.permits {
+            Some(p) => Some(p.acquire().await.expect("the semaphore is never closed")),
+            None => None,
+        };
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        shared.deliver(job, &mut conn).await;
+        shared.deliver(job, &mut conn, &abort).await;
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// A one-way signal (stop taking jobs; cut attempts short): checking it is an atomic load,
-/// and only a task that waits for it registers with it.
+/// A one-way flag (stop taking jobs). Sequentially consistent: `enqueue` reads it after
+/// announcing itself, `shutdown` reads the announcements after setting it; neither may miss
+/// the other.
 #[derive(Debug, Default)]
-struct Signal {
-    set: AtomicBool,
-    notify: Notify,
-}
+struct Signal(AtomicBool);
 
 impl Signal {
-    // Sequentially consistent: `enqueue` reads it after announcing itself, `shutdown` reads
-    // the announcements after setting it; neither may miss the other.
     fn fire(&self) {
-        self.set.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
+        self.0.store(true, Ordering::SeqCst);
     }
 
     fn is_set(&self) -> bool {
-        self.set.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once [`fire`](Self::fire) has been called.
-    async fn fired(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        // Registered before the flag is read, so a `fire` in between is not missed.
-        notified.as_mut().enable();
-        if !self.is_set() {
-            notified.await;
-        }
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -423,21 +415,24 @@ pub struct PolicyAttempt<'a> {
 }
 
 impl Shared {
-    async fn deliver(&self, job: Job, conn: &mut http::Conn) {
+    async fn deliver(&self, job: Job, conn: &mut http::Conn, abort: &CancellationToken) {
         let rule = job.rule.clone();
         let url = &rule.config.url;
         // A tencent callback's URI, query included, is built once for all its attempts.
         let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let result = self
-            .attempt_policy(PolicyAttempt {
-                check: AnswerCheck::for_dialect(rule.dialect),
-                via: Via::Conn(conn),
-                to: Target::new(url, with_query.as_ref()),
-                body: &job.body,
-                policy: rule.policy,
-                rule: Some(&rule),
-                obey_ban: true,
-            })
+            .attempt_policy(
+                PolicyAttempt {
+                    check: AnswerCheck::for_dialect(rule.dialect),
+                    via: Via::Conn(conn),
+                    to: Target::new(url, with_query.as_ref()),
+                    body: &job.body,
+                    policy: rule.policy,
+                    rule: Some(&rule),
+                    obey_ban: true,
+                },
+                abort,
+            )
             .await;
         let (last, attempts) = result;
         if last.outcome.is_delivered() || !job.rule.exception_store {
@@ -449,7 +444,7 @@ impl Shared {
         }
     }
 
-    async fn attempt_policy(&self, mut a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
+    async fn attempt_policy(&self, mut a: PolicyAttempt<'_>, abort: &CancellationToken) -> (AttemptResult, u32) {
         let ban_rule = a.rule.filter(|r| a.obey_ban && r.policy.bans);
         if let Some(r) = ban_rule
             && let Some(until) = r.banned_until(self.clock.now_ms())
@@ -475,7 +470,7 @@ impl Shared {
                         Via::Conn(conn) => attempt_on(conn, a.to, a.body.clone(), limits).await,
                     }
                 } => r,
-                _ = self.abort.fired() => {
+                _ = abort.cancelled() => {
                     return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
                 }
             };

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod config_fuzz;
+mod connections;
 mod delivery;
 mod generate;
 mod helpers;

@@ -1,0 +1,188 @@
+//! The delivery workers' keep-alive connections: kept and reused, and replaced without a
+//! failed attempt when the receiver closes them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// How the receiver treats a connection after answering.
+#[derive(Clone, Copy)]
+enum Close {
+    /// Keep it open.
+    Never,
+    /// Answer with `Connection: close`.
+    Announced,
+    /// Close it silently, a while after the first answer (an idle timeout).
+    Idle(Duration),
+}
+
+/// A receiver that counts the connections it accepts and the requests it answers.
+struct Counting {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    /// Connections the receiver closed.
+    closed: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    async fn start(close: Close) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (c, r, done) = (conns.clone(), requests.clone(), closed.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let answered2 = answered.clone();
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let r = r.clone();
+                    let answered = answered2.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        r.fetch_add(1, Ordering::SeqCst);
+                        answered.notify_one();
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        if matches!(close, Close::Announced) {
+                            resp.headers_mut().insert("connection", "close".parse().unwrap());
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let done = done.clone();
+                tokio::spawn(async move {
+                    match close {
+                        Close::Idle(after) => {
+                            tokio::pin!(conn);
+                            tokio::select! {
+                                _ = conn.as_mut() => {}
+                                _ = async { answered.notified().await; tokio::time::sleep(after).await } => {}
+                            }
+                        }
+                        _ => {
+                            let _ = conn.await;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            addr,
+            conns,
+            requests,
+            closed,
+        }
+    }
+
+    /// Waits (bounded) until the receiver has closed `n` connections.
+    async fn wait_closed(&self, n: usize) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.closed.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the receiver closed no connection"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The FIN has been sent; give our side a moment to read it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/cb", self.addr)
+    }
+}
+
+async fn send_one(app: &TestApp, i: usize) -> serde_json::Value {
+    let (status, answer) = app
+        .send(json!({"from": "u1", "to": format!("u{i}"), "msg": "m"}), true)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    callbacks(&answer)[0].clone()
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive_and_reused() {
+    let rx = Counting::start(Close::Never).await;
+    let app = spawn_app(
+        "[delivery]\nconcurrency = 4\n",
+        &agora_app("", &rule("a", &rx.url(), "")),
+    )
+    .await;
+    let sends = (0..40).map(|i| send_one(&app, i));
+    for cb in futures_util::future::join_all(sends).await {
+        assert_eq!(
+            (cb["outcome"].as_str(), cb["attempts"].as_u64()),
+            (Some("delivered"), Some(1)),
+            "{cb}"
+        );
+    }
+    assert_eq!(rx.requests.load(Ordering::SeqCst), 40);
+    // At most the rule's share of `concurrency`, each used again and again.
+    let conns = rx.conns.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&conns), "{conns} connections for 40 callbacks");
+}
+
+#[tokio::test]
+async fn a_receiver_closing_each_connection_costs_no_failed_attempt() {
+    let rx = Counting::start(Close::Announced).await;
+    let app = spawn_app("", &agora_app("", &rule("a", &rx.url(), ""))).await;
+    for i in 0..10 {
+        let cb = send_one(&app, i).await;
+        assert_eq!(
+            (cb["outcome"].as_str(), cb["attempts"].as_u64()),
+            (Some("delivered"), Some(1)),
+            "{cb}"
+        );
+    }
+    assert_eq!(rx.conns.load(Ordering::SeqCst), 10);
+    let state = app.rule_status("a").await;
+    assert_eq!(state["counts"]["connect"], 0, "{state}");
+}
+
+#[tokio::test]
+async fn a_connection_the_receiver_closed_while_idle_is_replaced() {
+    let rx = Counting::start(Close::Idle(Duration::from_millis(50))).await;
+    // One worker: the second callback must go out on the connection the first one opened.
+    let app = spawn_app(
+        "[delivery]\nconcurrency = 1\n",
+        &agora_app("", &rule("a", &rx.url(), "")),
+    )
+    .await;
+    for i in 0..4 {
+        let cb = send_one(&app, i).await;
+        assert_eq!(
+            (cb["outcome"].as_str(), cb["attempts"].as_u64()),
+            (Some("delivered"), Some(1)),
+            "{cb}"
+        );
+        rx.wait_closed(i + 1).await;
+    }
+    assert_eq!(rx.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        rx.conns.load(Ordering::SeqCst),
+        4,
+        "one connection per callback, each closed while idle"
+    );
+}
