@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
@@ -88,138 +89,179 @@ impl Client {
     pub fn conn(&self) -> Conn {
         Conn {
             connector: self.connector.clone(),
-            sender: None,
+            open: None,
             last_used: Instant::now(),
         }
     }
 }
 
-/// One delivery worker's keep-alive connection to its rule's receiver — the dispatcher's
-/// callbacks go through these rather than the pool: a worker sends one request at a time,
-/// so the connection needs no checkout, no hand-off and no lock. Opened on first use, opened
-/// again when the receiver closed it or an attempt left it unusable (a timeout, an answer not
-/// read to its end), closed after [`POOL_IDLE`] unused.
+/// One delivery worker's keep-alive connection to its rule's receiver: the dispatcher's
+/// callbacks go through these rather than the pool. A worker sends one request at a time, so
+/// its connection needs no checkout, no hand-off and no lock; and the worker drives the
+/// connection itself (no task of its own), so that an answer wakes one task, not two.
+/// Opened on first use; opened again when the receiver closed it or an attempt left it
+/// unusable (a timeout, an answer not read to its end); closed after [`POOL_IDLE`] unused.
 pub struct Conn {
     connector: Connector,
-    sender: Option<Sender>,
+    open: Option<Open>,
     last_used: Instant,
 }
 
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn").field("open", &self.sender.is_some()).finish()
+        f.debug_struct("Conn").field("open", &self.open.is_some()).finish()
     }
 }
 
-/// An open connection: HTTP/1.1, or HTTP/2 when the receiver chose it by ALPN.
+/// An open connection: how to send on it, and the connection itself, which must be polled
+/// for anything to happen on it.
+struct Open {
+    sender: Sender,
+    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The connection ended (closed by the receiver, or broken).
+    ended: bool,
+}
+
+/// HTTP/1.1, or HTTP/2 when the receiver chose it by ALPN.
 enum Sender {
     H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
+impl Open {
+    /// Runs `fut` while driving the connection.
+    async fn drive<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let mut fut = std::pin::pin!(fut);
+        let (driver, ended) = (&mut self.driver, &mut self.ended);
+        std::future::poll_fn(|cx| {
+            if !*ended && driver.as_mut().poll(cx).is_ready() {
+                *ended = true;
+            }
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Whether the connection can take a request now (it is not closed, not busy).
+    async fn ready(&mut self) -> bool {
+        let Self { sender, driver, ended } = self;
+        let ready = std::future::poll_fn(|cx| {
+            if !*ended && driver.as_mut().poll(cx).is_ready() {
+                *ended = true;
+            }
+            match sender {
+                Sender::H1(s) => s.poll_ready(cx),
+                Sender::H2(s) => s.poll_ready(cx),
+            }
+        })
+        .await;
+        ready.is_ok() && !*ended
+    }
+}
+
 impl Conn {
     /// Whether a connection is open (it may still have been closed by the receiver).
     pub fn is_open(&self) -> bool {
-        self.sender.is_some()
+        self.open.is_some()
     }
 
-    /// When the connection was last used; it is closed [`POOL_IDLE`] after.
-    pub fn idle_deadline(&self) -> tokio::time::Instant {
-        (self.last_used + POOL_IDLE).into()
+    /// Keeps the open connection going while the worker has nothing to send: resolves when
+    /// the receiver closed it or it was idle for [`POOL_IDLE`], and then it is closed. Never
+    /// resolves without an open connection.
+    pub async fn idle(&mut self) {
+        let Some(open) = &mut self.open else {
+            return std::future::pending().await;
+        };
+        let deadline = tokio::time::Instant::from_std(self.last_used + POOL_IDLE);
+        if !open.ended {
+            let _ = tokio::time::timeout_at(deadline, open.driver.as_mut()).await;
+        }
+        self.open = None;
     }
 
-    /// Closes the connection (the next attempt opens another).
-    pub fn close(&mut self) {
-        self.sender = None;
-    }
-
-    /// Sends `req` on the open connection, or on a new one. A reused connection that turns out
-    /// closed before the request went out (the receiver closed it while idle) is replaced and
-    /// the request sent again, as hyper-util's pool does: that is not an attempt that failed.
-    /// The connection is taken out for the attempt; [`finish`](Self::finish) puts it back.
-    async fn send(&mut self, to: Target<'_>, body: Bytes) -> Result<(Sender, Response<Incoming>), AttemptResult> {
+    /// Sends `req` on the open connection, or on a new one, and reads the answer with
+    /// [`read_answer`]. A reused connection that turns out closed before the request went out
+    /// (the receiver closed it while idle) is replaced and the request sent again, as
+    /// hyper-util's pool does: that is not an attempt that failed. The connection is kept
+    /// for the next attempt only when this one read its answer to the end.
+    async fn exchange(&mut self, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
         let mut reused = None;
-        if let Some(mut s) = self.sender.take()
-            && s.ready().await
+        if let Some(mut open) = self.open.take()
+            && open.ready().await
         {
-            reused = Some(s);
+            reused = Some(open);
         }
         loop {
             let fresh = reused.is_none();
-            let mut sender = match reused.take() {
-                Some(s) => s,
-                None => self.connect(to.uri).await?,
+            let mut open = match reused.take() {
+                Some(open) => open,
+                None => match Self::connect(self.connector.clone(), to.uri).await {
+                    Ok(open) => open,
+                    Err(failed) => return failed,
+                },
             };
             let req = request(to, body.clone());
-            let req = if sender.is_h1() { origin_form(req, to) } else { req };
-            match sender.try_send(req).await {
-                Ok(resp) => return Ok((sender, resp)),
+            let sent = match &mut open.sender {
+                Sender::H1(s) => Either::Left(s.try_send_request(origin_form(req, to))),
+                Sender::H2(s) => Either::Right(s.try_send_request(req)),
+            };
+            let resp = match open.drive(sent).await {
+                Ok(resp) => resp,
                 Err(mut e) => {
                     if !fresh && e.take_message().is_some() {
                         continue;
                     }
                     let (outcome, detail) = classify(e.error(), false);
-                    return Err(AttemptResult::new(outcome, None, Some(detail)));
+                    return AttemptResult::new(outcome, None, Some(detail));
                 }
+            };
+            let (result, clean) = open.drive(read_answer(resp, limits)).await;
+            if clean && !open.ended {
+                self.last_used = Instant::now();
+                self.open = Some(open);
             }
+            return result;
         }
     }
 
-    /// Puts the connection back after an attempt that read its answer to the end.
-    fn finish(&mut self, sender: Sender) {
-        self.last_used = Instant::now();
-        self.sender = Some(sender);
-    }
-
-    async fn connect(&self, uri: &Uri) -> Result<Sender, AttemptResult> {
+    async fn connect(mut connector: Connector, uri: &Uri) -> Result<Open, AttemptResult> {
         let failed = |e: &(dyn StdError + 'static)| {
             let (outcome, detail) = classify(e, true);
             AttemptResult::new(outcome, None, Some(detail))
         };
-        let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(|e| failed(&*e))?;
         let io = connector.call(uri.clone()).await.map_err(|e| failed(&*e))?;
-        if io.connected().is_negotiated_h2() {
+        let (sender, driver): (Sender, Pin<Box<dyn Future<Output = ()> + Send>>) = if io.connected().is_negotiated_h2()
+        {
             let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
                 .map_err(|e| failed(&e))?;
-            tokio::spawn(conn);
-            Ok(Sender::H2(sender))
+            (
+                Sender::H2(sender),
+                Box::pin(async move {
+                    let _ = conn.await;
+                }),
+            )
         } else {
             let (sender, conn) = hyper::client::conn::http1::handshake(io)
                 .await
                 .map_err(|e| failed(&e))?;
-            tokio::spawn(conn);
-            Ok(Sender::H1(sender))
-        }
-    }
-}
-
-impl Sender {
-    fn is_h1(&self) -> bool {
-        matches!(self, Sender::H1(_))
-    }
-
-    /// Waits until the connection can take a request; false when it is closed.
-    async fn ready(&mut self) -> bool {
-        match self {
-            Sender::H1(s) => s.ready().await.is_ok(),
-            Sender::H2(s) => s.ready().await.is_ok(),
-        }
-    }
-
-    async fn try_send(
-        &mut self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>> {
-        match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(req).await,
-        }
+            (
+                Sender::H1(sender),
+                Box::pin(async move {
+                    let _ = conn.await;
+                }),
+            )
+        };
+        Ok(Open {
+            sender,
+            driver,
+            ended: false,
+        })
     }
 }
 
@@ -448,18 +490,7 @@ async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: Att
 /// happened. The connection is kept for the next attempt only when this one read its answer
 /// to the end in time.
 pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
-    let run = async {
-        let (sender, resp) = match conn.send(to, body).await {
-            Ok(r) => r,
-            Err(failed) => return failed,
-        };
-        let (result, clean) = read_answer(resp, limits).await;
-        if clean {
-            conn.finish(sender);
-        }
-        result
-    };
-    match tokio::time::timeout(limits.timeout, run).await {
+    match tokio::time::timeout(limits.timeout, conn.exchange(to, body, limits)).await {
         Ok(r) => r,
         Err(_) => AttemptResult::new(
             Outcome::Timeout,

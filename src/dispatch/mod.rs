@@ -291,10 +291,8 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
                         Ok(job) => job,
                         Err(_) => break,
                     },
-                    _ = tokio::time::sleep_until(conn.idle_deadline()) => {
-                        conn.close();
-                        continue;
-                    }
+                    // Closed by the receiver, or idle for too long: closed.
+                    _ = conn.idle() => continue,
                 }
             }
             Err(async_channel::TryRecvError::Empty) => match lane.recv().await {
