@@ -30,17 +30,15 @@
 
 pub mod api;
 pub mod ban;
+pub mod cli;
 pub mod clock;
-pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod dialect;
 pub mod dispatch;
 pub mod domain;
 pub mod event;
 pub mod generate;
 pub mod harness;
-pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod presend;

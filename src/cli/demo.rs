@@ -18,7 +18,7 @@ use crate::server::Server;
 use crate::sink::{Sink, SinkOptions};
 
 /// The repo's config.toml, for when the demo runs outside the repo.
-const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
+const EMBEDDED_CONFIG: &str = include_str!("../../config.toml");
 /// Ban settings made for the demo: a ban after 10 failures within 10 s, lasting 3 s per level.
 fn demo_ban() -> BanConfig {
     BanConfig {
