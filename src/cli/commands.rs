@@ -3,11 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Config;
-use crate::dialect::agora;
-use crate::server::{Server, StartError};
-use crate::sim::BuildError;
-use crate::sink::{Sink, SinkOptions};
+use crate::{Config, Server, Sink, SinkOptions, StartError, agora_sign};
 
 /// `callback-sim serve`: the REST API and dispatcher until SIGINT/SIGTERM.
 pub async fn serve(config_path: &Path) -> ExitCode {
@@ -22,7 +18,7 @@ pub async fn serve(config_path: &Path) -> ExitCode {
         Ok(s) => s,
         // A rule's ca_file / client_cert / client_key that exists but cannot be used is a
         // config error like any other.
-        Err(StartError::Build(BuildError::Client(e))) => {
+        Err(StartError::TlsFiles(e)) => {
             eprintln!("error: invalid config: {}: {e}", config_path.display());
             return ExitCode::from(2);
         }
@@ -42,7 +38,7 @@ pub async fn serve(config_path: &Path) -> ExitCode {
 
 /// `callback-sim sign`: the agora signature, for people writing their verifier.
 pub fn sign(call_id: &str, secret: &str, timestamp: u64) -> ExitCode {
-    println!("{}", agora::sign(call_id, secret, timestamp));
+    println!("{}", agora_sign(call_id, secret, timestamp));
     ExitCode::SUCCESS
 }
 
