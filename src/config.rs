@@ -449,7 +449,7 @@ impl Config {
 /// Builds a [`Config`] in code, with the same validation and defaults as the file.
 ///
 /// ```
-/// use callback_sim::config::{AppBuilder, Config, RuleBuilder};
+/// use callback_sim::{AppBuilder, Config, RuleBuilder};
 ///
 /// let config = Config::builder()
 ///     .app(AppBuilder::new("app1", "token").rule(RuleBuilder::post_send("sync", "http://127.0.0.1:9000/cb", "secret")))

@@ -73,6 +73,30 @@ impl Sim {
 
     /// Parses TOML text (as `config.toml` would be, relative paths from the current dir) and
     /// starts it like [`Sim::start`].
+    ///
+    /// ```
+    /// use callback_sim::{FinalOutcome, Message, Sim, Sink};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let sink = Sink::recording(None).await.unwrap();
+    /// let sim = Sim::from_toml(&format!(
+    ///     r#"
+    ///     [[apps]]
+    ///     id = "app1"
+    ///     token = "token"
+    ///       [[apps.rules]]
+    ///       name = "sync"
+    ///       url = "{}"
+    ///       secret = "secret"
+    ///     "#,
+    ///     sink.url("/cb")
+    /// ))
+    /// .await
+    /// .unwrap();
+    /// let sent = sim.send("app1", Message::text("alice", "bob", "hello")).await.unwrap();
+    /// assert_eq!(sent.callbacks[0].outcome, FinalOutcome::Delivered);
+    /// # });
+    /// ```
     pub async fn from_toml(text: &str) -> Result<Self, SimError> {
         let config = Config::parse(text, "<toml text>", std::path::Path::new("."))?;
         Self::start(config).await

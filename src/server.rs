@@ -141,7 +141,6 @@ pub struct RuleState {
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let dir = tempfile::tempdir().unwrap();
 /// let config = Config::builder()
-///     .listen("127.0.0.1:0")
 ///     .data_dir(dir.path())
 ///     .app(AppBuilder::new("app1", "token").rule(RuleBuilder::post_send("sync", "http://127.0.0.1:9/cb", "secret")))
 ///     .build()

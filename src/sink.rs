@@ -186,7 +186,31 @@ struct SinkState {
     arrived: tokio::sync::Notify,
 }
 
-/// A running sink.
+/// A receiver on loopback: what `callback-sim sink` runs, and the receiver of tests.
+///
+/// It checks each callback's signature (with the secret), counts callbacks and duplicate
+/// callIds ([`summary`](Self::summary)), and answers 200 — or as scripted: a status, a body, a
+/// delay, per path or for the next few ([`Reply`]). A recording sink also keeps every callback
+/// for [`received`](Self::received) and [`wait_for`](Self::wait_for).
+///
+/// ```
+/// use std::time::Duration;
+/// use callback_sim::{Reply, Signature, Sink, agora_sign};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let sink = Sink::recording(Some("s3cret")).await.unwrap();
+/// sink.reply_on("/down", Reply::status(503).after(Duration::from_millis(10)));
+/// let http = reqwest::Client::new();
+/// let security = agora_sign("app#1", "s3cret", 1600060847294);
+/// let body = format!(r#"{{"callId":"app#1","timestamp":1600060847294,"security":"{security}"}}"#);
+/// let up = http.post(sink.url("/up")).body(body.clone()).send().await.unwrap();
+/// let down = http.post(sink.url("/down")).body(body).send().await.unwrap();
+/// assert_eq!((up.status().as_u16(), down.status().as_u16()), (200, 503));
+/// let got = sink.wait_for(2, Duration::from_secs(5)).await.unwrap();
+/// assert_eq!(got[1].signature, Signature::Valid);
+/// assert_eq!(sink.summary().duplicates, 1, "the same callId twice");
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct Sink {
     addr: SocketAddr,
