@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use callback_sim::{Config, Server, Sink, SinkOptions, SinkTls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
@@ -221,47 +220,11 @@ async fn mutual_tls_delivers_with_a_client_certificate_and_fails_without() {
     assert_eq!(sink.summary().received, 2);
 }
 
-/// What the log lines of the tests on this thread say, as JSON lines.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The `detail` of the `callback` log line of `rule`.
-    fn detail(&self, rule: &str) -> String {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "callback" && v["rule"] == rule)
-            .and_then(|v| v["detail"].as_str().map(str::to_string))
-            .unwrap_or_else(|| panic!("no callback log line with a detail for {rule} in:\n{text}"))
-    }
-}
-
 /// The log line's detail says which side failed, as the provider's troubleshooting table
-/// does: the receiver's certificate, or the receiver's verdict on ours.
+/// does: the receiver's certificate, or the receiver's verdict on ours. The log is the
+/// binary's (`serve --log-format json`), read as a user would read it.
 #[tokio::test]
 async fn tls_failures_say_which_side_failed() {
-    // A current-thread test: the simulator's log lines come to this subscriber.
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
     let pki = pki();
     let server_side = "the receiver's certificate was rejected";
     let our_side = "the receiver rejected our client certificate (mutual TLS)";
@@ -286,9 +249,51 @@ async fn tls_failures_say_which_side_failed() {
         rule("plain_http", &http.url("/cb").replace("http://", "https://"), ""),
     ]
     .concat();
-    let app = spawn_app("", &agora_app(&format!("{POLICY}\nmax_rules = 8"), &rules)).await;
-    let cbs = send_one(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let apps = agora_app(&format!("{POLICY}\nmax_rules = 8"), &rules);
+    std::fs::write(&config, config_text(dir.path(), "", &apps)).unwrap();
+    let (mut child, line, _stdout) = spawn_first_line(
+        Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let base = line
+        .strip_prefix("callback-sim listening on ")
+        .expect("the address line");
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/app-id/app1/messages?wait=true"))
+        .bearer_auth("tok1")
+        .json(&json!({"from": "u1", "to": "u2", "msg": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = status_json(resp).await;
+    // Every callback was logged before the answer came.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let cbs: Vec<(String, Value)> = callbacks(&answer)
+        .iter()
+        .map(|c| (c["rule"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
     assert_eq!(outcome_of(&cbs, "good_client"), ("delivered", "delivered"));
+    let detail = |rule: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "callback" && v["rule"] == rule)
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no callback log line with a detail for {rule} in:\n{log}"))
+    };
     for (rule, expected) in [
         ("no_ca_file", [server_side, "set ca_file"]),
         ("other_ca", [server_side, server_side]),
@@ -298,7 +303,7 @@ async fn tls_failures_say_which_side_failed() {
         ("plain_http", ["serving HTTPS", "serving HTTPS"]),
     ] {
         assert_eq!(outcome_of(&cbs, rule), ("stored", "tls"), "{rule}");
-        let detail = logs.detail(rule);
+        let detail = detail(rule);
         assert!(expected.iter().all(|e| detail.contains(e)), "{rule}: {detail}");
     }
 }
