@@ -212,7 +212,6 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub base: String,
     pub http: reqwest::Client,
-    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
 }
 
