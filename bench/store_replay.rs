@@ -3,13 +3,10 @@
 //! Loopback only, bounded in time. Run with `bench/store_replay` (or `cargo bench --bench
 //! store_replay`); `BENCH_N` changes the count.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callback_sim::generate::peak_rss_mb;
-use callback_sim::message::Message;
-use callback_sim::sink::{Sink, SinkOptions};
-use callback_sim::{Config, Server};
+use callback_sim::FinalOutcome::{self, Delivered, Stored};
+use callback_sim::{Config, EnqueueError, Message, Server, SimError, Sink, SinkOptions};
 
 /// glibc's malloc serialises on arena locks under many threads; mimalloc does not.
 #[global_allocator]
@@ -19,15 +16,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 
 async fn submit_all(server: &Server, app_id: &str, n: usize) {
-    let sim = server.simulator();
-    let app = sim.apps.get(app_id).expect("bench app").clone();
     let deadline = Instant::now() + PHASE_LIMIT;
     for i in 0..n {
         loop {
             let msg = Message::text("bench_user", "peer", &format!("message {i}"));
-            match sim.submit(&app, msg, false).await {
+            match server.submit(app_id, msg).await {
                 Ok(_) => break,
-                Err(callback_sim::dispatch::EnqueueError::Full) => {
+                Err(SimError::Queue(EnqueueError::Full)) => {
                     assert!(Instant::now() < deadline, "queue stayed full");
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
@@ -35,6 +30,35 @@ async fn submit_all(server: &Server, app_id: &str, n: usize) {
             }
         }
     }
+}
+
+/// Callbacks of `app`'s `rule` that ended with `outcome` so far.
+fn final_count(server: &Server, app: &str, rule: &str, outcome: FinalOutcome) -> usize {
+    let rules = server.rules(app).expect("bench app");
+    let rule = rules.iter().find(|r| r.name == rule).expect("bench rule");
+    rule.stats.final_outcome(outcome) as usize
+}
+
+/// Callbacks in the exception store, every app together.
+fn stored(server: &Server) -> u64 {
+    ["healthy", "refusing", "pair"]
+        .iter()
+        .flat_map(|app| server.buckets(app).expect("bench app"))
+        .map(|b| b.size)
+        .sum()
+}
+
+/// Peak resident memory of this process, from /proc (Linux); NaN elsewhere.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -110,18 +134,13 @@ token = "t"
     );
     let config = Config::parse(&text, "bench", dir.path()).expect("bench config");
     let server = Server::start(config).await.expect("server");
-    let sim = server.simulator().clone();
-    let final_count = |app: &str, rule: &str, o: callback_sim::domain::FinalOutcome| {
-        sim.apps.get(app).unwrap().rule(rule).unwrap().stats.final_outcome(o)
-    };
-    use callback_sim::domain::FinalOutcome::{Delivered, Stored};
 
     println!("callback-sim store/replay benchmark: {n} callbacks, loopback, release build expected");
 
     // Reference: plain delivery to the sink.
     let t = Instant::now();
     submit_all(&server, "healthy", n).await;
-    wait_until("delivery", || final_count("healthy", "sink", Delivered) as usize >= n).await;
+    wait_until("delivery", || final_count(&server, "healthy", "sink", Delivered) >= n).await;
     let delivered_rate = n as f64 / t.elapsed().as_secs_f64();
     println!(
         "deliver  : {n} callbacks to sink in {:.2} s = {delivered_rate:.0}/s",
@@ -131,13 +150,13 @@ token = "t"
     // Store: every callback refused twice (attempt + immediate retry), then stored durably.
     let t = Instant::now();
     submit_all(&server, "refusing", n).await;
-    wait_until("storing", || final_count("refusing", "refused", Stored) as usize >= n).await;
+    wait_until("storing", || final_count(&server, "refusing", "refused", Stored) >= n).await;
     let stored_rate = n as f64 / t.elapsed().as_secs_f64();
     println!(
         "store    : {n} callbacks refused and stored in {:.2} s = {stored_rate:.0}/s",
         t.elapsed().as_secs_f64()
     );
-    assert_eq!(sim.store().total() as usize, n);
+    assert_eq!(stored(&server) as usize, n);
 
     // Replay every bucket to the healthy sink over REST, as a user would.
     let http = reqwest::Client::new();
@@ -151,7 +170,7 @@ token = "t"
         .json()
         .await
         .unwrap();
-    let before = sink.stats().summary().received;
+    let before = sink.summary().received;
     let t = Instant::now();
     let mut replayed = 0;
     for b in info["data"].as_array().unwrap() {
@@ -175,8 +194,8 @@ token = "t"
         "replay   : {replayed} callbacks replayed to sink in {:.2} s = {replay_rate:.0}/s (SPEC §10 asks >= 20000/s)",
         t.elapsed().as_secs_f64()
     );
-    assert_eq!(sink.stats().summary().received - before, replayed);
-    assert_eq!(sim.store().total(), 0);
+    assert_eq!(sink.summary().received - before, replayed);
+    assert_eq!(stored(&server), 0);
     // Isolation: the same delivery while another rule of the same app hangs on every callback.
     // The hung rule's callbacks wait in its lane (they count as queued): keep them under the
     // queue's capacity.
@@ -184,7 +203,7 @@ token = "t"
     let t = Instant::now();
     submit_all(&server, "pair", n_iso).await;
     wait_until("delivery beside a hung rule", || {
-        final_count("pair", "healthy", Delivered) as usize >= n_iso
+        final_count(&server, "pair", "healthy", Delivered) >= n_iso
     })
     .await;
     let beside_hung = n_iso as f64 / t.elapsed().as_secs_f64();
@@ -195,9 +214,6 @@ token = "t"
     );
 
     println!("peak RSS : {:.1} MB", peak_rss_mb());
-    let server = Arc::new(server);
-    if let Ok(s) = Arc::try_unwrap(server) {
-        s.shutdown().await;
-    }
+    server.shutdown().await;
     println!("stored: {stored_rate:.0}/s, replayed: {replay_rate:.0}/s, delivered: {delivered_rate:.0}/s");
 }

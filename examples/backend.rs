@@ -13,11 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use callback_sim::config::{AppBuilder, Config, RuleBuilder};
-use callback_sim::dialect::agora;
-use callback_sim::domain::FinalOutcome;
-use callback_sim::harness::Sim;
-use callback_sim::message::Message;
+use callback_sim::{AppBuilder, Config, FinalOutcome, Message, RuleBuilder, Signature, Sim, agora_verify};
 use serde_json::Value;
 
 const SECRET: &str = "backend-secret";
@@ -30,16 +26,14 @@ struct Backend {
 }
 
 async fn callback(State(b): State<Arc<Backend>>, body: String) -> StatusCode {
+    match agora_verify(body.as_bytes(), SECRET) {
+        Signature::Valid => {}
+        Signature::Invalid => return StatusCode::UNAUTHORIZED,
+        _ => return StatusCode::BAD_REQUEST,
+    }
     let Ok(v) = serde_json::from_str::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
-    let (Some(id), Some(ts), Some(sig)) = (v["callId"].as_str(), v["timestamp"].as_u64(), v["security"].as_str())
-    else {
-        return StatusCode::BAD_REQUEST;
-    };
-    if agora::sign(id, SECRET, ts) != sig {
-        return StatusCode::UNAUTHORIZED;
-    }
     if *b.down.lock().unwrap() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A source of Unix time in milliseconds.
+/// A source of Unix time in milliseconds: what bans, date keys, callback `timestamp`s and the
+/// retention sweep read. [`Server::start_with_clock`](crate::Server::start_with_clock) takes
+/// one; [`ManualClock`] is the one tests use.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current time, in Unix milliseconds.
     fn now_ms(&self) -> u64;
@@ -26,7 +28,27 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to: bans end and store buckets age when the test says so.
+///
+/// ```
+/// use std::sync::Arc;
+/// use callback_sim::{AppBuilder, Config, ManualClock, Message, RuleBuilder, Sim};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+/// // Nothing listens on port 9: two failures (the attempt and its retry) ban the rule for 60 s.
+/// let config = Config::builder()
+///     .ban(2, 30.0, 60.0, 5)
+///     .app(AppBuilder::new("app", "tok").rule(RuleBuilder::post_send("sync", "http://127.0.0.1:9/cb", "s")))
+///     .build()
+///     .unwrap();
+/// let sim = Sim::start_with_clock(config, clock.clone()).await.unwrap();
+/// sim.send("app", Message::text("alice", "bob", "hi")).await.unwrap();
+/// assert_eq!(sim.rules("app").unwrap()[0].state, "banned");
+/// clock.advance(60_000);
+/// assert_eq!(sim.rules("app").unwrap()[0].state, "active");
+/// # });
+/// ```
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicU64);
 

@@ -200,12 +200,12 @@ impl Filter {
     }
 
     /// Only these values (by vocabulary index); none given means all.
-    pub fn only(indices: impl IntoIterator<Item = usize>) -> Self {
+    pub(crate) fn only(indices: impl IntoIterator<Item = usize>) -> Self {
         Self::from_indices(indices)
     }
 
-    /// Whether the value with this vocabulary index (e.g. [`ChatType::index`]) passes.
-    pub fn allows(self, index: usize) -> bool {
+    /// Whether the value with this vocabulary index (e.g. `ChatType::index`) passes.
+    pub(crate) fn allows(self, index: usize) -> bool {
         self.0 & (1 << index) != 0
     }
 }
@@ -280,7 +280,7 @@ pub struct TlsConfig {
 
 impl TlsConfig {
     /// True when no option is set, so the rule can share the default HTTP client.
-    pub fn is_default(&self) -> bool {
+    pub(crate) fn is_default(&self) -> bool {
         *self == TlsConfig::default()
     }
 }
@@ -449,7 +449,7 @@ impl Config {
 /// Builds a [`Config`] in code, with the same validation and defaults as the file.
 ///
 /// ```
-/// use callback_sim::config::{AppBuilder, Config, RuleBuilder};
+/// use callback_sim::{AppBuilder, Config, RuleBuilder};
 ///
 /// let config = Config::builder()
 ///     .app(AppBuilder::new("app1", "token").rule(RuleBuilder::post_send("sync", "http://127.0.0.1:9000/cb", "secret")))
@@ -1124,7 +1124,7 @@ impl Validator<'_> {
 }
 
 /// Parses `+HH:MM` / `-HH:MM` (also `Z` and `+HHMM`).
-pub fn parse_utc_offset(s: &str) -> Option<FixedOffset> {
+pub(crate) fn parse_utc_offset(s: &str) -> Option<FixedOffset> {
     if s == "Z" || s == "z" {
         return FixedOffset::east_opt(0);
     }

@@ -157,31 +157,26 @@ impl CallbackUrl {
         })
     }
 
-    /// The parsed URL, ready for a request.
-    pub fn as_url(&self) -> &reqwest::Url {
-        &self.url
-    }
-
     /// The URI every attempt requests (no credentials in it).
-    pub fn as_uri(&self) -> &http::Uri {
+    pub(crate) fn as_uri(&self) -> &http::Uri {
         &self.uri
     }
 
     /// `Authorization: Basic …` when the URL carries `user:password@`.
-    pub fn authorization(&self) -> Option<&http::HeaderValue> {
+    pub(crate) fn authorization(&self) -> Option<&http::HeaderValue> {
         self.authorization.as_ref()
     }
 
     /// The `Host` header of an `http://` URL, made once rather than by the client on every
     /// request. `None` for `https://`: HTTP/2 may be negotiated there, which sends
     /// `:authority` instead, so the client decides.
-    pub fn http1_host(&self) -> Option<&http::HeaderValue> {
+    pub(crate) fn http1_host(&self) -> Option<&http::HeaderValue> {
         self.host.as_ref()
     }
 
     /// The request URI with `query` appended (`?` or `&` as the URL needs): a tencent
     /// callback's `SdkAppid=…&CallbackCommand=…` (SPEC §4.3).
-    pub fn uri_with_query(&self, query: Option<&str>) -> http::Uri {
+    pub(crate) fn uri_with_query(&self, query: Option<&str>) -> http::Uri {
         let Some(q) = query.filter(|q| !q.is_empty()) else {
             return self.uri.clone();
         };
@@ -306,7 +301,7 @@ impl DateKey {
     }
 
     /// Builds a key from its 12 stored bytes, if they are a valid key.
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Self> {
         std::str::from_utf8(b).ok().and_then(|s| Self::parse(s).ok())
     }
 
@@ -316,12 +311,12 @@ impl DateKey {
     }
 
     /// The key's 12 ASCII digits, as stored in sled keys (they sort in time order).
-    pub fn as_bytes(&self) -> &[u8; 12] {
+    pub(crate) fn as_bytes(&self) -> &[u8; 12] {
         &self.0
     }
 
     /// The Unix time in milliseconds at which this window starts, seen from `offset`.
-    pub fn start_ms(&self, offset: chrono::FixedOffset) -> u64 {
+    pub(crate) fn start_ms(&self, offset: chrono::FixedOffset) -> u64 {
         use chrono::TimeZone;
         let naive =
             chrono::NaiveDateTime::parse_from_str(self.as_str(), "%Y%m%d%H%M").expect("validated at construction");

@@ -31,7 +31,7 @@ pub enum Event {
     GroupMemberJoined {
         /// The group id (the report's `to`).
         group_id: String,
-        /// The user ids that joined, 1 to [`MAX_MEMBERS`].
+        /// The user ids that joined, 1 to 10,000.
         members: Vec<String>,
         /// Who added them (agora `from`, tencent `Operator_Account`); defaults to the first
         /// member.

@@ -244,7 +244,7 @@ impl Traffic {
 
 impl Message {
     /// The REST JSON of this message (for `--server` runs).
-    pub fn to_request_json(&self) -> Value {
+    pub(crate) fn to_request_json(&self) -> Value {
         let mut v = json!({
             "from": self.from, "to": self.to, "chat_type": self.chat_type, "type": self.msg_type,
             "ext": self.ext, "source": self.source, "offline": self.offline,

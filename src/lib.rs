@@ -1,57 +1,110 @@
 #![warn(missing_docs)]
+// Every type a public signature shows is re-exported: the surface below is the whole of it.
+#![warn(unnameable_types)]
 //! callback-sim plays the sending side of an IM provider's callback (webhook) system —
 //! Agora Chat / Shengwang-Easemob and Tencent Cloud IM — so that app backends can be tested
-//! against real, signed callbacks with the provider's retry, timeout and failure behaviour.
+//! against real, signed callbacks with the provider's retry, timeout, ban and exception-store
+//! behaviour. The `callback-sim` binary is [`cli::main`]; everything it does goes through the
+//! types below.
 //!
-//! The crate, module by module:
+//! # In a Rust test
 //!
-//! - [`config`] — `config.toml`: the file format and its validation into typed settings.
-//! - [`domain`] — validated names (`AppId`, `RuleName`, `CallbackUrl`) and vocabularies (`Outcome`…).
-//! - [`message`] — a message of the simulated IM world, parsed from its REST JSON.
-//! - [`event`] — non-message events: user online/offline, group members joined.
-//! - [`presend`] — pre-send (moderation) callbacks and their verdicts.
-//! - [`dialect`] — provider wire formats: callback bodies and signatures.
-//! - [`runtime`] — apps and rules as they run: HTTP clients, counters, rate limiters.
-//! - [`ban`] — the failure window and escalating bans, pure over time.
-//! - [`store`] — the sled exception store: buckets, durable writes, retention.
-//! - [`replay`] — re-sending a stored bucket (storage/retry).
-//! - [`clock`] — injected wall-clock time.
-//! - [`sim`] — the core: a message in, signed callbacks queued ([`sim::Simulator::submit`]).
-//! - [`dispatch`] — the bounded queue, workers, attempts, retries and outcomes.
-//! - [`api`] — the REST API (SPEC §8).
-//! - [`metrics`] — `GET /metrics` in Prometheus text.
-//! - [`server`] — the simulator bound to a socket; graceful stop.
-//! - [`sink`] — a receiver that verifies, counts and injects faults.
-//! - [`generate`] — seeded realistic traffic at a fixed rate, with a live view and a report.
-//! - [`tls`] — PEM files and rustls settings for HTTPS and mutual TLS, both ends.
-//! - [`harness`] — [`harness::Sim`]: the simulator inside a test, in a few lines.
-//! - [`demo`] — the narrated demo on the embedded default config.
-//! - [`commands`] — the CLI commands; [`logging`] — tracing setup.
+//! Start a receiver and the simulator on port 0, send a message, assert on what happened:
+//!
+//! ```
+//! use std::time::Duration;
+//! use callback_sim::{AppBuilder, Config, FinalOutcome, Message, Reply, RuleBuilder, Sim, Sink};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let sink = Sink::recording(Some("s3cret")).await.unwrap();
+//! let config = Config::builder()
+//!     .app(AppBuilder::new("app", "token").rule(RuleBuilder::post_send("sync", &sink.url("/cb"), "s3cret")))
+//!     .build()
+//!     .unwrap();
+//! let sim = Sim::start(config).await.unwrap();
+//! let sent = sim.send("app", Message::text("alice", "bob", "hi")).await.unwrap();
+//! assert_eq!(sent.callbacks[0].outcome, FinalOutcome::Delivered);
+//! assert_eq!(sink.wait_for(1, Duration::from_secs(5)).await.unwrap().len(), 1);
+//!
+//! sink.reply(Reply::status(500));
+//! let sent = sim.send("app", Message::text("alice", "bob", "again")).await.unwrap();
+//! assert_eq!(sent.callbacks[0].outcome, FinalOutcome::Stored);
+//! let bucket = &sim.buckets("app").unwrap()[0];
+//! assert_eq!(sim.items("app", bucket.date, 0, 10).unwrap()[0].attempts, 2);
+//! # });
+//! ```
+//!
+//! # The public API
+//!
+//! - **Configuration** — [`Config`]: parsed from TOML ([`Config::load`], [`Config::parse`]) or
+//!   built in code ([`Config::builder`], [`AppBuilder`], [`RuleBuilder`]); every problem is a
+//!   [`ConfigError`] naming the key. The [`config`] module holds the typed settings it is made of.
+//! - **The simulator** — [`Server`]: the REST API and the dispatcher on `server.listen`, what
+//!   `callback-sim serve` runs; [`Sim`]: a `Server` on `127.0.0.1:0` with a temp data dir, for
+//!   tests. Both [`send`](Server::send) a [`Message`] (or [`send_event`](Server::send_event)
+//!   an [`Event`]) and answer a [`Sent`] with a [`CallbackReport`] per callback, list the
+//!   store's [`BucketInfo`]s and [`StoredCallback`]s, [`replay`](Server::replay) a bucket
+//!   ([`ReplayOutcome`]), show each rule's [`RuleState`], and stop gracefully on
+//!   [`shutdown`](Server::shutdown) or drop. Errors: [`StartError`], [`SimError`].
+//! - **Time** — [`Clock`] and [`ManualClock`]: start a simulator with
+//!   [`Server::start_with_clock`] to move bans and retention forward without waiting.
+//! - **The receiver** — [`Sink`]: verifies signatures, counts callbacks and duplicates, answers
+//!   as scripted ([`Reply`]), records what it got ([`ReceivedCallback`], [`Sink::wait_for`]),
+//!   serves HTTPS and mutual TLS ([`SinkTls`]): what `callback-sim sink` runs.
+//! - **Signatures** — [`agora_sign`] and [`agora_verify`], for receivers of agora callbacks.
+//! - **Vocabulary** (SPEC §1, §5) — [`Outcome`], [`FinalOutcome`], [`EventType`],
+//!   [`RuleKind`], [`Dialect`], [`ChatType`], [`MessageType`], [`Source`], [`Platform`],
+//!   [`OnFailure`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
+//!   [`DateKey`].
+//! - **The command line** — [`cli::main`].
+//!
+//! # Inside (private modules, for contributors)
+//!
+//! `domain` (validated names and vocabularies), `message` and `event` (what enters),
+//! `presend` (moderation callbacks), `dialect` (wire formats and signatures), `runtime` (apps
+//! and rules as they run), `sim` (a message in, signed callbacks queued: the core), `dispatch`
+//! (queue, attempts, retries, outcomes), `ban` (the failure window, pure over time), `store`
+//! (the sled exception store), `replay`, `clock`, `api` (the REST API, SPEC §8), `metrics`,
+//! `server` and `harness` (the public simulator types), `sink`, `generate` (the traffic
+//! generator), `tls` (PEM files and rustls settings), `cli` (commands, demo, logging).
 
-pub mod api;
-pub mod ban;
-pub mod clock;
-pub mod commands;
+mod api;
+mod ban;
+pub mod cli;
+mod clock;
 pub mod config;
-pub mod demo;
-pub mod dialect;
-pub mod dispatch;
-pub mod domain;
-pub mod event;
-pub mod generate;
-pub mod harness;
-pub mod logging;
-pub mod message;
-pub mod metrics;
-pub mod presend;
-pub mod replay;
-pub mod runtime;
-pub mod server;
-pub mod sim;
-pub mod sink;
-pub mod store;
-pub mod tls;
+mod dialect;
+mod dispatch;
+mod domain;
+mod event;
+mod generate;
+mod harness;
+mod message;
+mod metrics;
+mod presend;
+mod replay;
+mod runtime;
+mod server;
+mod sim;
+mod sink;
+mod store;
+mod tls;
 
-pub use config::Config;
-pub use server::Server;
-pub use sim::Simulator;
+pub use clock::{Clock, ManualClock};
+pub use config::{AppBuilder, Config, ConfigError, RuleBuilder};
+pub use dialect::agora::sign as agora_sign;
+pub use dispatch::{CallbackReport, EnqueueError};
+pub use domain::{
+    AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, MessageType, OnFailure,
+    Outcome, Platform, RuleKind, RuleName, Source,
+};
+pub use event::Event;
+pub use harness::Sim;
+pub use message::Message;
+pub use replay::{ReplayError, ReplayOutcome};
+pub use runtime::StatsSnapshot;
+pub use server::{Receipt, RuleState, Sent, Server, SimError, StartError};
+pub use sink::{
+    ReceivedCallback, Reply, Signature, Sink, SinkOptions, SinkSummary, SinkTls, WaitTimeout, agora_verify,
+};
+pub use store::{BucketInfo, StoreError, StoredCallback};

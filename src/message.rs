@@ -243,7 +243,7 @@ impl Message {
     }
 
     /// The `group_id` on the wire: the message's `to` for groups and chatrooms.
-    pub fn group_id(&self) -> Option<&str> {
+    pub(crate) fn group_id(&self) -> Option<&str> {
         match self.chat_type {
             ChatType::Chat => None,
             ChatType::GroupChat | ChatType::ChatRoom => Some(&self.to),
@@ -252,7 +252,7 @@ impl Message {
 
     /// The agora `payload`: `{"bodies": [{"type": ..., ...body}], "ext": {...}}`, serialized once
     /// per message and shared by all its callbacks.
-    pub fn agora_payload(&self) -> Box<RawValue> {
+    pub(crate) fn agora_payload(&self) -> Box<RawValue> {
         #[derive(serde::Serialize)]
         struct BodyItem<'a> {
             #[serde(rename = "type")]

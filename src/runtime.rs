@@ -76,6 +76,18 @@ pub struct StatsSnapshot {
     pub finals: std::collections::BTreeMap<&'static str, u64>,
 }
 
+impl StatsSnapshot {
+    /// Attempts that ended with `o` (callbacks not attempted, for `banned` and `shutdown`).
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        self.counts.get(o.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Callbacks whose final outcome is `o`.
+    pub fn final_outcome(&self, o: FinalOutcome) -> u64 {
+        self.finals.get(o.as_str()).copied().unwrap_or(0)
+    }
+}
+
 /// A rule as the dispatcher uses it.
 #[derive(Debug)]
 pub struct RuleRuntime {

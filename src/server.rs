@@ -1,23 +1,38 @@
-//! A running simulator: the dispatcher plus the REST API bound to a real socket.
+//! [`Server`]: a running simulator — the dispatcher plus the REST API bound to a real socket —
+//! and typed access to what it did: each callback's outcome, the exception store, replays and
+//! rule states. `callback-sim serve` runs one; [`Sim`](crate::Sim) wraps one for tests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::dispatch::{CallbackReport, EnqueueError};
+use crate::domain::{CallbackUrl, DateKey};
+use crate::event::Event;
+use crate::message::Message;
+use crate::replay::{ReplayError, ReplayOutcome, replay};
+use crate::runtime::{AppRuntime, StatsSnapshot};
 use crate::sim::{BuildError, Simulator};
+use crate::store::{Bucket, BucketInfo, StoreError, StoredCallback};
 
-/// Why the server could not start.
+/// Why a [`Server`] (or a [`Sim`](crate::Sim)) could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The simulator could not be built (store, HTTP clients).
+    /// A rule's `ca_file`, `client_cert` or `client_key` cannot be used: a config error that
+    /// names the app, the rule, the key and the file (`serve` exits 2).
+    #[error("{0}")]
+    TlsFiles(String),
+    /// The exception store under `server.data_dir` could not be opened (e.g. locked by another
+    /// process).
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Store(#[from] StoreError),
     /// `server.listen` could not be bound.
     #[error("cannot listen on {addr}: {source} (change server.listen, or use port 0 for a free port)")]
     Bind {
@@ -28,13 +43,120 @@ pub enum StartError {
     },
 }
 
-/// The simulator serving its REST API. Stop it with [`Server::shutdown`].
+impl StartError {
+    fn build(e: BuildError) -> Self {
+        match e {
+            BuildError::Client(e) => StartError::TlsFiles(e.to_string()),
+            BuildError::Store(e) => StartError::Store(e),
+        }
+    }
+}
+
+/// Why a [`Server`] or [`Sim`](crate::Sim) call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The TOML given to [`Sim::from_toml`](crate::Sim::from_toml) is not a valid config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The simulator could not start (TLS files, store, bind).
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The temporary data dir could not be created.
+    #[error("cannot create a temp data dir: {0}")]
+    TempDir(std::io::Error),
+    /// The app id names no app of the config.
+    #[error("no app {0:?} in the config")]
+    UnknownApp(String),
+    /// The message could not be queued (queue full, or the simulator is stopping).
+    #[error(transparent)]
+    Queue(#[from] EnqueueError),
+    /// A replay did not run (no such bucket, or one already running).
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// The exception store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An argument is invalid, e.g. a replay target URL that is not `http(s)://`.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a sent message (or event) became, every callback with its final outcome: the data of
+/// a `?wait=true` answer.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The message id (empty for events).
+    pub msg_id: String,
+    /// The pre-send verdict.
+    pub accepted: bool,
+    /// What the sender is told when blocked (with `notify_sender`).
+    pub code: Option<String>,
+    /// Pre-send callbacks first, then post-send ones: the `?wait=true` list.
+    pub callbacks: Vec<CallbackReport>,
+}
+
+/// What the simulator answered when it took a message without waiting for its callbacks
+/// ([`Server::submit`]): the data of an answer without `?wait=true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The message id.
+    pub msg_id: String,
+    /// The pre-send verdict.
+    pub accepted: bool,
+    /// What the sender is told when blocked (with `notify_sender`).
+    pub code: Option<String>,
+    /// Post-send callbacks queued.
+    pub queued: usize,
+}
+
+/// A rule's live state, as `GET …/callbacks/rules` shows it.
+#[derive(Debug, Clone)]
+pub struct RuleState {
+    /// The rule's name.
+    pub name: String,
+    /// `active`, `banned` or `disabled`.
+    pub state: &'static str,
+    /// Unix time in milliseconds at which the current ban ends; `None` when not banned.
+    pub banned_until_ms: Option<u64>,
+    /// The level of the latest ban (0 if never banned), as `ban_level`.
+    pub ban_level: u32,
+    /// Failed attempts within the last `ban.window_secs` (0 while banned).
+    pub failures_in_window: u32,
+    /// Attempts per outcome and callbacks per final outcome.
+    pub stats: StatsSnapshot,
+}
+
+/// The simulator serving its REST API on `server.listen`, with its exception store in
+/// `server.data_dir`: what `callback-sim serve` runs.
+///
+/// Besides the REST API at [`base_url`](Self::base_url), it offers the same operations in
+/// process: [`send`](Self::send) a message and get every callback's final outcome, read the
+/// store's [`buckets`](Self::buckets) and [`items`](Self::items), [`replay`](Self::replay) a
+/// bucket, see the [`rules`](Self::rules)' states. Stop it with [`shutdown`](Self::shutdown);
+/// dropping it stops it too, in the background.
+///
+/// ```
+/// use callback_sim::{AppBuilder, Config, RuleBuilder, Server};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let config = Config::builder()
+///     .data_dir(dir.path())
+///     .app(AppBuilder::new("app1", "token").rule(RuleBuilder::post_send("sync", "http://127.0.0.1:9/cb", "secret")))
+///     .build()
+///     .unwrap();
+/// let server = Server::start(config).await.unwrap();
+/// println!("callback-sim listening on {}", server.base_url());
+/// server.shutdown().await;
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
     sim: Arc<Simulator>,
     http_stop: CancellationToken,
-    http: JoinHandle<std::io::Result<()>>,
+    http: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
+    stopped: OnceCell<()>,
 }
 
 impl Server {
@@ -43,10 +165,11 @@ impl Server {
         Self::start_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    /// [`start`](Self::start) with another clock (tests of bans and retention).
-    pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+    /// [`start`](Self::start) with another clock, e.g. a [`ManualClock`](crate::ManualClock)
+    /// to test bans and retention without waiting.
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let want = config.server.listen;
-        let sim = Simulator::build_with_clock(config, clock)?;
+        let sim = Simulator::build_with_clock(config, clock).map_err(StartError::build)?;
         let listener = TcpListener::bind(want)
             .await
             .map_err(|source| StartError::Bind { addr: want, source })?;
@@ -61,35 +184,177 @@ impl Server {
             addr,
             sim,
             http_stop,
-            http,
+            http: Mutex::new(Some(http)),
+            stopped: OnceCell::new(),
         })
     }
 
-    /// The address the API listens on.
+    /// The address the API listens on (the real port when bound to port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://{addr}`.
+    /// `http://{addr}`, for driving the REST API.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// The simulator behind the API, to submit messages or read state in-process.
-    pub fn simulator(&self) -> &Arc<Simulator> {
-        &self.sim
+    fn app(&self, app: &str) -> Result<&Arc<AppRuntime>, SimError> {
+        self.sim
+            .apps
+            .get(app)
+            .ok_or_else(|| SimError::UnknownApp(app.to_string()))
+    }
+
+    /// Sends a message as app `app` and waits until every callback has its final outcome
+    /// (`POST /app-id/{app}/messages?wait=true`).
+    pub async fn send(&self, app: &str, msg: Message) -> Result<Sent, SimError> {
+        let app = self.app(app)?;
+        let mut s = self.sim.submit(app, msg, true).await?;
+        let (msg_id, accepted, code) = (std::mem::take(&mut s.msg_id), s.accepted, s.code.take());
+        Ok(Sent {
+            msg_id,
+            accepted,
+            code,
+            callbacks: s.wait().await,
+        })
+    }
+
+    /// Queues a message as app `app` without waiting for its callbacks
+    /// (`POST /app-id/{app}/messages`): for traffic, where the outcomes are read from
+    /// [`rules`](Self::rules) afterwards. Pre-send rules are still asked first. A full queue is
+    /// [`SimError::Queue`]`(`[`EnqueueError::Full`]`)`: wait and try again.
+    pub async fn submit(&self, app: &str, msg: Message) -> Result<Receipt, SimError> {
+        let app = self.app(app)?;
+        let s = self.sim.submit(app, msg, false).await?;
+        Ok(Receipt {
+            msg_id: s.msg_id,
+            accepted: s.accepted,
+            code: s.code,
+            queued: s.queued,
+        })
+    }
+
+    /// Sends a non-message event and waits for its callbacks' final outcomes
+    /// (`POST /app-id/{app}/events?wait=true`).
+    pub async fn send_event(&self, app: &str, event: Event) -> Result<Sent, SimError> {
+        let app = self.app(app)?;
+        let s = self.sim.submit_event(app, event, true).await?;
+        Ok(Sent {
+            msg_id: String::new(),
+            accepted: true,
+            code: None,
+            callbacks: s.wait().await,
+        })
+    }
+
+    /// The app's non-empty store buckets, oldest first (`storage/info`).
+    pub fn buckets(&self, app: &str) -> Result<Vec<BucketInfo>, SimError> {
+        let app = self.app(app)?;
+        Ok(self.sim.store().buckets(&app.config.id))
+    }
+
+    /// What bucket (`date`, `retry`) holds (`storage/items`), at most `limit` items.
+    pub fn items(&self, app: &str, date: DateKey, retry: u32, limit: usize) -> Result<Vec<StoredCallback>, SimError> {
+        let app = self.app(app)?;
+        let bucket = Bucket {
+            app: app.config.id.clone(),
+            date,
+            retry,
+        };
+        Ok(self
+            .sim
+            .store()
+            .scan(&bucket)
+            .take(limit)
+            .map(|r| r.map(|(_, item)| item))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Replays bucket (`date`, `retry`) to `target` or the rules' own URLs (`storage/retry`),
+    /// and returns when it is done.
+    pub async fn replay(
+        &self,
+        app: &str,
+        date: DateKey,
+        retry: u32,
+        target: Option<&str>,
+    ) -> Result<ReplayOutcome, SimError> {
+        let app = self.app(app)?.clone();
+        let target = target
+            .map(CallbackUrl::parse)
+            .transpose()
+            .map_err(|e| SimError::Invalid(format!("target URL {e}")))?;
+        Ok(replay(self.sim.clone(), app, date, retry, target).await?)
+    }
+
+    /// Each rule of the app with its live state (`callbacks/rules`). Still readable after
+    /// [`shutdown`](Self::shutdown): where every accepted callback ended up.
+    pub fn rules(&self, app: &str) -> Result<Vec<RuleState>, SimError> {
+        let app = self.app(app)?;
+        let now = self.sim.clock.now_ms();
+        Ok(app
+            .rules
+            .iter()
+            .map(|r| {
+                let ban = r.ban_view(now);
+                RuleState {
+                    name: r.config.name.to_string(),
+                    state: match (r.config.enabled, ban.banned_until_ms) {
+                        (false, _) => "disabled",
+                        (true, Some(_)) => "banned",
+                        (true, None) => "active",
+                    },
+                    banned_until_ms: ban.banned_until_ms,
+                    ban_level: ban.level,
+                    failures_in_window: ban.failures_in_window,
+                    stats: r.stats.snapshot(),
+                }
+            })
+            .collect())
+    }
+
+    /// Callbacks accepted and not yet attempted (`queued` in `GET /healthz`).
+    pub fn queued(&self) -> usize {
+        self.sim.dispatcher.queued()
     }
 
     /// Graceful stop (SPEC §9): new messages get 503 while queued callbacks end as `shutdown`
-    /// and attempts in flight get their grace period; pending `?wait=true` requests are
-    /// answered; then the HTTP server stops.
-    pub async fn shutdown(self) {
-        self.sim.shutdown().await;
-        self.http_stop.cancel();
-        match self.http.await {
+    /// and attempts in flight get their grace period (at most 5 s); pending `?wait=true`
+    /// requests are answered and the store is flushed; then the HTTP server stops. Calling it
+    /// again waits for the same stop.
+    pub async fn shutdown(&self) {
+        self.stopped
+            .get_or_init(|| {
+                let http = self.http.lock().expect("http task lock").take();
+                stop(self.sim.clone(), self.http_stop.clone(), http)
+            })
+            .await;
+    }
+}
+
+/// The stop itself: the simulator first (the API answers 503 meanwhile), then the HTTP server.
+async fn stop(sim: Arc<Simulator>, http_stop: CancellationToken, http: Option<JoinHandle<std::io::Result<()>>>) {
+    sim.shutdown().await;
+    http_stop.cancel();
+    if let Some(http) = http {
+        match http.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
             Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        }
+    }
+}
+
+impl Drop for Server {
+    /// Not stopped yet: the same graceful stop, in the background (when inside a runtime).
+    fn drop(&mut self) {
+        if self.stopped.initialized() {
+            return;
+        }
+        let http = self.http.get_mut().ok().and_then(Option::take);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(stop(self.sim.clone(), self.http_stop.clone(), http));
         }
     }
 }

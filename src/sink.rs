@@ -73,7 +73,7 @@ pub struct SinkTls {
 
 impl SinkTls {
     /// Reads and checks the files into the server's TLS settings.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, crate::tls::PemError> {
+    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, crate::tls::PemError> {
         crate::tls::server_config(&self.cert, &self.key, self.client_ca.as_deref()).map(Arc::new)
     }
 }
@@ -97,7 +97,7 @@ impl Default for SinkOptions {
 
 /// The sink's counters.
 #[derive(Debug, Default)]
-pub struct SinkStats {
+struct SinkStats {
     received: AtomicU64,
     bytes: AtomicU64,
     signature_ok: AtomicU64,
@@ -112,7 +112,7 @@ pub struct SinkStats {
     seen: Mutex<HashSet<u64>>,
 }
 
-/// A snapshot of [`SinkStats`], also the `GET /stats` answer.
+/// The sink's counters at one moment ([`Sink::summary`]), also the `GET /stats` answer.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SinkSummary {
     /// Callbacks received (every `POST`, whatever its path).
@@ -158,7 +158,7 @@ impl std::fmt::Display for SinkSummary {
 
 impl SinkStats {
     /// The counters now.
-    pub fn summary(&self) -> SinkSummary {
+    fn summary(&self) -> SinkSummary {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SinkSummary {
             received: g(&self.received),
@@ -186,7 +186,31 @@ struct SinkState {
     arrived: tokio::sync::Notify,
 }
 
-/// A running sink.
+/// A receiver on loopback: what `callback-sim sink` runs, and the receiver of tests.
+///
+/// It checks each callback's signature (with the secret), counts callbacks and duplicate
+/// callIds ([`summary`](Self::summary)), and answers 200 — or as scripted: a status, a body, a
+/// delay, per path or for the next few ([`Reply`]). A recording sink also keeps every callback
+/// for [`received`](Self::received) and [`wait_for`](Self::wait_for).
+///
+/// ```
+/// use std::time::Duration;
+/// use callback_sim::{Reply, Signature, Sink, agora_sign};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let sink = Sink::recording(Some("s3cret")).await.unwrap();
+/// sink.reply_on("/down", Reply::status(503).after(Duration::from_millis(10)));
+/// let http = reqwest::Client::new();
+/// let security = agora_sign("app#1", "s3cret", 1600060847294);
+/// let body = format!(r#"{{"callId":"app#1","timestamp":1600060847294,"security":"{security}"}}"#);
+/// let up = http.post(sink.url("/up")).body(body.clone()).send().await.unwrap();
+/// let down = http.post(sink.url("/down")).body(body).send().await.unwrap();
+/// assert_eq!((up.status().as_u16(), down.status().as_u16()), (200, 503));
+/// let got = sink.wait_for(2, Duration::from_secs(5)).await.unwrap();
+/// assert_eq!(got[1].signature, Signature::Valid);
+/// assert_eq!(sink.summary().duplicates, 1, "the same callId twice");
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct Sink {
     addr: SocketAddr,
@@ -328,9 +352,9 @@ impl Sink {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// The live counters (also served at `GET /stats`).
-    pub fn stats(&self) -> &Arc<SinkStats> {
-        &self.stats
+    /// The counters now (also served at `GET /stats`).
+    pub fn summary(&self) -> SinkSummary {
+        self.stats.summary()
     }
 
     /// Stops serving and returns the final counters.
@@ -489,31 +513,56 @@ fn check_agora(s: &SinkState, body: &[u8]) -> Signature {
     if let Some(id) = &head.call_id {
         st.seen(id);
     }
-    match (&s.opts.secret, &head) {
-        (
-            Some(secret),
+    let Some(secret) = &s.opts.secret else {
+        st.count(&st.unchecked);
+        return Signature::Unchecked;
+    };
+    let signature = head.check(secret);
+    match signature {
+        Signature::Valid => st.count(&st.signature_ok),
+        _ => st.count(&st.signature_bad),
+    }
+    signature
+}
+
+impl AgoraHead<'_> {
+    /// `security` against MD5(callId + secret + timestamp).
+    fn check(&self, secret: &str) -> Signature {
+        match self {
             AgoraHead {
                 call_id: Some(id),
                 timestamp: Some(ts),
                 security: Some(sig),
-            },
-        ) => {
-            if agora::sign(id, secret, *ts) == *sig {
-                st.count(&st.signature_ok);
-                Signature::Valid
-            } else {
-                st.count(&st.signature_bad);
-                Signature::Invalid
-            }
+            } if agora::sign(id, secret, *ts) == *sig => Signature::Valid,
+            AgoraHead {
+                call_id: Some(_),
+                timestamp: Some(_),
+                security: Some(_),
+            } => Signature::Invalid,
+            _ => Signature::Missing,
         }
-        (Some(_), _) => {
-            st.count(&st.signature_bad);
-            Signature::Missing
-        }
-        (None, _) => {
-            st.count(&st.unchecked);
-            Signature::Unchecked
-        }
+    }
+}
+
+/// Checks an agora callback's signature (SPEC §4.1), as a receiver should: `security` must be
+/// the lowercase hex MD5 of `callId + secret + timestamp`. Answers [`Signature::Valid`],
+/// [`Signature::Invalid`], [`Signature::Missing`] (a field is absent) or
+/// [`Signature::Unparsable`] (not a JSON object).
+///
+/// ```
+/// use callback_sim::{Signature, agora_sign, agora_verify};
+///
+/// let call_id = "demo#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11";
+/// let security = agora_sign(call_id, "s3cret", 1600060847294);
+/// let body = format!(r#"{{"callId":"{call_id}","timestamp":1600060847294,"security":"{security}"}}"#);
+/// assert_eq!(agora_verify(body.as_bytes(), "s3cret"), Signature::Valid);
+/// assert_eq!(agora_verify(body.as_bytes(), "other"), Signature::Invalid);
+/// assert_eq!(agora_verify(b"{}", "s3cret"), Signature::Missing);
+/// ```
+pub fn agora_verify(body: &[u8], secret: &str) -> Signature {
+    match serde_json::from_slice::<AgoraHead>(body) {
+        Ok(head) => head.check(secret),
+        Err(_) => Signature::Unparsable,
     }
 }
 

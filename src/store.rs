@@ -233,11 +233,6 @@ impl Store {
         DateKey::from_ms(ms, self.inner.offset)
     }
 
-    /// The UTC offset of its date keys (`store.utc_offset`).
-    pub fn offset(&self) -> FixedOffset {
-        self.inner.offset
-    }
-
     async fn send(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -335,11 +330,6 @@ impl Store {
             .get(bucket)
             .copied()
             .unwrap_or(0)
-    }
-
-    /// All items of every app.
-    pub fn total(&self) -> u64 {
-        self.inner.counts.read().expect("counts lock").values().sum()
     }
 
     /// Streams a bucket's items in the order they were stored.

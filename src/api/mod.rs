@@ -235,13 +235,6 @@ pub struct ApiError {
     body: ErrorBody,
 }
 
-impl ApiError {
-    /// The HTTP status this error answers with (400, 401, 403, 404, 409, 413, 429, 503…).
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(self.body)).into_response()

@@ -7,7 +7,16 @@ use serde_json::value::RawValue;
 /// `securityVersion` is always "1.0.0" (seed 001: "目前为 1.0.0").
 pub const SECURITY_VERSION: &str = "1.0.0";
 
-/// `security` = lowercase hex MD5 of `callId + secret + timestamp` (timestamp in decimal).
+/// The agora signature (SPEC §4.1): a callback's `security`, the lowercase hex MD5 of
+/// `callId + secret + timestamp` (timestamp in decimal milliseconds). A receiver computes it
+/// to check a callback (or use [`agora_verify`](crate::agora_verify)); `callback-sim sign`
+/// prints it.
+///
+/// ```
+/// // The test vector of SPEC §4.1.
+/// let security = callback_sim::agora_sign("demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11", "s3cr3t_Key", 1600060847294);
+/// assert_eq!(security, "b799cb921c701a742c45c89296990cf7");
+/// ```
 pub fn sign(call_id: &str, secret: &str, timestamp_ms: u64) -> String {
     let mut h = Md5::new();
     h.update(call_id.as_bytes());

@@ -201,13 +201,19 @@ async fn graceful_stop_finishes_every_callback() {
         assert!(std::time::Instant::now() < deadline, "second message never queued: {h}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sim = app.server.as_ref().unwrap().simulator().clone();
     let stop = tokio::spawn(async move { app.shutdown().await });
-    // While stopping, new messages get 503.
+    // While stopping (the hung attempt holds the stop for its grace period), /healthz says so
+    // and new messages get 503.
     let deadline = std::time::Instant::now() + WAIT;
-    while !sim.dispatcher.is_stopping() {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::task::yield_now().await;
+    loop {
+        let resp = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        if resp.status() == 503 {
+            let h: Value = resp.json().await.unwrap();
+            assert_eq!(h["status"], "stopping", "{h}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stop never began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let resp = reqwest::Client::new()
         .post(format!("{base}/app-id/app1/messages"))

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use callback_sim::dialect::agora;
+use callback_sim::agora_sign;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -78,7 +78,7 @@ async fn callback_is_signed_and_has_the_provider_fields() {
     assert_eq!(body["msg_id"], answer["data"]["msg_id"]);
     let ts = body["timestamp"].as_u64().unwrap();
     assert!(ts.abs_diff(answer["timestamp"].as_u64().unwrap()) < 10_000);
-    assert_eq!(body["security"], agora::sign(call_id, "sec_sync", ts));
+    assert_eq!(body["security"], agora_sign(call_id, "sec_sync", ts));
     // The ?wait=true answer describes the same callback.
     let cbs = callbacks(&answer);
     assert_eq!(cbs.len(), 1);

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use callback_sim::{Config, Server};
+use callback_sim::{Clock, Config, Server, StatsSnapshot};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -212,7 +212,6 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub base: String,
     pub http: reqwest::Client,
-    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
 }
 
@@ -238,26 +237,24 @@ pub async fn spawn_app(sections: &str, apps: &str) -> TestApp {
 
 /// The same, on an existing directory (to restart on the same data).
 pub async fn spawn_app_in(dir: tempfile::TempDir, sections: &str, apps: &str) -> TestApp {
-    spawn_app_with_clock(
-        dir,
-        sections,
-        apps,
-        std::sync::Arc::new(callback_sim::clock::SystemClock),
-    )
-    .await
+    spawn_app_with_clock(dir, sections, apps, None).await
 }
 
-/// The same, with an injected clock.
+/// The same, with an injected clock (the system clock when `None`).
 pub async fn spawn_app_with_clock(
     dir: tempfile::TempDir,
     sections: &str,
     apps: &str,
-    clock: callback_sim::clock::SharedClock,
+    clock: Option<Arc<dyn Clock>>,
 ) -> TestApp {
     let text = config_text(dir.path(), sections, apps);
     let config =
         Config::parse(&text, "test.toml", dir.path()).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-    let server = Server::start_with_clock(config, clock).await.expect("server starts");
+    let server = match clock {
+        Some(clock) => Server::start_with_clock(config, clock).await,
+        None => Server::start(config).await,
+    }
+    .expect("server starts");
     let base = server.base_url();
     TestApp {
         server: Some(server),
@@ -339,15 +336,28 @@ impl TestApp {
             .clone()
     }
 
-    pub fn simulator(&self) -> &std::sync::Arc<callback_sim::Simulator> {
-        self.server.as_ref().unwrap().simulator()
-    }
-
+    /// Stops the server gracefully and drops it (its store is released: a restart on the same
+    /// dir may follow).
     pub async fn shutdown(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
     }
+}
+
+/// Counters of app1's rule `rule`, from the server's typed API (also after a stop).
+pub fn rule_stats(server: &Server, rule: &str) -> StatsSnapshot {
+    let rules = server.rules("app1").expect("app1");
+    rules
+        .into_iter()
+        .find(|r| r.name == rule)
+        .unwrap_or_else(|| panic!("no rule {rule}"))
+        .stats
+}
+
+/// Callbacks in app1's exception store, every bucket together.
+pub fn stored_total(server: &Server) -> u64 {
+    server.buckets("app1").expect("app1").iter().map(|b| b.size).sum()
 }
 
 pub async fn status_json(resp: reqwest::Response) -> (StatusCode, Value) {

@@ -1,6 +1,6 @@
 //! Pre-send (moderation) callbacks, agora dialect (SPEC §4.2).
 
-use callback_sim::dialect::agora;
+use callback_sim::agora_sign;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -57,7 +57,7 @@ async fn a_valid_answer_lets_the_message_through() {
     assert_eq!(req["payload"]["bodies"][0]["msg"], "buy cheap watches");
     assert_eq!(
         req["security"],
-        agora::sign(
+        agora_sign(
             req["callId"].as_str().unwrap(),
             "pre_secret",
             req["timestamp"].as_u64().unwrap()

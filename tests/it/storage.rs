@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use callback_sim::domain::DateKey;
+use callback_sim::DateKey;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -382,13 +382,13 @@ async fn graceful_stop_stores_what_was_queued_and_loses_nothing() {
         assert_eq!(s, 200, "{a}");
         accepted += a["data"]["queued"].as_u64().unwrap();
     }
-    let sim = app.simulator().clone();
-    app.shutdown().await;
-    let rule = sim.apps.get("app1").unwrap().rule("r").unwrap();
-    use callback_sim::domain::{FinalOutcome, Outcome};
-    let delivered = rule.stats.final_outcome(FinalOutcome::Delivered);
-    let stored = rule.stats.final_outcome(FinalOutcome::Stored);
-    let dropped = rule.stats.final_outcome(FinalOutcome::Dropped);
+    let server = app.server.take().unwrap();
+    server.shutdown().await;
+    let stats = rule_stats(&server, "r");
+    use callback_sim::{FinalOutcome, Outcome};
+    let delivered = stats.final_outcome(FinalOutcome::Delivered);
+    let stored = stats.final_outcome(FinalOutcome::Stored);
+    let dropped = stats.final_outcome(FinalOutcome::Dropped);
     assert_eq!(
         delivered + stored + dropped,
         accepted,
@@ -396,9 +396,9 @@ async fn graceful_stop_stores_what_was_queued_and_loses_nothing() {
     );
     assert_eq!(dropped, 0);
     assert!(stored > 0, "the stop came while callbacks were queued");
-    assert_eq!(rule.stats.outcome(Outcome::Shutdown), stored);
+    assert_eq!(stats.outcome(Outcome::Shutdown), stored);
     assert_eq!(
-        sim.store().total(),
+        stored_total(&server),
         stored,
         "everything reported stored is in the store"
     );
@@ -434,15 +434,15 @@ async fn ban_state_and_the_store_survive_a_restart() {
 #[tokio::test]
 async fn retention_sweep_deletes_old_buckets() {
     let port = refused_port().await;
-    let clock = std::sync::Arc::new(callback_sim::clock::ManualClock::new(
-        chrono::Utc::now().timestamp_millis() as u64,
+    let clock = std::sync::Arc::new(callback_sim::ManualClock::new(
+        chrono::Utc::now().timestamp_millis() as u64
     ));
     let apps = agora_app("retries = 0", &rule("r", &format!("http://127.0.0.1:{port}/"), ""));
     let app = spawn_app_with_clock(
         tempfile::tempdir().unwrap(),
         "[store]\nretention_secs = 4\n",
         &apps,
-        clock.clone(),
+        Some(clock.clone()),
     )
     .await;
     app.send(msg(), true).await;
@@ -571,16 +571,16 @@ async fn a_graceful_stop_also_stores_callbacks_waiting_in_a_rule_lane() {
     }
     ok.wait_for(3).await;
     hung.wait_for(1).await;
-    let sim = app.simulator().clone();
-    app.shutdown().await;
-    let rule = sim.apps.get("app1").unwrap().rule("hung").unwrap();
-    use callback_sim::domain::{FinalOutcome, Outcome};
+    let server = app.server.take().unwrap();
+    server.shutdown().await;
+    let stats = rule_stats(&server, "hung");
+    use callback_sim::{FinalOutcome, Outcome};
     assert_eq!(
-        rule.stats.final_outcome(FinalOutcome::Stored),
+        stats.final_outcome(FinalOutcome::Stored),
         3,
         "the one in flight and the two parked"
     );
-    assert_eq!(rule.stats.outcome(Outcome::Shutdown), 3);
-    assert_eq!(sim.store().total(), 3);
-    assert_eq!(sim.dispatcher.queued(), 0);
+    assert_eq!(stats.outcome(Outcome::Shutdown), 3);
+    assert_eq!(stored_total(&server), 3);
+    assert_eq!(server.queued(), 0);
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use callback_sim::dialect::agora;
+use callback_sim::agora_sign;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -212,7 +212,7 @@ async fn agora_events_are_signed_and_filtered_by_event_types() {
     );
     assert_eq!(
         body["security"],
-        agora::sign(
+        agora_sign(
             body["callId"].as_str().unwrap(),
             "sec_all",
             body["timestamp"].as_u64().unwrap()

@@ -4,14 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use bytes::Bytes;
-use callback_sim::config::TlsConfig;
-use callback_sim::dispatch::http::{AttemptLimits, AttemptResult, attempt, build_client};
-use callback_sim::domain::Outcome;
-use callback_sim::sink::{Sink, SinkOptions, SinkTls};
-use callback_sim::{Config, Server};
+use callback_sim::{Config, Server, Sink, SinkOptions, SinkTls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 
@@ -184,7 +178,7 @@ async fn https_with_ca_file_is_delivered() {
     let cbs = send_one(&app).await;
     assert_eq!(outcome_of(&cbs, "by_name"), ("delivered", "delivered"));
     assert_eq!(outcome_of(&cbs, "by_ip"), ("delivered", "delivered"));
-    assert_eq!(sink.stats().summary().received, 2);
+    assert_eq!(sink.summary().received, 2);
     assert!(sink.base_url().starts_with("https://"));
 }
 
@@ -198,7 +192,7 @@ async fn https_to_an_unknown_or_wrong_ca_is_tls() {
     let cbs = send_one(&app).await;
     assert_eq!(outcome_of(&cbs, "no_ca_file"), ("stored", "tls"));
     assert_eq!(outcome_of(&cbs, "wrong_ca_file"), ("stored", "tls"));
-    assert_eq!(sink.stats().summary().received, 0);
+    assert_eq!(sink.summary().received, 0);
 }
 
 #[tokio::test]
@@ -219,104 +213,99 @@ async fn mutual_tls_delivers_with_a_client_certificate_and_fails_without() {
     assert_eq!(outcome_of(&cbs, "with_cert"), ("delivered", "delivered"));
     assert_eq!(outcome_of(&cbs, "without_cert"), ("stored", "tls"));
     assert_eq!(outcome_of(&cbs, "cert_of_another_ca"), ("stored", "tls"));
-    assert_eq!(sink.stats().summary().received, 1);
+    assert_eq!(sink.summary().received, 1);
     // The failed handshakes did not stop the sink.
     let cbs = send_one(&app).await;
     assert_eq!(outcome_of(&cbs, "with_cert"), ("delivered", "delivered"));
-    assert_eq!(sink.stats().summary().received, 2);
-}
-
-/// One attempt with a client built as a rule's would be.
-async fn try_once(tls: TlsConfig, url: &str) -> AttemptResult {
-    let client = build_client(4, &tls).expect("client builds");
-    let limits = AttemptLimits {
-        timeout: Duration::from_secs(2),
-        max_chars: 1000,
-        keep_body: false,
-    };
-    attempt(&client, &url.parse().unwrap(), Bytes::from_static(b"{}"), limits).await
+    assert_eq!(sink.summary().received, 2);
 }
 
 /// The log line's detail says which side failed, as the provider's troubleshooting table
-/// does: the receiver's certificate, or the receiver's verdict on ours.
+/// does: the receiver's certificate, or the receiver's verdict on ours. The log is the
+/// binary's (`serve --log-format json`), read as a user would read it.
 #[tokio::test]
 async fn tls_failures_say_which_side_failed() {
     let pki = pki();
     let server_side = "the receiver's certificate was rejected";
     let our_side = "the receiver rejected our client certificate (mutual TLS)";
-    let trusted = TlsConfig {
-        ca_file: Some(pki.server_ca.cert.clone()),
-        ..TlsConfig::default()
-    };
-
     let plain = pki.sink(false).await;
-    let url = format!("https://localhost:{}/cb", plain.addr().port());
-    let r = try_once(TlsConfig::default(), &url).await;
-    assert_eq!(r.outcome, Outcome::Tls);
-    let detail = r.detail.unwrap();
-    assert!(
-        detail.contains(server_side) && detail.contains("set ca_file"),
-        "{detail}"
-    );
-    let r = try_once(
-        TlsConfig {
-            ca_file: Some(pki.other_ca.cert.clone()),
-            ..TlsConfig::default()
-        },
-        &url,
-    )
-    .await;
-    assert_eq!(r.outcome, Outcome::Tls);
-    assert!(r.detail.as_deref().unwrap().contains(server_side), "{r:?}");
     let elsewhere = pki.sink_as(&pki.wrong_name, false).await;
-    let r = try_once(
-        trusted.clone(),
-        &format!("https://localhost:{}/cb", elsewhere.addr().port()),
-    )
-    .await;
-    assert_eq!(r.outcome, Outcome::Tls);
-    let detail = r.detail.unwrap();
-    assert!(
-        detail.contains(server_side) && detail.contains("not valid for name"),
-        "{detail}"
-    );
-
     let mutual = pki.sink(true).await;
-    let url = format!("https://localhost:{}/cb", mutual.addr().port());
-    let r = try_once(trusted.clone(), &url).await;
-    assert_eq!(r.outcome, Outcome::Tls);
-    let detail = r.detail.unwrap();
-    assert!(
-        detail.contains(our_side) && detail.contains("CertificateRequired"),
-        "{detail}"
+    let http = Receiver::ok().await;
+    let url = |sink: &Sink| format!("https://localhost:{}/cb", sink.addr().port());
+    let ca = path_key("ca_file", &pki.server_ca.cert);
+    let rules = [
+        rule("no_ca_file", &url(&plain), ""),
+        rule("other_ca", &url(&plain), &path_key("ca_file", &pki.other_ca.cert)),
+        rule("wrong_name", &url(&elsewhere), &ca),
+        rule("no_client_cert", &url(&mutual), &ca),
+        rule(
+            "other_client",
+            &url(&mutual),
+            &(ca.clone() + &client_keys(&pki.other_client)),
+        ),
+        rule("good_client", &url(&mutual), &(ca.clone() + &client_keys(&pki.client))),
+        // https:// to a plain-HTTP receiver.
+        rule("plain_http", &http.url("/cb").replace("http://", "https://"), ""),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let apps = agora_app(&format!("{POLICY}\nmax_rules = 8"), &rules);
+    std::fs::write(&config, config_text(dir.path(), "", &apps)).unwrap();
+    let (mut child, line, _stdout) = spawn_first_line(
+        Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped()),
     );
-    let r = try_once(
-        TlsConfig {
-            client_cert: Some(pki.other_client.cert.clone()),
-            client_key: Some(pki.other_client.key.clone()),
-            ..trusted.clone()
-        },
-        &url,
-    )
-    .await;
-    assert_eq!(r.outcome, Outcome::Tls);
-    assert!(r.detail.as_deref().unwrap().contains(our_side), "{r:?}");
-    let r = try_once(
-        TlsConfig {
-            client_cert: Some(pki.client.cert.clone()),
-            client_key: Some(pki.client.key.clone()),
-            ..trusted.clone()
-        },
-        &url,
-    )
-    .await;
-    assert_eq!(r.outcome, Outcome::Delivered, "{r:?}");
-
-    // https:// to a plain-HTTP receiver.
-    let rx = Receiver::ok().await;
-    let r = try_once(TlsConfig::default(), &rx.url("/cb").replace("http://", "https://")).await;
-    assert_eq!(r.outcome, Outcome::Tls);
-    assert!(r.detail.as_deref().unwrap().contains("serving HTTPS"), "{r:?}");
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let base = line
+        .strip_prefix("callback-sim listening on ")
+        .expect("the address line");
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/app-id/app1/messages?wait=true"))
+        .bearer_auth("tok1")
+        .json(&json!({"from": "u1", "to": "u2", "msg": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = status_json(resp).await;
+    // Every callback was logged before the answer came.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let cbs: Vec<(String, Value)> = callbacks(&answer)
+        .iter()
+        .map(|c| (c["rule"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    assert_eq!(outcome_of(&cbs, "good_client"), ("delivered", "delivered"));
+    let detail = |rule: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "callback" && v["rule"] == rule)
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no callback log line with a detail for {rule} in:\n{log}"))
+    };
+    for (rule, expected) in [
+        ("no_ca_file", [server_side, "set ca_file"]),
+        ("other_ca", [server_side, server_side]),
+        ("wrong_name", [server_side, "not valid for name"]),
+        ("no_client_cert", [our_side, "CertificateRequired"]),
+        ("other_client", [our_side, our_side]),
+        ("plain_http", ["serving HTTPS", "serving HTTPS"]),
+    ] {
+        assert_eq!(outcome_of(&cbs, rule), ("stored", "tls"), "{rule}");
+        let detail = detail(rule);
+        assert!(expected.iter().all(|e| detail.contains(e)), "{rule}: {detail}");
+    }
 }
 
 /// Starts the simulator on `rules` and returns its startup error.

@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::config::{BanConfig, Config};
-use crate::domain::{CallbackUrl, EventType, RuleName};
-use crate::server::Server;
-use crate::sink::{Sink, SinkOptions};
+use crate::config::{BanConfig, Config, Filter};
+use crate::{CallbackUrl, EventType, RuleKind, RuleName, Sim, Sink, SinkOptions};
 
 /// The repo's config.toml, for when the demo runs outside the repo.
-const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
+const EMBEDDED_CONFIG: &str = include_str!("../../config.toml");
 /// Ban settings made for the demo: a ban after 10 failures within 10 s, lasting 3 s per level.
 fn demo_ban() -> BanConfig {
     BanConfig {
@@ -137,11 +135,9 @@ async fn demo() -> Result<(), DemoError> {
         .await
         .map_err(|e| fail("healthy sink", e))?;
     let flaky = Sink::start(sink_opts).await.map_err(|e| fail("flaky sink", e))?;
-    let data = tempfile::tempdir().map_err(|e| fail("temp dir", e))?;
 
-    // The repo's config, pointed at the demo's sinks, with its data in a temp dir.
-    config.server.listen = "127.0.0.1:0".parse().expect("a literal address");
-    config.server.data_dir = data.path().to_path_buf();
+    // The repo's config, pointed at the demo's sinks; the Sim puts it on port 0 with its data
+    // in a temp dir.
     config.ban = demo_ban();
     let app = config
         .apps
@@ -153,12 +149,12 @@ async fn demo() -> Result<(), DemoError> {
         .cloned()
         .ok_or_else(|| DemoError(format!("app {} has no rules", app.id)))?;
     first.enabled = true;
-    first.kind = crate::domain::RuleKind::PostSend;
+    first.kind = RuleKind::PostSend;
     first.url = CallbackUrl::parse(&format!("http://{}/callback", healthy.addr())).expect("a loopback URL");
     let mut second = first.clone();
     second.name = RuleName::parse("crm_sync").expect("a valid name");
     second.url = CallbackUrl::parse(&format!("http://{}/crm", flaky.addr())).expect("a loopback URL");
-    second.event_types = crate::config::Filter::only([EventType::Chat.index()]);
+    second.event_types = Filter::only([EventType::Chat.index()]);
     app.rules = vec![first.clone(), second.clone()];
     app.policy.timeout = Duration::from_secs(2);
     app.exception_store = true;
@@ -168,7 +164,7 @@ async fn demo() -> Result<(), DemoError> {
         }
     }
     let (app_id, token) = (app.id.to_string(), app.token.expose().to_string());
-    let server = Server::start(config).await.map_err(|e| fail("simulator", e))?;
+    let server = Sim::start(config).await.map_err(|e| fail("simulator", e))?;
     let api = Api {
         http: reqwest::Client::new(),
         base: server.base_url(),
@@ -327,7 +323,7 @@ async fn demo() -> Result<(), DemoError> {
 
     println!("5. Replay to the healthy sink (POST /app-id/{app_id}/callbacks/storage/retry with targetUrl)");
     let target = format!("http://{}/replayed", healthy.addr());
-    let before = healthy.stats().summary().received;
+    let before = healthy.summary().received;
     let mut replayed = 0;
     for b in &buckets {
         let v = api
@@ -351,7 +347,7 @@ async fn demo() -> Result<(), DemoError> {
     let left = after["data"].as_array().map(Vec::len).unwrap_or(0);
     println!(
         "   the healthy sink got {} replayed callbacks (same bytes: same callId, timestamp, security); buckets left: {left}\n",
-        healthy.stats().summary().received - before
+        healthy.summary().received - before
     );
     if replayed != stored || left != 0 {
         return Err(DemoError(format!(

@@ -3,11 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Config;
-use crate::dialect::agora;
-use crate::server::{Server, StartError};
-use crate::sim::BuildError;
-use crate::sink::{Sink, SinkOptions};
+use crate::{Config, Server, Sink, SinkOptions, StartError, agora_sign};
 
 /// `callback-sim serve`: the REST API and dispatcher until SIGINT/SIGTERM.
 pub async fn serve(config_path: &Path) -> ExitCode {
@@ -22,7 +18,7 @@ pub async fn serve(config_path: &Path) -> ExitCode {
         Ok(s) => s,
         // A rule's ca_file / client_cert / client_key that exists but cannot be used is a
         // config error like any other.
-        Err(StartError::Build(BuildError::Client(e))) => {
+        Err(StartError::TlsFiles(e)) => {
             eprintln!("error: invalid config: {}: {e}", config_path.display());
             return ExitCode::from(2);
         }
@@ -31,9 +27,10 @@ pub async fn serve(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let stop = shutdown_signal();
     println!("callback-sim listening on {}", server.base_url());
     tracing::info!(addr = %server.addr(), "serving");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("stopping: new messages get 503, attempts in flight get at most 5 s, queued callbacks are stored");
     server.shutdown().await;
     tracing::info!("stopped");
@@ -42,7 +39,7 @@ pub async fn serve(config_path: &Path) -> ExitCode {
 
 /// `callback-sim sign`: the agora signature, for people writing their verifier.
 pub fn sign(call_id: &str, secret: &str, timestamp: u64) -> ExitCode {
-    println!("{}", agora::sign(call_id, secret, timestamp));
+    println!("{}", agora_sign(call_id, secret, timestamp));
     ExitCode::SUCCESS
 }
 
@@ -78,33 +75,41 @@ pub async fn sink(opts: SinkOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let stop = shutdown_signal();
     println!("sink listening on {}", sink.base_url());
-    shutdown_signal().await;
+    stop.await;
     let summary = sink.stop().await;
     println!("sink summary: {summary}");
     ExitCode::SUCCESS
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for Ctrl-C and SIGTERM from now on; the future resolves at the first of them.
+/// Called before the address is printed, so that a stop asked for as soon as it is read is
+/// still a graceful one (before, a SIGTERM in between killed the process).
+fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        let recv = |s: std::io::Result<Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        async move {
+            tokio::select! {
+                _ = recv(int) => {},
+                _ = recv(term) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

@@ -1,0 +1,291 @@
+//! The `callback-sim` command line (SPEC §9): [`main`] parses the arguments, sets up logging
+//! and runs one command on the library's public types — `serve` on [`Server`](crate::Server),
+//! `sink` on [`Sink`](crate::Sink), `demo` on both, `sign` on [`agora_sign`](crate::agora_sign) —
+//! so that the binary and a Rust test go through the same API. `generate` runs the in-process
+//! traffic generator.
+//!
+//! The binary's `main` is one line: `callback_sim::cli::main()`.
+
+mod commands;
+mod demo;
+mod logging;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use self::logging::LogFormat;
+use crate::domain::Dialect;
+use crate::generate::{self, GenerateOptions, Mix, parse_weights};
+use crate::sink::{SinkOptions, SinkTls};
+
+#[derive(Parser)]
+#[command(
+    name = "callback-sim",
+    version,
+    about = "Plays the sending side of an IM provider's callback (webhook) system"
+)]
+struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job on the embedded default: sinks, traffic, a ban, the store, a replay (~10 s).
+    Demo,
+    /// Run the REST API and the dispatcher until SIGINT/SIGTERM.
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Realistic traffic at a fixed rate, with a live view and a latency report.
+    Generate {
+        /// The config file (apps, rules, delivery settings).
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The app whose rules (and dialect) get the traffic.
+        #[arg(long)]
+        app: String,
+        /// Messages per second; 0 = as fast as the pipeline takes them.
+        #[arg(long)]
+        rate: u32,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Seed of the traffic and of the callIds (random when absent; the report shows it).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Chance that a recipient is offline (one chat_offline callback each).
+        #[arg(long, default_value_t = 0.2)]
+        offline_ratio: f64,
+        /// Weights of the chat types.
+        #[arg(long, default_value = "chat=60,groupchat=30,chatroom=10")]
+        chat_types: String,
+        /// Weights of the message types.
+        #[arg(long, default_value = "txt=70,img=10,audio=5,video=3,file=3,loc=3,cmd=3,custom=3")]
+        message_types: String,
+        /// Members per group.
+        #[arg(long, default_value_t = 8)]
+        group_size: usize,
+        /// Distinct users.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Chance that a message was sent through the REST API (source = rest).
+        #[arg(long, default_value_t = 0.1)]
+        rest_ratio: f64,
+        /// Drive a running `serve` at this base URL over REST instead of in-process.
+        #[arg(long)]
+        server: Option<String>,
+        /// The app's token, with --server.
+        #[arg(long)]
+        token: Option<String>,
+        /// REST requests in flight at once, with --server.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// Print the agora signature MD5(callId + secret + timestamp).
+    Sign {
+        #[arg(long)]
+        call_id: String,
+        #[arg(long)]
+        secret: String,
+        /// Unix time in milliseconds, as in the callback's `timestamp`.
+        #[arg(long)]
+        timestamp: u64,
+    },
+    /// A receiver that verifies signatures, counts callbacks and injects faults.
+    Sink {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Wire format of the callbacks it receives.
+        #[arg(long, default_value = "agora", value_parser = parse_dialect)]
+        dialect: Dialect,
+        /// Verify agora signatures with this secret.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Fraction (0..1) of callbacks answered with --status (default 500).
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Status of injected failures; without --fail-rate, every callback gets it.
+        #[arg(long)]
+        status: Option<u16>,
+        /// Wait this many milliseconds before answering.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Answer a body of this many characters (over 1000 is a violation).
+        #[arg(long, default_value_t = 0)]
+        body_chars: usize,
+        /// Do not print each callback.
+        #[arg(long)]
+        quiet: bool,
+        /// Serve HTTPS with this certificate (PEM, the sink's own first, then its chain).
+        #[arg(long, value_name = "PATH", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Mutual TLS: require a client certificate signed by this CA (PEM); needs --tls-cert.
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
+    },
+}
+
+fn parse_dialect(s: &str) -> Result<Dialect, String> {
+    Dialect::parse(s).map_err(|e| e.0)
+}
+
+/// Runs the `callback-sim` command line on the process's arguments and returns its exit status:
+/// 0 on success, 2 for invalid arguments or config (before any port is opened), 1 otherwise.
+///
+/// It builds its own multi-threaded tokio runtime, so call it outside of one.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo narrates and the generator shows a live view on stdout: their log shows only
+    // problems unless RUST_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Demo => "error",
+        Command::Generate { .. } => "warn",
+        _ => "info",
+    };
+    logging::init(cli.log_format, default_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match cli.command {
+            Command::Demo => demo::run().await,
+            Command::Generate {
+                config,
+                app,
+                rate,
+                duration,
+                count,
+                seed,
+                report,
+                offline_ratio,
+                chat_types,
+                message_types,
+                group_size,
+                users,
+                rest_ratio,
+                server,
+                token,
+                connections,
+            } => {
+                let mix = (|| -> Result<Mix, String> {
+                    for (name, v) in [("--offline-ratio", offline_ratio), ("--rest-ratio", rest_ratio)] {
+                        if !(0.0..=1.0).contains(&v) {
+                            return Err(format!("{name} must be between 0 and 1, got {v}"));
+                        }
+                    }
+                    if group_size < 2 || users < 2 {
+                        return Err("--group-size and --users must be at least 2".into());
+                    }
+                    Ok(Mix {
+                        chat_types: parse_weights(&chat_types, ["chat", "groupchat", "chatroom"])
+                            .map_err(|e| format!("--chat-types: {e}"))?,
+                        message_types: parse_weights(
+                            &message_types,
+                            ["txt", "img", "audio", "video", "file", "loc", "cmd", "custom"],
+                        )
+                        .map_err(|e| format!("--message-types: {e}"))?,
+                        offline_ratio,
+                        group_size,
+                        users,
+                        rest_ratio,
+                    })
+                })();
+                let duration = match duration.map(|d| Duration::try_from_secs_f64(d).ok().filter(|d| !d.is_zero())) {
+                    Some(None) => {
+                        eprintln!("error: --duration must be a positive number of seconds");
+                        return ExitCode::from(2);
+                    }
+                    other => other.flatten(),
+                };
+                match mix {
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
+                    Ok(mix) => {
+                        let opts = GenerateOptions {
+                            config,
+                            app,
+                            rate,
+                            duration,
+                            count,
+                            seed: seed.unwrap_or_else(rand::random),
+                            report,
+                            mix,
+                            server,
+                            token,
+                            connections,
+                        };
+                        match generate::run(opts).await {
+                            Ok(_) => ExitCode::SUCCESS,
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                ExitCode::from(1)
+                            }
+                        }
+                    }
+                }
+            }
+            Command::Serve { config } => commands::serve(&config).await,
+            Command::Sign {
+                call_id,
+                secret,
+                timestamp,
+            } => commands::sign(&call_id, &secret, timestamp),
+            Command::Sink {
+                listen,
+                dialect,
+                secret,
+                fail_rate,
+                status,
+                delay_ms,
+                body_chars,
+                quiet,
+                tls_cert,
+                tls_key,
+                client_ca,
+            } => {
+                let tls = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| SinkTls { cert, key, client_ca });
+                let opts = SinkOptions {
+                    listen,
+                    dialect,
+                    secret,
+                    fail_rate,
+                    status,
+                    delay: Duration::from_millis(delay_ms),
+                    body_chars,
+                    print: !quiet,
+                    tls,
+                    record: false,
+                };
+                commands::sink(opts).await
+            }
+        }
+    })
+}
