@@ -28,6 +28,7 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use super::alert::AlertAwareConnector;
 use crate::config::TlsConfig;
 use crate::domain::{CallbackUrl, Outcome};
 use crate::tls;
@@ -40,7 +41,8 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a rule reaches its receiver: TCP through our resolver, then TLS for `https://`.
-type Connector = HttpsConnector<HttpConnector<Resolver>>;
+/// A receiver's TLS alert is not lost to a failed write ([`AlertAware`](super::alert::AlertAware)).
+type Connector = AlertAwareConnector<HttpsConnector<HttpConnector<Resolver>>>;
 
 /// The callbacks' HTTP client: a keep-alive pool over our resolver, HTTPS through rustls, for
 /// pre-send calls and replays; and the connector the delivery workers open their own
@@ -75,6 +77,7 @@ pub fn build_client(pool_per_host: usize, tls: &TlsConfig) -> Result<Client, Cli
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
+    let https = AlertAwareConnector(https);
     let pool = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(pool_per_host)
@@ -607,6 +610,11 @@ fn classify(e: &(dyn StdError + 'static), connecting: bool) -> (Outcome, String)
 /// An error and its sources, outermost first.
 fn error_chain<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     std::iter::successors(Some(e), |&err| err.source())
+}
+
+/// Whether `e` says that TLS failed (an alert, a certificate, a handshake cut short).
+pub(super) fn is_tls_failure(e: &std::io::Error) -> bool {
+    tls_failure(e).is_some()
 }
 
 /// What went wrong in TLS, as found in an error chain.

@@ -12,6 +12,7 @@
 //! job as `shutdown`, lets deliveries in flight run for a grace period and then cuts them
 //! short as `shutdown`.
 
+mod alert;
 pub mod http;
 
 use std::sync::Arc;

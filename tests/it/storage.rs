@@ -99,8 +99,8 @@ async fn bans_start_at_the_threshold_store_banned_callbacks_and_escalate() {
         .iter()
         .map(|i| i["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes.iter().filter(|o| **o == "banned").count(), 4);
-    assert_eq!(outcomes.iter().filter(|o| **o == "status").count(), 12);
+    assert_eq!(outcomes.iter().filter(|o| **o == "banned").count(), 4, "{items}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "status").count(), 12, "{items}");
 }
 
 #[tokio::test]

@@ -302,8 +302,8 @@ async fn tls_failures_say_which_side_failed() {
         ("other_client", [our_side, our_side]),
         ("plain_http", ["serving HTTPS", "serving HTTPS"]),
     ] {
-        assert_eq!(outcome_of(&cbs, rule), ("stored", "tls"), "{rule}");
         let detail = detail(rule);
+        assert_eq!(outcome_of(&cbs, rule), ("stored", "tls"), "{rule}: {detail}");
         assert!(expected.iter().all(|e| detail.contains(e)), "{rule}: {detail}");
     }
 }

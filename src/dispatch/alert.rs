@@ -1,0 +1,240 @@
+//! Connections that report the receiver's TLS alert instead of the broken pipe it causes.
+//!
+//! With TLS 1.3 a receiver judges our client certificate after our side of the handshake is
+//! done: it sends an alert and closes. If our next write comes first, it fails with a broken
+//! pipe or a reset, and the alert that says why — still unread in the socket — is lost: the
+//! attempt would be a plain `connect` failure. (HTTP/2 writes its preface at once, so it
+//! loses that race often.) [`AlertAware`] reads what the receiver sent when a write fails
+//! that way, and reports its TLS alert when there is one.
+
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tower_service::Service;
+
+use super::http::is_tls_failure;
+
+/// A connector whose connections are [`AlertAware`].
+#[derive(Clone, Debug)]
+pub struct AlertAwareConnector<C>(pub C);
+
+impl<C> Service<Uri> for AlertAwareConnector<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = AlertAware<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { connecting.await.map(|inner| AlertAware { inner, failed: None }) })
+    }
+}
+
+/// A connection whose failed writes report the receiver's TLS alert when one is waiting.
+#[derive(Debug)]
+pub struct AlertAware<T> {
+    inner: T,
+    /// A write failed with a broken pipe or a reset: what the receiver sent is being read.
+    failed: Option<io::Error>,
+}
+
+/// Bytes read at most, after a failed write, to reach the receiver's alert.
+const READ_LIMIT: usize = 64 * 1024;
+
+impl<T: Read + Unpin> AlertAware<T> {
+    /// The outcome of a write that returned `r`: its error is replaced by the TLS failure
+    /// the receiver sent before it closed, once that is read (the socket is readable by
+    /// then: the alert, the end of the stream or the reset is there to read).
+    fn checked<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        match r {
+            Poll::Ready(Err(e)) if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) => {
+                self.failed = Some(e);
+                self.why(cx).map(Err)
+            }
+            other => other,
+        }
+    }
+
+    fn why(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let mut read = 0;
+        while read < READ_LIMIT {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, buf.unfilled()) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) if is_tls_failure(&e) => {
+                    self.failed = None;
+                    return Poll::Ready(e);
+                }
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => read += buf.filled().len(),
+                Poll::Ready(_) => break,
+            }
+        }
+        Poll::Ready(self.failed.take().expect("a failed write"))
+    }
+}
+
+impl<T: Read + Unpin> Read for AlertAware<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: Read + Write + Unpin> Write for AlertAware<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.failed.is_some() {
+            return self.why(cx).map(Err);
+        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.checked(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.failed.is_some() {
+            return self.why(cx).map(Err);
+        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.checked(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed.is_some() {
+            return self.why(cx).map(Err);
+        }
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.checked(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connection> Connection for AlertAware<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes fail with `write`; reads give `reads` in turn (`None`: not readable yet).
+    struct Scripted {
+        write: io::ErrorKind,
+        reads: Vec<Option<io::Result<&'static [u8]>>>,
+    }
+
+    impl Read for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            mut buf: ReadBufCursor<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.reads.remove(0) {
+                None => Poll::Pending,
+                Some(Ok(bytes)) => {
+                    buf.put_slice(bytes);
+                    Poll::Ready(Ok(()))
+                }
+                Some(Err(e)) => Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    impl Write for Scripted {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(self.write.into()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write(io: &mut AlertAware<Scripted>) -> Poll<io::Result<usize>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(io).poll_write(&mut cx, b"request")
+    }
+
+    fn alert() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        )
+    }
+
+    #[test]
+    fn a_broken_pipe_reports_the_alert_read_after_it() {
+        let mut io = AlertAware {
+            inner: Scripted {
+                write: io::ErrorKind::BrokenPipe,
+                // Not readable yet, then some bytes, then the alert.
+                reads: vec![None, Some(Ok(b"data")), Some(Err(alert()))],
+            },
+            failed: None,
+        };
+        assert!(write(&mut io).is_pending(), "waits for what the receiver sent");
+        let Poll::Ready(Err(e)) = write(&mut io) else {
+            panic!("an error")
+        };
+        assert!(is_tls_failure(&e), "{e}");
+    }
+
+    #[test]
+    fn without_an_alert_the_write_error_stays() {
+        for (kind, reads) in [
+            (io::ErrorKind::ConnectionReset, vec![Some(Ok(&b""[..]))]),
+            (
+                io::ErrorKind::BrokenPipe,
+                vec![Some(Err(io::ErrorKind::ConnectionReset.into()))],
+            ),
+        ] {
+            let mut io = AlertAware {
+                inner: Scripted { write: kind, reads },
+                failed: None,
+            };
+            let Poll::Ready(Err(e)) = write(&mut io) else {
+                panic!("an error")
+            };
+            assert_eq!(e.kind(), kind);
+        }
+        // Other write errors are not looked into.
+        let mut io = AlertAware {
+            inner: Scripted {
+                write: io::ErrorKind::TimedOut,
+                reads: vec![],
+            },
+            failed: None,
+        };
+        let Poll::Ready(Err(e)) = write(&mut io) else {
+            panic!("an error")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+}
