@@ -108,8 +108,44 @@ struct SinkStats {
     duplicates: AtomicU64,
     answered_ok: AtomicU64,
     answered_fault: AtomicU64,
-    /// Hashes of the ids seen (8 bytes each, not the ids: a long run must not cost much memory).
-    seen: Mutex<HashSet<u64>>,
+    /// Hashes of the ids seen lately (8 bytes each, not the ids: a long run must not cost
+    /// much memory).
+    seen: Mutex<SeenIds>,
+}
+
+/// Ids remembered for duplicates: at least the last `SEEN_WINDOW`, at most twice that.
+const SEEN_WINDOW: usize = 1 << 18;
+
+/// The hashes of the ids seen lately, in two generations made at full size: the set never
+/// grows, because a growing set rehashes all it holds at once — a pause of many milliseconds
+/// for every callback waiting behind it, which a receiver must not have. When the current
+/// generation is full, it becomes the previous one and the oldest is forgotten.
+#[derive(Debug)]
+struct SeenIds {
+    current: HashSet<u64>,
+    previous: HashSet<u64>,
+}
+
+impl Default for SeenIds {
+    fn default() -> Self {
+        Self {
+            current: HashSet::with_capacity(SEEN_WINDOW),
+            previous: HashSet::new(),
+        }
+    }
+}
+
+impl SeenIds {
+    /// Remembers `hash`; false when it was seen already.
+    fn insert(&mut self, hash: u64) -> bool {
+        if self.previous.contains(&hash) || !self.current.insert(hash) {
+            return false;
+        }
+        if self.current.len() == SEEN_WINDOW {
+            self.previous = std::mem::replace(&mut self.current, HashSet::with_capacity(SEEN_WINDOW));
+        }
+        true
+    }
 }
 
 /// The sink's counters at one moment ([`Sink::summary`]), also the `GET /stats` answer.
@@ -130,7 +166,8 @@ pub struct SinkSummary {
     /// Tencent callbacks whose query string was missing a parameter or disagreed with the body.
     pub query_bad: u64,
     /// Callbacks seen before: the same agora `callId`, or the same tencent
-    /// `CallbackCommand` + `MsgKey` (retries and replays show up here).
+    /// `CallbackCommand` + `MsgKey` (retries and replays show up here), among the last
+    /// 262,144 to 524,288 ids (older ones are forgotten: the sink's memory stays bounded).
     pub duplicates: u64,
     /// Callbacks answered 200.
     pub answered_ok: u64,
@@ -805,4 +842,30 @@ pub struct WaitTimeout {
     pub wanted: usize,
     /// How long it waited.
     pub waited: Duration,
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_found_across_a_generation_change_and_the_set_never_grows() {
+        let mut seen = SeenIds::default();
+        let capacity = seen.current.capacity();
+        assert!(seen.insert(1));
+        assert!(!seen.insert(1));
+        for h in 2..=SEEN_WINDOW as u64 {
+            assert!(seen.insert(h));
+        }
+        // The generation changed: 1 is in the previous one and still a duplicate.
+        assert_eq!(seen.current.len(), 0);
+        assert!(!seen.insert(1));
+        assert!(seen.insert(SEEN_WINDOW as u64 + 1));
+        assert_eq!(seen.current.capacity(), capacity, "made at full size");
+        // One more generation: the oldest ids are forgotten.
+        for h in SEEN_WINDOW as u64 + 2..=2 * SEEN_WINDOW as u64 {
+            assert!(seen.insert(h));
+        }
+        assert!(seen.insert(1));
+    }
 }
