@@ -297,6 +297,10 @@ struct Tally {
     last: [AtomicU64; Outcome::ALL.len()],
     done: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
+    /// When the first message went out, and when the last callback ended: the rates are
+    /// measured over that span, not over the start (opening the store) and the stop.
+    began: std::sync::OnceLock<Instant>,
+    ended: std::sync::OnceLock<Instant>,
 }
 
 impl Tally {
@@ -306,6 +310,8 @@ impl Tally {
             last: Default::default(),
             done: AtomicU64::new(0),
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
+            began: std::sync::OnceLock::new(),
+            ended: std::sync::OnceLock::new(),
         }
     }
 
@@ -348,7 +354,8 @@ pub struct Report {
     pub callbacks: u64,
     /// `callbacks_per_sec`: `callbacks` per second of the run.
     pub callbacks_per_sec: f64,
-    /// `duration_secs`: the run's wall-clock length, in seconds.
+    /// `duration_secs`: the traffic's length, in seconds: from the first message sent to the last
+    /// callback's final outcome (starting the simulator and stopping it are not counted).
     pub duration_secs: f64,
     /// Final outcomes (SPEC §5).
     pub outcomes: BTreeMap<&'static str, u64>,
@@ -400,7 +407,9 @@ pub async fn run(opts: GenerateOptions) -> Result<Report, GenerateError> {
         }
         Some(server) => (run_rest(&opts, server, tally.clone()).await?, "rest"),
     };
-    let elapsed = started.elapsed().as_secs_f64();
+    let began = tally.began.get().copied().unwrap_or(started);
+    let ended = tally.ended.get().copied().unwrap_or_else(Instant::now);
+    let elapsed = ended.duration_since(began).as_secs_f64().max(1e-6);
     let done = tally.done.load(Ordering::Relaxed);
     let report = Report {
         app: opts.app.clone(),
@@ -571,6 +580,7 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
     let mut queued = 0u64;
     let mut n = 0u64;
+    tally.began.get_or_init(Instant::now);
     while budget.more(n) {
         match &limiter {
             Some(l) => l.until_ready().await,
@@ -600,8 +610,9 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
     let limit = policy.timeout * (policy.retries + 1) + Duration::from_secs(10);
     let deadline = Instant::now() + limit;
     while tally.done.load(Ordering::Relaxed) < queued && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    tally.ended.get_or_init(Instant::now);
     progress.abort();
     sim.shutdown().await;
     if refused > 0 {
@@ -631,6 +642,7 @@ async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Re
     let errors = Arc::new(Mutex::new(None::<String>));
     let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
     let mut workers = tokio::task::JoinSet::new();
+    tally.began.get_or_init(Instant::now);
     for _ in 0..opts.connections.max(1) {
         let (http, url, token, limiter, traffic, sent, tally, errors) = (
             http.clone(),
@@ -699,6 +711,7 @@ async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Re
         });
     }
     while workers.join_next().await.is_some() {}
+    tally.ended.get_or_init(Instant::now);
     progress.abort();
     if let Some(e) = errors.lock().ok().and_then(|mut e| e.take()) {
         return Err(GenerateError(e));

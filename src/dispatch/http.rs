@@ -198,7 +198,9 @@ impl Conn {
             let fresh = reused.is_none();
             let mut open = match reused.take() {
                 Some(open) => open,
-                None => match Self::connect(self.connector.clone(), to.uri).await {
+                // Boxed: a connect is rare, and its large future would otherwise be part of
+                // (and moved with) every attempt's.
+                None => match Box::pin(Self::connect(self.connector.clone(), to.uri)).await {
                     Ok(open) => open,
                     Err(failed) => return failed,
                 },

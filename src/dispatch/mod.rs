@@ -465,7 +465,8 @@ impl Shared {
                 biased;
                 r = async {
                     match &mut a.via {
-                        Via::Pool(client) => attempt(client, a.to, a.body.clone(), limits).await,
+                        // Boxed: the pool's future is large, and only replays and pre-send use it.
+                        Via::Pool(client) => Box::pin(attempt(client, a.to, a.body.clone(), limits)).await,
                         Via::Conn(conn) => attempt_on(conn, a.to, a.body.clone(), limits).await,
                     }
                 } => r,
@@ -629,4 +630,28 @@ pub fn rfc3339(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Prints the sizes of the futures every delivery moves around (run with --nocapture).
+    #[test]
+    fn delivery_futures_stay_small() {
+        fn size<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let client = super::http::build_client(1, &Default::default()).unwrap();
+        let mut conn = client.conn();
+        let uri: http::Uri = "http://127.0.0.1:1/".parse().unwrap();
+        let limits = super::AttemptLimits {
+            timeout: std::time::Duration::from_secs(1),
+            max_chars: 10,
+            keep_body: false,
+        };
+        let f = super::http::attempt_on(&mut conn, (&uri).into(), bytes::Bytes::new(), limits);
+        let n = size(&f);
+        drop(f);
+        eprintln!("attempt_on: {n} bytes");
+        assert!(n < 2048, "attempt_on's future is {n} bytes");
+    }
 }
