@@ -220,7 +220,19 @@ impl Conn {
                     return AttemptResult::new(outcome, None, Some(detail));
                 }
             };
-            let (result, clean) = open.drive(read_answer(resp, limits)).await;
+            let (result, rest) = open.drive(read_answer(resp, limits)).await;
+            let clean = match rest {
+                Rest::Done => true,
+                Rest::Broken => false,
+                // The rest of an error answer, when it is short and comes at once: the
+                // connection is kept rather than opened again for the next attempt (a failing
+                // receiver would otherwise get a new connection per attempt).
+                Rest::Unread(body) => {
+                    let wait = DRAIN_WAIT.min(limits.timeout / 4);
+                    let drained = tokio::time::timeout(wait, open.drive(drain(body, limits.max_chars)));
+                    matches!(drained.await, Ok(true))
+                }
+            };
             if clean && !open.ended {
                 self.last_used = Instant::now();
                 self.open = Some(open);
@@ -373,6 +385,16 @@ pub struct AttemptResult {
     pub detail: Option<String>,
 }
 
+/// What is left of an answer once its outcome is known.
+enum Rest {
+    /// Nothing: it was read to its end, and the connection can take another request.
+    Done,
+    /// The body of an error answer, not read.
+    Unread(Incoming),
+    /// Something the connection cannot be used again after (a body cut short, too long).
+    Broken,
+}
+
 impl AttemptResult {
     fn new(outcome: Outcome, status: Option<u16>, detail: Option<String>) -> Self {
         Self {
@@ -506,13 +528,14 @@ pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: Bytes, limits: At
 }
 
 /// Reads an answer: its status, and at most `max_chars + 1` characters of a 200 body. Also
-/// says whether the body was read to its end (so that the connection can be used again).
-async fn read_answer(resp: Response<Incoming>, limits: AttemptLimits) -> (AttemptResult, bool) {
+/// says what is left of it, which decides whether the connection can be used again.
+async fn read_answer(resp: Response<Incoming>, limits: AttemptLimits) -> (AttemptResult, Rest) {
     let status = resp.status().as_u16();
     if status != 200 {
-        // The body is not read (the connection goes with it): the answer is known already.
+        // The answer is known: the body is left to the caller (it may read it to keep the
+        // connection, without waiting for it).
         let r = AttemptResult::new(Outcome::Status, Some(status), Some(format!("answered HTTP {status}")));
-        return (r, false);
+        return (r, Rest::Unread(resp.into_body()));
     }
     // Read at most max_chars + 1 characters: enough to tell a violation, never more.
     let mut body = resp.into_body();
@@ -535,7 +558,7 @@ async fn read_answer(resp: Response<Incoming>, limits: AttemptLimits) -> (Attemp
                         Some(format!("response body longer than {} characters", limits.max_chars)),
                     );
                     r.body = limits.keep_body.then(|| Bytes::from(kept));
-                    return (r, false);
+                    return (r, Rest::Broken);
                 }
             }
             None => break,
@@ -546,13 +569,34 @@ async fn read_answer(resp: Response<Incoming>, limits: AttemptLimits) -> (Attemp
                     Some(200),
                     Some(format!("response body broken: {detail}")),
                 );
-                return (r, false);
+                return (r, Rest::Broken);
             }
         }
     }
     let mut r = AttemptResult::new(Outcome::Delivered, Some(200), None);
     r.body = limits.keep_body.then(|| Bytes::from(kept));
-    (r, true)
+    (r, Rest::Done)
+}
+
+/// Longest wait for the rest of an error answer (see [`Conn`]): its outcome is known already.
+const DRAIN_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads `body` to its end, if it ends within `max_chars` characters' worth of bytes (4 each).
+async fn drain(mut body: Incoming, max_chars: usize) -> bool {
+    let mut left = max_chars.saturating_mul(4);
+    loop {
+        match body.frame().await {
+            None => return true,
+            Some(Ok(frame)) => {
+                let n = frame.data_ref().map_or(0, Bytes::len);
+                if n > left {
+                    return false;
+                }
+                left -= n;
+            }
+            Some(Err(_)) => return false,
+        }
+    }
 }
 
 /// Counts UTF-8 characters (bytes that are not continuation bytes) in `chunk`, stopping once

@@ -39,6 +39,10 @@ struct Counting {
 
 impl Counting {
     async fn start(close: Close) -> Self {
+        Self::answering(close, 200).await
+    }
+
+    async fn answering(close: Close, status: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
@@ -61,7 +65,8 @@ impl Counting {
                         let _ = req.into_body().collect().await;
                         r.fetch_add(1, Ordering::SeqCst);
                         answered.notify_one();
-                        let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"an error page, or ok")));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                         if matches!(close, Close::Announced) {
                             resp.headers_mut().insert("connection", "close".parse().unwrap());
                         }
@@ -185,4 +190,69 @@ async fn a_connection_the_receiver_closed_while_idle_is_replaced() {
         4,
         "one connection per callback, each closed while idle"
     );
+}
+
+#[tokio::test]
+async fn a_receiver_answering_errors_keeps_its_connection() {
+    let rx = Counting::answering(Close::Never, 500).await;
+    let app = spawn_app(
+        "[delivery]\nconcurrency = 1\n",
+        &agora_app("", &rule("a", &rx.url(), "")),
+    )
+    .await;
+    for i in 0..5 {
+        let cb = send_one(&app, i).await;
+        assert_eq!(
+            (
+                cb["outcome"].as_str(),
+                cb["last_attempt"].as_str(),
+                cb["attempts"].as_u64()
+            ),
+            (Some("stored"), Some("status"), Some(2)),
+            "{cb}"
+        );
+    }
+    assert_eq!(rx.requests.load(Ordering::SeqCst), 10);
+    assert_eq!(
+        rx.conns.load(Ordering::SeqCst),
+        1,
+        "the short error answers were read, the connection kept"
+    );
+}
+
+#[tokio::test]
+async fn an_error_answer_whose_body_never_comes_is_not_waited_for() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            // The head of an error answer, and never its body.
+            let _ = stream
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 100\r\n\r\n")
+                .await;
+            held.push(stream);
+        }
+    });
+    let url = format!("http://{addr}/cb");
+    let app = spawn_app("", &agora_app("timeout_secs = 4", &rule("a", &url, ""))).await;
+    let cb = send_one(&app, 0).await;
+    assert_eq!(
+        (
+            cb["outcome"].as_str(),
+            cb["last_attempt"].as_str(),
+            cb["status"].as_u64()
+        ),
+        (Some("stored"), Some("status"), Some(500)),
+        "{cb}"
+    );
+    // Two attempts, each waiting at most DRAIN_WAIT (100 ms) for the body, not the timeout.
+    assert!(cb["latency_ms"].as_f64().unwrap() < 2000.0, "{cb}");
+    assert_eq!(conns.load(Ordering::SeqCst), 2, "the connection was not kept");
 }
