@@ -301,16 +301,17 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
                 Err(_) => break,
             },
         };
+        // (Only with more rules than `concurrency`: otherwise the rules' workers fit.)
+        let _permit = match &shared.permits {
+            Some(p) => Some(p.acquire().await.expect("the semaphore is never closed")),
+            None => None,
+        };
         if shared.stop_intake.is_set() {
             // Taken after the intake closed: not started, like the ones left in the lane.
             shared.settle_not_attempted(vec![job]).await;
             break;
         }
         shared.queued.fetch_sub(1, Ordering::AcqRel);
-        let _permit = match &shared.permits {
-            Some(p) => Some(p.acquire().await.expect("the semaphore is never closed")),
-            None => None,
-        };
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         shared.deliver(job, &mut conn, &abort).await;
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -256,3 +256,25 @@ async fn an_error_answer_whose_body_never_comes_is_not_waited_for() {
     assert!(cb["latency_ms"].as_f64().unwrap() < 2000.0, "{cb}");
     assert_eq!(conns.load(Ordering::SeqCst), 2, "the connection was not kept");
 }
+
+/// With more rules than `concurrency`, the bound holds all the same: one callback in flight
+/// at a time here, the second rule's waiting for the first's to end.
+#[tokio::test]
+async fn more_rules_than_concurrency_stay_within_it() {
+    let a = Receiver::start(Reply::Delay(Duration::from_millis(300), 200)).await;
+    let b = Receiver::start(Reply::Delay(Duration::from_millis(300), 200)).await;
+    let rules = rule("a", &a.url("/a"), "") + &rule("b", &b.url("/b"), "");
+    let app = spawn_app("[delivery]\nconcurrency = 1\n", &agora_app("", &rules)).await;
+    let (status, answer) = app.send(json!({"from": "u1", "to": "u2", "msg": "m"}), true).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        callbacks(&answer).iter().all(|c| c["outcome"] == "delivered"),
+        "{answer}"
+    );
+    let (ta, tb) = (a.received()[0].at, b.received()[0].at);
+    let gap = if ta < tb { tb - ta } else { ta - tb };
+    assert!(
+        gap >= Duration::from_millis(250),
+        "both in flight at once: {gap:?} apart"
+    );
+}
