@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use crate::config::Config;
 use crate::dispatch::EnqueueError;
 use crate::domain::{ChatType, FinalOutcome, MessageType, Outcome, Platform, Source};
 use crate::message::Message;
-use crate::sim::Simulator;
+use crate::server::{Server, SimError};
 
 /// How the traffic looks. Weights are relative (they need not sum to 100).
 #[derive(Debug, Clone)]
@@ -485,10 +486,15 @@ fn print_table(r: &Report) {
 /// `rate` per second, with a burst of 1 ms worth: steady pacing, not a second's worth of
 /// messages at once. (governor waits on a timer thread of its own, finer than tokio's 1 ms:
 /// messages go out evenly spread, which is what the latency at a given rate should measure.)
+/// At low rates the burst is a few messages, so that a late wake-up on a busy machine is
+/// caught up rather than lost.
 fn quota(rate: NonZeroU32) -> Quota {
-    let burst = NonZeroU32::new(rate.get() / 1000).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(rate).allow_burst(burst)
+    let burst = (rate.get() / 1000).max(LOW_RATE_BURST).min(rate.get());
+    Quota::per_second(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
+
+/// The smallest burst (see [`quota`]).
+const LOW_RATE_BURST: u32 = 5;
 
 /// Stops at `count` messages or after `duration`, whichever comes first.
 struct Budget {
@@ -555,21 +561,23 @@ fn spawn_progress(tally: Arc<Tally>, sent: Arc<AtomicU64>, total: Option<u64>) -
 }
 
 async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64, GenerateError> {
-    let config = Config::load(&opts.config).map_err(|e| GenerateError(format!("invalid config: {e}")))?;
-    let mut sim = Simulator::build(config).map_err(|e| GenerateError(e.to_string()))?;
-    sim.seed_ids(opts.seed);
-    let app = sim
+    let mut config = Config::load(&opts.config).map_err(|e| GenerateError(format!("invalid config: {e}")))?;
+    let app = config
         .apps
-        .get(&opts.app)
-        .cloned()
+        .iter()
+        .find(|a| a.id.as_str() == opts.app)
         .ok_or_else(|| GenerateError(format!("no app {:?} in {}", opts.app, opts.config.display())))?;
+    let (rules, policy) = (app.rules.len(), app.policy);
+    // The simulator's REST API listens too, on a free loopback port: never in the way of a
+    // `serve` of the same config.
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (backlog, capacity) = (config.delivery.concurrency * 4, config.delivery.queue_capacity);
+    let sim = Server::start_seeded(config, opts.seed)
+        .await
+        .map_err(|e| GenerateError(e.to_string()))?;
     let observer = tally.clone();
-    sim.dispatcher
-        .observe(Box::new(move |f, l, d| observer.record(f, l, d)));
+    sim.watch(move |f, l, d| observer.record(f, l, d));
     let limiter = NonZeroU32::new(opts.rate).map(|r| RateLimiter::direct(quota(r)));
-    // Unbounded: keep the pipeline busy, not the queue full (a full queue only adds latency).
-    let backlog = sim.config.delivery.concurrency * 4;
-    let capacity = sim.config.delivery.queue_capacity;
     let mut refused = 0u64;
     let budget = Budget {
         count: opts.count,
@@ -585,7 +593,7 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
         match &limiter {
             Some(l) => l.until_ready().await,
             None => {
-                while sim.dispatcher.queued() > backlog {
+                while sim.queued() > backlog {
                     tokio::time::sleep(Duration::from_micros(50)).await;
                 }
             }
@@ -593,20 +601,19 @@ async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64
         let msg = traffic.next_message();
         // Wait for room for all its callbacks (at most one per rule and recipient), so the
         // message is submitted once and never refused for a full queue.
-        let room = (app.rules.len() * (1 + msg.offline.len())).min(capacity);
-        while sim.dispatcher.queued() + room > capacity {
+        let room = (rules * (1 + msg.offline.len())).min(capacity);
+        while sim.queued() + room > capacity {
             tokio::time::sleep(Duration::from_micros(100)).await;
         }
-        match sim.submit(&app, msg, false).await {
+        match sim.submit(&opts.app, msg).await {
             Ok(s) => queued += s.queued as u64,
-            Err(EnqueueError::Full) => refused += 1,
-            Err(EnqueueError::ShuttingDown) => return Err(GenerateError("the simulator stopped".into())),
+            Err(SimError::Queue(EnqueueError::Full)) => refused += 1,
+            Err(e) => return Err(GenerateError(format!("the simulator stopped: {e}"))),
         }
         n += 1;
         sent.store(n, Ordering::Relaxed);
     }
     // Wait for every callback's final outcome, within what the policy allows.
-    let policy = app.config.policy;
     let limit = policy.timeout * (policy.retries + 1) + Duration::from_secs(10);
     let deadline = Instant::now() + limit;
     while tally.done.load(Ordering::Relaxed) < queued && Instant::now() < deadline {

@@ -14,7 +14,7 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{CallbackReport, EnqueueError};
-use crate::domain::{CallbackUrl, DateKey};
+use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome};
 use crate::event::Event;
 use crate::message::Message;
 use crate::replay::{ReplayError, ReplayOutcome, replay};
@@ -168,8 +168,21 @@ impl Server {
     /// [`start`](Self::start) with another clock, e.g. a [`ManualClock`](crate::ManualClock)
     /// to test bans and retention without waiting.
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let want = config.server.listen;
         let sim = Simulator::build_with_clock(config, clock).map_err(StartError::build)?;
+        Self::serve(sim).await
+    }
+
+    /// [`start`](Self::start) with reproducible callIds: they come from a generator seeded
+    /// with `seed`, so the same seed and the same messages give the same callIds (what
+    /// `callback-sim generate --seed` does; snapshot tests can use it too).
+    pub async fn start_seeded(config: Config, seed: u64) -> Result<Self, StartError> {
+        let mut sim = Simulator::build(config).map_err(StartError::build)?;
+        sim.seed_ids(seed);
+        Self::serve(sim).await
+    }
+
+    async fn serve(sim: Arc<Simulator>) -> Result<Self, StartError> {
+        let want = sim.config.server.listen;
         let listener = TcpListener::bind(want)
             .await
             .map_err(|source| StartError::Bind { addr: want, source })?;
@@ -317,6 +330,14 @@ impl Server {
     /// Callbacks accepted and not yet attempted (`queued` in `GET /healthz`).
     pub fn queued(&self) -> usize {
         self.sim.dispatcher.queued()
+    }
+
+    /// Calls `watch` once for every post-send callback that ends, with its final outcome, its
+    /// last attempt's outcome and the time from acceptance to the end: how
+    /// `callback-sim generate` keeps its counts and latencies. One watcher per server (later
+    /// calls are ignored); it runs on the delivery path, so it must be quick.
+    pub fn watch(&self, watch: impl Fn(FinalOutcome, Outcome, std::time::Duration) + Send + Sync + 'static) {
+        self.sim.dispatcher.observe(Box::new(watch));
     }
 
     /// Graceful stop (SPEC §9): new messages get 503 while queued callbacks end as `shutdown`
