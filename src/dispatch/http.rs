@@ -88,26 +88,25 @@ pub fn build_client(pool_per_host: usize, tls: &TlsConfig) -> Result<Client, Cli
 }
 
 impl Client {
-    /// A connection slot of this client's, for one delivery worker: empty until first used.
+    /// A connection slot of this client's, for one delivery worker: empty until an attempt
+    /// opens a connection or [`Conn::check_out`] takes an idle one.
     pub fn conn(&self) -> Conn {
         Conn {
             connector: self.connector.clone(),
             open: None,
-            last_used: Instant::now(),
         }
     }
 }
 
-/// One delivery worker's keep-alive connection to its rule's receiver: the dispatcher's
-/// callbacks go through these rather than the pool. A worker sends one request at a time, so
-/// its connection needs no checkout, no hand-off and no lock; and the worker drives the
-/// connection itself (no task of its own), so that an answer wakes one task, not two.
-/// Opened on first use; opened again when the receiver closed it or an attempt left it
-/// unusable (a timeout, an answer not read to its end); closed after [`POOL_IDLE`] unused.
+/// A delivery worker's connection slot: the dispatcher's callbacks go through these rather
+/// than the pool. A worker takes its rule's most recently used idle connection for a callback
+/// ([`check_out`](Self::check_out)), drives it in its own task while it sends one request at
+/// a time, and puts it back after an answer read to its end ([`check_in`](Self::check_in)).
+/// A connection is opened when there is none idle, and opened again when the receiver closed
+/// it or an attempt left it unusable (a timeout, an answer not read to its end).
 pub struct Conn {
     connector: Connector,
     open: Option<Open>,
-    last_used: Instant,
 }
 
 impl fmt::Debug for Conn {
@@ -116,13 +115,29 @@ impl fmt::Debug for Conn {
     }
 }
 
+/// A rule's idle keep-alive connections, the most recently used last: it is the one taken
+/// next, so that a light load keeps reusing a few warm connections instead of spreading over
+/// all the workers' (and outliving receivers' keep-alive limits). One unused for
+/// [`POOL_IDLE`] is closed when it is next looked at.
+#[derive(Default)]
+pub struct IdleConns(std::sync::Mutex<Vec<Open>>);
+
+impl fmt::Debug for IdleConns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().map_or(0, |idle| idle.len());
+        f.debug_struct("IdleConns").field("idle", &n).finish()
+    }
+}
+
 /// An open connection: how to send on it, and the connection itself, which must be polled
 /// for anything to happen on it.
-struct Open {
+pub struct Open {
     sender: Sender,
     driver: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The connection ended (closed by the receiver, or broken).
     ended: bool,
+    /// When its last answer ended.
+    last_used: Instant,
 }
 
 /// HTTP/1.1, or HTTP/2 when the receiver chose it by ALPN.
@@ -147,7 +162,9 @@ impl Open {
 
     /// Whether the connection can take a request now (it is not closed, not busy).
     async fn ready(&mut self) -> bool {
-        let Self { sender, driver, ended } = self;
+        let Self {
+            sender, driver, ended, ..
+        } = self;
         let ready = std::future::poll_fn(|cx| {
             if !*ended && driver.as_mut().poll(cx).is_ready() {
                 *ended = true;
@@ -163,23 +180,40 @@ impl Open {
 }
 
 impl Conn {
-    /// Whether a connection is open (it may still have been closed by the receiver).
-    pub fn is_open(&self) -> bool {
-        self.open.is_some()
+    /// Takes the most recently used of the rule's idle connections, unless it has been unused
+    /// for [`POOL_IDLE`] (then it is closed, and all the older ones with it).
+    pub fn check_out(&mut self, idle: &IdleConns) {
+        if self.open.is_some() {
+            return;
+        }
+        let mut idle = idle.0.lock().expect("idle connections lock");
+        match idle.pop() {
+            Some(open) if open.last_used.elapsed() < POOL_IDLE => self.open = Some(open),
+            Some(_) => idle.clear(),
+            None => {}
+        }
     }
 
-    /// Keeps the open connection going while the worker has nothing to send: resolves when
-    /// the receiver closed it or it was idle for [`POOL_IDLE`], and then it is closed. Never
-    /// resolves without an open connection.
-    pub async fn idle(&mut self) {
-        let Some(open) = &mut self.open else {
-            return std::future::pending().await;
-        };
-        let deadline = tokio::time::Instant::from_std(self.last_used + POOL_IDLE);
-        if !open.ended {
-            let _ = tokio::time::timeout_at(deadline, open.driver.as_mut()).await;
+    /// Puts the connection the last attempt left back among the rule's idle ones, and closes
+    /// the oldest of those if it has been unused for [`POOL_IDLE`].
+    pub fn check_in(&mut self, idle: &IdleConns) {
+        let Some(open) = self.open.take() else { return };
+        let mut idle = idle.0.lock().expect("idle connections lock");
+        idle.push(open);
+        if idle
+            .first()
+            .is_some_and(|oldest| oldest.last_used.elapsed() >= POOL_IDLE)
+        {
+            idle.remove(0);
         }
-        self.open = None;
+    }
+
+    /// Keeps a connection whose answer was read to its end.
+    fn finish(&mut self, mut open: Open) {
+        if !open.ended {
+            open.last_used = Instant::now();
+            self.open = Some(open);
+        }
     }
 
     /// Sends `req` on the open connection, or on a new one, and reads the answer with
@@ -187,7 +221,7 @@ impl Conn {
     /// (the receiver closed it while idle) is replaced and the request sent again, as
     /// hyper-util's pool does: that is not an attempt that failed. The connection is kept
     /// for the next attempt only when this one read its answer to the end.
-    async fn exchange(&mut self, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
+    async fn exchange(&mut self, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> (AttemptResult, Unread) {
         let mut reused = None;
         if let Some(mut open) = self.open.take()
             && open.ready().await
@@ -202,7 +236,7 @@ impl Conn {
                 // (and moved with) every attempt's.
                 None => match Box::pin(Self::connect(self.connector.clone(), to.uri)).await {
                     Ok(open) => open,
-                    Err(failed) => return failed,
+                    Err(failed) => return (failed, None),
                 },
             };
             let req = request(to, body.clone());
@@ -217,27 +251,18 @@ impl Conn {
                         continue;
                     }
                     let (outcome, detail) = classify(e.error(), false);
-                    return AttemptResult::new(outcome, None, Some(detail));
+                    return (AttemptResult::new(outcome, None, Some(detail)), None);
                 }
             };
             let (result, rest) = open.drive(read_answer(resp, limits)).await;
-            let clean = match rest {
-                Rest::Done => true,
-                Rest::Broken => false,
-                // The rest of an error answer, when it is short and comes at once: the
-                // connection is kept rather than opened again for the next attempt (a failing
-                // receiver would otherwise get a new connection per attempt).
-                Rest::Unread(body) => {
-                    let wait = DRAIN_WAIT.min(limits.timeout / 4);
-                    let drained = tokio::time::timeout(wait, open.drive(drain(body, limits.max_chars)));
-                    matches!(drained.await, Ok(true))
+            return match rest {
+                Rest::Done => {
+                    self.finish(open);
+                    (result, None)
                 }
+                Rest::Broken => (result, None),
+                Rest::Unread(body) => (result, Some((open, body))),
             };
-            if clean && !open.ended {
-                self.last_used = Instant::now();
-                self.open = Some(open);
-            }
-            return result;
         }
     }
 
@@ -278,6 +303,7 @@ impl Conn {
             sender,
             driver,
             ended: false,
+            last_used: Instant::now(),
         })
     }
 }
@@ -517,8 +543,21 @@ async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: Att
 /// happened. The connection is kept for the next attempt only when this one read its answer
 /// to the end in time.
 pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
-    match tokio::time::timeout(limits.timeout, conn.exchange(to, body, limits)).await {
-        Ok(r) => r,
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    match tokio::time::timeout_at(deadline, conn.exchange(to, body, limits)).await {
+        Ok((result, None)) => result,
+        Ok((result, Some((mut open, rest)))) => {
+            // The rest of an error answer, when it is short and comes at once (and within the
+            // attempt's time): the connection is kept rather than opened again for the next
+            // attempt — a failing receiver would otherwise get a new connection per attempt.
+            // The outcome is known already and stays what it is.
+            let until = deadline.min(tokio::time::Instant::now() + DRAIN_WAIT);
+            let drained = tokio::time::timeout_at(until, open.drive(drain(rest, limits.max_chars))).await;
+            if drained == Ok(true) {
+                conn.finish(open);
+            }
+            result
+        }
         Err(_) => AttemptResult::new(
             Outcome::Timeout,
             None,
@@ -526,6 +565,9 @@ pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: Bytes, limits: At
         ),
     }
 }
+
+/// The body of an error answer, not read yet, with its connection.
+type Unread = Option<(Open, Incoming)>;
 
 /// Reads an answer: its status, and at most `max_chars + 1` characters of a 200 body. Also
 /// says what is left of it, which decides whether the connection can be used again.
@@ -578,8 +620,9 @@ async fn read_answer(resp: Response<Incoming>, limits: AttemptLimits) -> (Attemp
     (r, Rest::Done)
 }
 
-/// Longest wait for the rest of an error answer (see [`Conn`]): its outcome is known already.
-const DRAIN_WAIT: Duration = Duration::from_millis(100);
+/// Longest wait for the rest of an error answer (see [`attempt_on`]): its outcome is known
+/// already, so it is not waited for long.
+const DRAIN_WAIT: Duration = Duration::from_millis(20);
 
 /// Reads `body` to its end, if it ends within `max_chars` characters' worth of bytes (4 each).
 async fn drain(mut body: Incoming, max_chars: usize) -> bool {

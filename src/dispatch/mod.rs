@@ -122,17 +122,23 @@ struct Shared {
 /// outcome and the time from acceptance: how the generator watches the pipeline.
 pub type Observer = Box<dyn Fn(FinalOutcome, Outcome, Duration) + Send + Sync>;
 
-/// A rule's share of the dispatcher: the jobs waiting for one of its workers.
+/// A rule's share of the dispatcher: the jobs waiting for one of its workers, and its idle
+/// keep-alive connections.
 #[derive(Debug)]
 pub struct Lane {
     tx: async_channel::Sender<Job>,
     rx: async_channel::Receiver<Job>,
+    idle: http::IdleConns,
 }
 
 impl Default for Lane {
     fn default() -> Self {
         let (tx, rx) = async_channel::unbounded();
-        Self { tx, rx }
+        Self {
+            tx,
+            rx,
+            idle: http::IdleConns::default(),
+        }
     }
 }
 
@@ -147,6 +153,16 @@ impl std::fmt::Debug for Dispatcher {
             .field("queued", &self.queued())
             .field("in_flight", &self.in_flight())
             .finish()
+    }
+}
+
+/// Without a [`shutdown`](Dispatcher::shutdown): the lanes close, so that the workers end
+/// once they have delivered what is queued.
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        for rule in &self.shared.rules {
+            rule.lane.tx.close();
+        }
     }
 }
 
@@ -187,7 +203,14 @@ impl Dispatcher {
         s.enqueuing.fetch_add(1, Ordering::SeqCst);
         let r = s.enqueue(jobs);
         s.enqueuing.fetch_sub(1, Ordering::SeqCst);
-        r
+        let lost = r?;
+        if !lost.is_empty() {
+            // Cannot happen (lanes close only once no `enqueue` runs); if it did, the jobs
+            // still end, as `shutdown`, rather than vanish.
+            let shared = s.clone();
+            tokio::spawn(async move { shared.settle_not_attempted(lost).await });
+        }
+        Ok(())
     }
 
     /// Callbacks accepted and not yet started.
@@ -255,7 +278,8 @@ impl Dispatcher {
 }
 
 impl Shared {
-    fn enqueue(&self, jobs: Vec<Job>) -> Result<(), EnqueueError> {
+    /// Queues `jobs` on their lanes; answers the ones a lane did not take.
+    fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<Job>, EnqueueError> {
         if self.stop_intake.is_set() {
             return Err(EnqueueError::ShuttingDown);
         }
@@ -264,18 +288,20 @@ impl Shared {
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
             .map_err(|_| EnqueueError::Full)?;
+        let mut lost = Vec::new();
         for job in jobs {
             let rule = job.rule.clone();
             // Unbounded, and closed only once no `enqueue` runs.
-            let sent = rule.lane.tx.try_send(job);
-            debug_assert!(sent.is_ok(), "lanes stay open while jobs are enqueued");
+            if let Err(e) = rule.lane.tx.try_send(job) {
+                lost.push(e.into_inner());
+            }
         }
-        Ok(())
+        Ok(lost)
     }
 }
 
 /// One of a rule's workers: takes the next job of the rule's lane and delivers it on the
-/// worker's own connection, until the simulator stops.
+/// rule's most recently used idle connection (or a new one), until the simulator stops.
 async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
     let lane = rule.lane.rx.clone();
     let mut conn = rule.client.conn();
@@ -285,17 +311,6 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
         let job = match lane.try_recv() {
             Ok(job) => job,
             Err(async_channel::TryRecvError::Closed) => break,
-            Err(async_channel::TryRecvError::Empty) if conn.is_open() => {
-                tokio::select! {
-                    biased;
-                    job = lane.recv() => match job {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    },
-                    // Closed by the receiver, or idle for too long: closed.
-                    _ = conn.idle() => continue,
-                }
-            }
             Err(async_channel::TryRecvError::Empty) => match lane.recv().await {
                 Ok(job) => job,
                 Err(_) => break,
@@ -313,7 +328,9 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
         }
         shared.queued.fetch_sub(1, Ordering::AcqRel);
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.check_out(&rule.lane.idle);
         shared.deliver(job, &mut conn, &abort).await;
+        conn.check_in(&rule.lane.idle);
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

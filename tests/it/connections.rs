@@ -278,3 +278,49 @@ async fn more_rules_than_concurrency_stay_within_it() {
         "both in flight at once: {gap:?} apart"
     );
 }
+
+/// One callback after another uses one warm connection, however many workers the rule has:
+/// the most recently used idle connection is taken first.
+#[tokio::test]
+async fn callbacks_one_after_another_share_one_connection() {
+    let rx = Counting::start(Close::Never).await;
+    let app = spawn_app(
+        "[delivery]\nconcurrency = 64\n",
+        &agora_app("", &rule("a", &rx.url(), "")),
+    )
+    .await;
+    for i in 0..30 {
+        let cb = send_one(&app, i).await;
+        assert_eq!(cb["outcome"], "delivered", "{cb}");
+    }
+    assert_eq!(rx.conns.load(Ordering::SeqCst), 1);
+}
+
+/// An error answer whose head comes just before the attempt's deadline is still `status`
+/// (the wait for the rest of its body never turns it into a timeout).
+#[tokio::test]
+async fn an_error_answer_at_the_deadline_stays_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_millis(985)).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 100\r\n\r\n")
+                .await;
+            held.push(stream);
+        }
+    });
+    let url = format!("http://{addr}/cb");
+    let app = spawn_app("", &agora_app("timeout_secs = 1\nretries = 0", &rule("a", &url, ""))).await;
+    let cb = send_one(&app, 0).await;
+    assert_eq!(
+        (cb["last_attempt"].as_str(), cb["status"].as_u64()),
+        (Some("status"), Some(503)),
+        "{cb}"
+    );
+}
