@@ -12,10 +12,12 @@ use axum::response::Response;
 use axum::routing::post;
 use serde::Serialize;
 
-use super::{ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
+use super::{
+    ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, bad_request, body_error, field_error, query_pairs,
+};
 use crate::dispatch::{CallbackReport, EnqueueError};
 use crate::event::EventRequest;
-use crate::message::{MessageError, MessageRequest};
+use crate::message::MessageRequest;
 use crate::runtime::AppRuntime;
 use crate::sim::{Simulator, Submitted};
 
@@ -86,14 +88,6 @@ fn ingest(
     }
     let body = body.map_err(|rej| body_error(ctx, &rej, max))?;
     Ok(Ingest { app, wait, body })
-}
-
-fn bad_request(ctx: &Ctx, msg: String) -> ApiError {
-    ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg)
-}
-
-fn field_error(ctx: &Ctx, e: MessageError) -> ApiError {
-    bad_request(ctx, format!("field `{}`: {}", e.field, e.reason))
 }
 
 fn shutting_down(ctx: &Ctx) -> ApiError {

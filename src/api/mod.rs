@@ -242,6 +242,16 @@ impl IntoResponse for ApiError {
 }
 
 /// Maps a body that could not be read: too large → 413, anything else → 400.
+/// 400 `bad_request` with this description.
+fn bad_request(ctx: &Ctx, msg: String) -> ApiError {
+    ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg)
+}
+
+/// 400 naming the field of a request body that is wrong, and why.
+fn field_error(ctx: &Ctx, e: crate::message::MessageError) -> ApiError {
+    bad_request(ctx, format!("field `{}`: {}", e.field, e.reason))
+}
+
 fn body_error(ctx: &Ctx, rejection: &axum::extract::rejection::BytesRejection, max: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ctx.error(
@@ -250,9 +260,8 @@ fn body_error(ctx: &Ctx, rejection: &axum::extract::rejection::BytesRejection, m
             format!("the request body is larger than {max} bytes (server.max_body_bytes)"),
         )
     } else {
-        ctx.error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+        bad_request(
+            ctx,
             format!("the request body could not be read: {}", rejection.body_text()),
         )
     }
@@ -260,13 +269,8 @@ fn body_error(ctx: &Ctx, rejection: &axum::extract::rejection::BytesRejection, m
 
 /// Parses a query string into pairs, refusing keys not in `allowed`.
 fn query_pairs(ctx: &Ctx, raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
-        ctx.error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("malformed query string: {e}"),
-        )
-    })?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| bad_request(ctx, format!("malformed query string: {e}")))?;
     for (k, _) in &pairs {
         if !allowed.contains(&k.as_str()) {
             let hint = if allowed.is_empty() {
@@ -274,9 +278,8 @@ fn query_pairs(ctx: &Ctx, raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(St
             } else {
                 format!("expected one of: {}", allowed.join(", "))
             };
-            return Err(ctx.error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+            return Err(bad_request(
+                ctx,
                 format!("unknown query parameter {:?}; {hint}", truncate(k)),
             ));
         }

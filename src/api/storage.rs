@@ -11,9 +11,12 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, body_error, query_pairs};
+use super::{
+    ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, bad_request, body_error, field_error, query_pairs,
+};
 use crate::dispatch::rfc3339;
 use crate::domain::{CallbackUrl, DateKey, Outcome};
+use crate::message::parse_json_object;
 use crate::replay::ReplayOutcome;
 use crate::replay::{ReplayError, replay};
 use crate::runtime::AppRuntime;
@@ -121,22 +124,8 @@ pub(super) async fn retry(
     let app = store_app(&ctx, &sim, &app_id, &headers)?;
     query_pairs(&ctx, query.as_deref(), &[])?;
     let body = body.map_err(|rej| body_error(&ctx, &rej, max))?;
-    let bad = |msg: String| ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg);
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(bad(
-            "the body must be a JSON object such as {\"date\": \"202109091440\", \"retry\": 0}".into(),
-        ));
-    }
-    let req: RetryRequest = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." || inner.is_syntax() || inner.is_eof() {
-                bad(format!("body: {inner}"))
-            } else {
-                bad(format!("field `{path}`: {inner}"))
-            }
-        })?;
+    let bad = |msg: String| bad_request(&ctx, msg);
+    let req: RetryRequest = parse_json_object(&body).map_err(|e| field_error(&ctx, e))?;
     let date = DateKey::parse(&req.date).map_err(|e| bad(format!("field `date`: {e}")))?;
     let target = match req.target_url.as_deref() {
         None | Some("") => None,
@@ -191,7 +180,7 @@ pub(super) async fn items(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let app = store_app(&ctx, &sim, &app_id, &headers)?;
-    let bad = |msg: String| ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg);
+    let bad = |msg: String| bad_request(&ctx, msg);
     let (mut date, mut retry, mut limit) = (None, 0u32, DEFAULT_ITEMS);
     for (k, v) in query_pairs(&ctx, query.as_deref(), &["date", "retry", "limit"])? {
         match k.as_str() {
