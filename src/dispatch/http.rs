@@ -221,7 +221,7 @@ impl Conn {
     /// (the receiver closed it while idle) is replaced and the request sent again, as
     /// hyper-util's pool does: that is not an attempt that failed. The connection is kept
     /// for the next attempt only when this one read its answer to the end.
-    async fn exchange(&mut self, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> (AttemptResult, Unread) {
+    async fn exchange(&mut self, to: Target<'_>, body: &Bytes, limits: AttemptLimits) -> (AttemptResult, Unread) {
         let mut reused = None;
         if let Some(mut open) = self.open.take()
             && open.ready().await
@@ -542,7 +542,7 @@ async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: Att
 /// POSTs `body` to `to` once on the worker's own connection `conn` and classifies what
 /// happened. The connection is kept for the next attempt only when this one read its answer
 /// to the end in time.
-pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
+pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: &Bytes, limits: AttemptLimits) -> AttemptResult {
     let deadline = tokio::time::Instant::now() + limits.timeout;
     match tokio::time::timeout_at(deadline, conn.exchange(to, body, limits)).await {
         Ok((result, None)) => result,

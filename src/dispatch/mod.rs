@@ -328,9 +328,7 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
         }
         shared.queued.fetch_sub(1, Ordering::AcqRel);
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        conn.check_out(&rule.lane.idle);
         shared.deliver(job, &mut conn, &abort).await;
-        conn.check_in(&rule.lane.idle);
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -432,12 +430,16 @@ pub struct PolicyAttempt<'a> {
 }
 
 impl Shared {
+    /// Delivers `job` on one of its rule's idle connections (or a new one), which goes back
+    /// among them before the outcome is reported: whoever hears of it and sends the next
+    /// callback finds the connection idle again.
     async fn deliver(&self, job: Job, conn: &mut http::Conn, abort: &CancellationToken) {
-        let rule = job.rule.clone();
+        let rule = &job.rule;
         let url = &rule.config.url;
         // A tencent callback's URI, query included, is built once for all its attempts.
         let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
-        let result = self
+        conn.check_out(&rule.lane.idle);
+        let (last, attempts) = self
             .attempt_policy(
                 PolicyAttempt {
                     check: AnswerCheck::for_dialect(rule.dialect),
@@ -445,14 +447,14 @@ impl Shared {
                     to: Target::new(url, with_query.as_ref()),
                     body: &job.body,
                     policy: rule.policy,
-                    rule: Some(&rule),
+                    rule: Some(rule),
                     obey_ban: true,
                 },
                 abort,
             )
             .await;
-        let (last, attempts) = result;
-        if last.outcome.is_delivered() || !job.rule.exception_store {
+        conn.check_in(&rule.lane.idle);
+        if last.outcome.is_delivered() || !rule.exception_store {
             // Nothing to store: no batch to build.
             let outcome = final_outcome(&job, &last, false);
             self.report(job, last, attempts, outcome);
@@ -485,7 +487,7 @@ impl Shared {
                     match &mut a.via {
                         // Boxed: the pool's future is large, and only replays and pre-send use it.
                         Via::Pool(client) => Box::pin(attempt(client, a.to, a.body.clone(), limits)).await,
-                        Via::Conn(conn) => attempt_on(conn, a.to, a.body.clone(), limits).await,
+                        Via::Conn(conn) => attempt_on(conn, a.to, a.body, limits).await,
                     }
                 } => r,
                 _ = abort.cancelled() => {
@@ -666,7 +668,8 @@ mod size_tests {
             max_chars: 10,
             keep_body: false,
         };
-        let f = super::http::attempt_on(&mut conn, (&uri).into(), bytes::Bytes::new(), limits);
+        let body = bytes::Bytes::new();
+        let f = super::http::attempt_on(&mut conn, (&uri).into(), &body, limits);
         let n = size(&f);
         drop(f);
         eprintln!("attempt_on: {n} bytes");
