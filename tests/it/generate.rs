@@ -130,50 +130,14 @@ fn json_without_times(mut b: Value) -> Value {
 
 #[tokio::test]
 async fn bad_flags_are_refused_with_a_reason() {
+    // A run of one message, and the flag under test after it.
+    let one = ["generate", "--app", "x", "--rate", "10", "--count", "1"];
+    let with = |extra: &[&'static str]| [&one[..], extra].concat();
     for (args, hint) in [
-        (vec!["generate", "--app", "x", "--rate", "10"], "--count"),
-        (
-            vec![
-                "generate",
-                "--app",
-                "x",
-                "--rate",
-                "10",
-                "--count",
-                "1",
-                "--offline-ratio",
-                "2",
-            ],
-            "--offline-ratio",
-        ),
-        (
-            vec![
-                "generate",
-                "--app",
-                "x",
-                "--rate",
-                "10",
-                "--count",
-                "1",
-                "--chat-types",
-                "dm=1",
-            ],
-            "--chat-types",
-        ),
-        (
-            vec![
-                "generate",
-                "--app",
-                "x",
-                "--rate",
-                "10",
-                "--count",
-                "1",
-                "--config",
-                "/nonexistent.toml",
-            ],
-            "/nonexistent.toml",
-        ),
+        (one[..5].to_vec(), "--count"),
+        (with(&["--offline-ratio", "2"]), "--offline-ratio"),
+        (with(&["--chat-types", "dm=1"]), "--chat-types"),
+        (with(&["--config", "/nonexistent.toml"]), "/nonexistent.toml"),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
