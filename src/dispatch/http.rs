@@ -146,15 +146,20 @@ enum Sender {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
+/// Polls a connection until it has ended, and notes when it has.
+fn poll_driver(driver: &mut Pin<Box<dyn Future<Output = ()> + Send>>, ended: &mut bool, cx: &mut Context<'_>) {
+    if !*ended && driver.as_mut().poll(cx).is_ready() {
+        *ended = true;
+    }
+}
+
 impl Open {
     /// Runs `fut` while driving the connection.
     async fn drive<T>(&mut self, fut: impl Future<Output = T>) -> T {
         let mut fut = std::pin::pin!(fut);
         let (driver, ended) = (&mut self.driver, &mut self.ended);
         std::future::poll_fn(|cx| {
-            if !*ended && driver.as_mut().poll(cx).is_ready() {
-                *ended = true;
-            }
+            poll_driver(driver, ended, cx);
             fut.as_mut().poll(cx)
         })
         .await
@@ -166,9 +171,7 @@ impl Open {
             sender, driver, ended, ..
         } = self;
         let ready = std::future::poll_fn(|cx| {
-            if !*ended && driver.as_mut().poll(cx).is_ready() {
-                *ended = true;
-            }
+            poll_driver(driver, ended, cx);
             match sender {
                 Sender::H1(s) => s.poll_ready(cx),
                 Sender::H2(s) => s.poll_ready(cx),
