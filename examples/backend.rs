@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use callback_sim::{AppBuilder, Config, FinalOutcome, Message, RuleBuilder, Signature, Sim, agora_verify};
+use callback_sim::{AppBuilder, Config, FinalOutcome, Message, RuleBuilder, RuleStatus, Signature, Sim, agora_verify};
 use serde_json::Value;
 
 const SECRET: &str = "backend-secret";
@@ -108,7 +108,7 @@ async fn story() {
         outcome.delivered,
         backend.messages.lock().unwrap()
     );
-    assert_eq!(sim.rules("my_app").unwrap()[0].state, "active");
+    assert_eq!(sim.rules("my_app").unwrap()[0].state, RuleStatus::Active);
     tokio::time::timeout(Duration::from_secs(10), sim.shutdown())
         .await
         .unwrap();

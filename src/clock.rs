@@ -32,7 +32,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use callback_sim::{AppBuilder, Config, ManualClock, Message, RuleBuilder, Sim};
+/// use callback_sim::{AppBuilder, Config, ManualClock, Message, RuleBuilder, RuleStatus, Sim};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let clock = Arc::new(ManualClock::new(1_700_000_000_000));
@@ -44,9 +44,9 @@ impl Clock for SystemClock {
 ///     .unwrap();
 /// let sim = Sim::start_with_clock(config, clock.clone()).await.unwrap();
 /// sim.send("app", Message::text("alice", "bob", "hi")).await.unwrap();
-/// assert_eq!(sim.rules("app").unwrap()[0].state, "banned");
+/// assert_eq!(sim.rules("app").unwrap()[0].state, RuleStatus::Banned);
 /// clock.advance(60_000);
-/// assert_eq!(sim.rules("app").unwrap()[0].state, "active");
+/// assert_eq!(sim.rules("app").unwrap()[0].state, RuleStatus::Active);
 /// # });
 /// ```
 #[derive(Debug, Default)]

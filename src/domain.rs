@@ -578,6 +578,18 @@ impl Outcome {
 }
 
 vocabulary! {
+    /// A rule's live state, as `GET …/callbacks/rules` shows it.
+    RuleStatus {
+        /// Enabled and not banned: its callbacks are attempted.
+        Active = "active",
+        /// Banned: its callbacks are stored (outcome `banned`) until the ban ends.
+        Banned = "banned",
+        /// `enabled = false` in the config: it makes no callbacks.
+        Disabled = "disabled",
+    }
+}
+
+vocabulary! {
     /// Where a callback ended up (SPEC §5).
     FinalOutcome {
         /// An attempt got 200 within the timeout (for pre-send: a usable answer).

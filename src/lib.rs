@@ -96,7 +96,7 @@ pub use dialect::agora::sign as agora_sign;
 pub use dispatch::{CallbackReport, EnqueueError};
 pub use domain::{
     AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, MessageType, OnFailure,
-    Outcome, Platform, RuleKind, RuleName, Source,
+    Outcome, Platform, RuleKind, RuleName, RuleStatus, Source,
 };
 pub use event::Event;
 pub use harness::Sim;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::ban::{BanRecord, BanStart, BanTracker, BanView};
 use crate::config::{AppConfig, Config, DeliveryPolicy, RuleConfig};
 use crate::dispatch::http::{Client, ClientError, build_client};
-use crate::domain::{AppId, Dialect, FinalOutcome, Outcome};
+use crate::domain::{AppId, Dialect, FinalOutcome, Outcome, RuleStatus};
 
 /// Per-rule counters, lock-free.
 #[derive(Debug, Default)]
@@ -134,6 +134,15 @@ impl RuleRuntime {
         let mut tracker = self.ban.lock().expect("ban lock");
         self.banned_until.store(record.banned_until_ms, Ordering::Release);
         *tracker = BanTracker::restore(tracker.config().clone(), record);
+    }
+
+    /// `disabled`, `banned` or `active` at `now_ms`.
+    pub fn status(&self, now_ms: u64) -> RuleStatus {
+        match (self.config.enabled, self.banned_until(now_ms)) {
+            (false, _) => RuleStatus::Disabled,
+            (true, Some(_)) => RuleStatus::Banned,
+            (true, None) => RuleStatus::Active,
+        }
     }
 
     /// Ban state at `now_ms`: until when, level, failures in the window.

@@ -14,7 +14,7 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{CallbackReport, EnqueueError};
-use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome};
+use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome, RuleStatus};
 use crate::event::Event;
 use crate::message::Message;
 use crate::replay::{ReplayError, ReplayOutcome, replay};
@@ -115,7 +115,7 @@ pub struct RuleState {
     /// The rule's name.
     pub name: String,
     /// `active`, `banned` or `disabled`.
-    pub state: &'static str,
+    pub state: RuleStatus,
     /// Unix time in milliseconds at which the current ban ends; `None` when not banned.
     pub banned_until_ms: Option<u64>,
     /// The level of the latest ban (0 if never banned), as `ban_level`.
@@ -313,11 +313,7 @@ impl Server {
                 let ban = r.ban_view(now);
                 RuleState {
                     name: r.config.name.to_string(),
-                    state: match (r.config.enabled, ban.banned_until_ms) {
-                        (false, _) => "disabled",
-                        (true, Some(_)) => "banned",
-                        (true, None) => "active",
-                    },
+                    state: r.status(now),
                     banned_until_ms: ban.banned_until_ms,
                     ban_level: ban.level,
                     failures_in_window: ban.failures_in_window,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{ApiError, AppErrors, AppState, Ctx, Envelope, query_pairs};
 use crate::dispatch::rfc3339;
-use crate::domain::{CallbackUrl, RuleKind, RuleName};
+use crate::domain::{CallbackUrl, RuleKind, RuleName, RuleStatus};
 use crate::runtime::StatsSnapshot;
 
 pub fn router() -> Router<AppState> {
@@ -19,15 +19,14 @@ pub fn router() -> Router<AppState> {
 
 /// One rule in `GET …/callbacks/rules`.
 #[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct RuleStatus<'a> {
+pub(super) struct RuleView<'a> {
     #[schema(value_type = RuleName)]
     name: &'a RuleName,
     kind: RuleKind,
     #[schema(value_type = CallbackUrl)]
     url: &'a CallbackUrl,
     enabled: bool,
-    /// `active`, `banned` or `disabled`.
-    state: &'static str,
+    state: RuleStatus,
     banned_until: Option<String>,
     ban_level: u32,
     failures_in_window: u32,
@@ -39,7 +38,7 @@ pub(super) struct RuleStatus<'a> {
 #[utoipa::path(get, path = "/app-id/{app_id}/callbacks/rules", tag = "simulation",
     params(("app_id" = String, Path, description = "The app id")),
     responses(
-        (status = 200, description = "The app's rules", body = Envelope<Vec<RuleStatus>>),
+        (status = 200, description = "The app's rules", body = Envelope<Vec<RuleView>>),
         AppErrors),
     security(("bearer" = [])))]
 pub(super) async fn get_rules(
@@ -53,22 +52,17 @@ pub(super) async fn get_rules(
     let app = ctx.authorize(&sim, &app_id, &headers)?;
     query_pairs(&ctx, query.as_deref(), &[])?;
     let now = sim.clock.now_ms();
-    let rules: Vec<RuleStatus> = app
+    let rules: Vec<RuleView> = app
         .rules
         .iter()
         .map(|r| {
             let ban = r.ban_view(now);
-            let state = match (r.config.enabled, ban.banned_until_ms) {
-                (false, _) => "disabled",
-                (true, Some(_)) => "banned",
-                (true, None) => "active",
-            };
-            RuleStatus {
+            RuleView {
                 name: &r.config.name,
                 kind: r.config.kind,
                 url: &r.config.url,
                 enabled: r.config.enabled,
-                state,
+                state: r.status(now),
                 banned_until: ban.banned_until_ms.map(rfc3339),
                 ban_level: ban.level,
                 failures_in_window: ban.failures_in_window,
