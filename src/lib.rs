@@ -79,6 +79,7 @@ mod domain;
 mod event;
 mod generate;
 mod harness;
+mod ids;
 mod message;
 mod metrics;
 mod presend;
@@ -89,9 +90,11 @@ mod sim;
 mod sink;
 mod store;
 mod tls;
+mod transport;
 
 pub use clock::{Clock, ManualClock};
 pub use config::{AppBuilder, Config, ConfigError, RuleBuilder};
+
 pub use dialect::agora::sign as agora_sign;
 pub use dispatch::{CallbackReport, EnqueueError};
 pub use domain::{

@@ -1,4 +1,5 @@
-//! `GET /metrics`: Prometheus text, rendered by `metrics-exporter-prometheus`.
+//! `GET /metrics`: Prometheus text, rendered by `metrics-exporter-prometheus`, from a
+//! [`Sample`] of the simulator's counts (this module knows nothing of the simulator).
 //!
 //! Each simulator has its own recorder (no global state, so tests can run several). Counts
 //! that already live in lock-free counters (per-rule outcomes, bans, queue depth, store size)
@@ -67,43 +68,68 @@ impl Metrics {
         self.recorder.register_histogram(&key(name, labels), &META)
     }
 
-    /// The Prometheus text of the simulator, its counters brought up to date first.
-    pub fn render(&self, sim: &crate::sim::Simulator) -> String {
-        let now = sim.clock.now_ms();
+    /// The Prometheus text, with the counts of `sample` brought up to date first.
+    pub fn render(&self, sample: &Sample<'_>) -> String {
         let mut banned = 0u64;
-        for rule in sim.apps.rules() {
-            let (app, name) = (rule.app.as_str(), rule.config.name.as_str());
-            for o in FinalOutcome::ALL {
+        for r in &sample.rules {
+            let (app, name) = (r.app, r.rule);
+            for (o, n) in FinalOutcome::ALL.iter().zip(r.finals) {
                 self.counter(
                     "callback_sim_callbacks_total",
                     &[("app", app), ("rule", name), ("outcome", o.as_str())],
                 )
-                .absolute(rule.stats.final_outcome(*o));
+                .absolute(n);
             }
-            for o in Outcome::ALL {
+            for (o, n) in Outcome::ALL.iter().zip(r.outcomes) {
                 self.counter(
                     "callback_sim_attempts_total",
                     &[("app", app), ("rule", name), ("outcome", o.as_str())],
                 )
-                .absolute(rule.stats.outcome(*o));
+                .absolute(n);
             }
-            let view = rule.ban_view(now);
-            banned += u64::from(view.banned_until_ms.is_some());
+            banned += u64::from(r.banned);
             self.gauge("callback_sim_rule_banned", &[("app", app), ("rule", name)])
-                .set(f64::from(u8::from(view.banned_until_ms.is_some())));
+                .set(f64::from(u8::from(r.banned)));
             self.counter("callback_sim_bans_started_total", &[("app", app), ("rule", name)])
-                .absolute(rule.stats.bans_started());
+                .absolute(r.bans_started);
         }
         self.gauge("callback_sim_bans_active", &[]).set(banned as f64);
-        self.gauge("callback_sim_queue_depth", &[])
-            .set(sim.dispatcher.queued() as f64);
-        self.gauge("callback_sim_in_flight", &[])
-            .set(sim.dispatcher.in_flight() as f64);
-        for app in sim.apps.iter() {
-            let size: u64 = sim.store().buckets(&app.config.id).iter().map(|b| b.size).sum();
-            self.gauge("callback_sim_store_items", &[("app", app.config.id.as_str())])
-                .set(size as f64);
+        self.gauge("callback_sim_queue_depth", &[]).set(sample.queued as f64);
+        self.gauge("callback_sim_in_flight", &[]).set(sample.in_flight as f64);
+        for (app, size) in &sample.store_items {
+            self.gauge("callback_sim_store_items", &[("app", app)])
+                .set(*size as f64);
         }
         self.handle.render()
     }
+}
+
+/// What `/metrics` shows, read from the simulator at scrape time.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    /// Every rule of every app.
+    pub rules: Vec<RuleSample<'a>>,
+    /// Callbacks accepted and not yet started.
+    pub queued: usize,
+    /// Deliveries running now.
+    pub in_flight: usize,
+    /// Stored callbacks per app.
+    pub store_items: Vec<(&'a str, u64)>,
+}
+
+/// One rule's counts.
+#[derive(Debug)]
+pub struct RuleSample<'a> {
+    /// The app's id.
+    pub app: &'a str,
+    /// The rule's name.
+    pub rule: &'a str,
+    /// Callbacks per final outcome, in [`FinalOutcome::ALL`] order.
+    pub finals: [u64; FinalOutcome::ALL.len()],
+    /// Attempts (and callbacks not attempted) per outcome, in [`Outcome::ALL`] order.
+    pub outcomes: [u64; Outcome::ALL.len()],
+    /// Whether it is banned now.
+    pub banned: bool,
+    /// Bans started since the simulator started.
+    pub bans_started: u64,
 }

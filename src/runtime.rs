@@ -1,4 +1,5 @@
-//! The live form of the config: apps and rules with their HTTP clients, counters and limiters.
+//! The live form of the config: apps and rules with their wire format, HTTP clients, counters,
+//! ban state and limiters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use serde::Serialize;
 
 use crate::ban::{BanRecord, BanStart, BanTracker, BanView};
 use crate::config::{AppConfig, Config, DeliveryPolicy, RuleConfig};
-use crate::dispatch::http::{Client, ClientError, build_client};
-use crate::domain::{AppId, Dialect, FinalOutcome, Outcome, RuleStatus};
+use crate::dialect::{self, Wire};
+use crate::domain::{AppId, FinalOutcome, Outcome, RuleStatus};
+use crate::transport::{Client, ClientError, build_client};
 
 /// Per-rule counters, lock-free.
 #[derive(Debug, Default)]
@@ -31,7 +33,6 @@ impl RuleStats {
         self.by_final[o.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Attempts (or callbacks not attempted) with this outcome so far.
     /// Counts a ban that started.
     pub fn count_ban(&self) {
         self.bans.fetch_add(1, Ordering::Relaxed);
@@ -91,10 +92,13 @@ impl StatsSnapshot {
 /// A rule as the dispatcher uses it.
 #[derive(Debug)]
 pub struct RuleRuntime {
+    /// Its number among all the rules of the simulator, from 0: indexes per-rule tables (the
+    /// dispatcher's lanes).
+    pub index: usize,
     /// The app it belongs to.
     pub app: AppId,
     /// The app's wire format.
-    pub dialect: Dialect,
+    pub wire: Arc<dyn Wire>,
     /// The rule as configured.
     pub config: RuleConfig,
     /// The app's delivery policy (timeout, retries, bans).
@@ -107,8 +111,6 @@ pub struct RuleRuntime {
     pub stats: RuleStats,
     /// Attempt durations, seconds (`/metrics`).
     pub latency: metrics::Histogram,
-    /// Its share of the dispatcher.
-    pub(crate) lane: crate::dispatch::Lane,
     ban: std::sync::Mutex<BanTracker>,
     /// The end of the current ban (Unix ms), readable without the lock on every delivery.
     banned_until: AtomicU64,
@@ -155,9 +157,11 @@ impl RuleRuntime {
 pub struct AppRuntime {
     /// The app as configured.
     pub config: AppConfig,
+    /// Its provider's wire format.
+    pub wire: Arc<dyn Wire>,
     /// Its rules, in config order.
     pub rules: Vec<Arc<RuleRuntime>>,
-    /// REST requests per second for this app (SPEC §2 `[api]`).
+    /// REST requests per second for this app (docs/behaviour.md §2 `[api]`).
     pub limiter: DefaultDirectRateLimiter,
 }
 
@@ -193,7 +197,9 @@ impl Apps {
         let shared = build_client(pool, &Default::default())?;
         let quota = Quota::per_second(nonzero(config.api.rate_per_sec)).allow_burst(nonzero(config.api.burst));
         let mut apps = HashMap::new();
+        let mut index = 0;
         for app in &config.apps {
+            let wire = dialect::wire(app.dialect, app.sdk_app_id);
             let mut rules = Vec::with_capacity(app.rules.len());
             for rule in &app.rules {
                 let client = if rule.tls.is_default() {
@@ -205,10 +211,11 @@ impl Apps {
                     })?
                 };
                 rules.push(Arc::new(RuleRuntime {
+                    index,
                     banned_until: AtomicU64::new(0),
                     ban: std::sync::Mutex::new(BanTracker::new(config.ban.clone())),
                     app: app.id.clone(),
-                    dialect: app.dialect,
+                    wire: wire.clone(),
                     config: rule.clone(),
                     policy: app.policy,
                     exception_store: app.exception_store,
@@ -218,11 +225,12 @@ impl Apps {
                         "callback_sim_attempt_duration_seconds",
                         &[("app", app.id.as_str()), ("rule", rule.name.as_str())],
                     ),
-                    lane: Default::default(),
                 }));
+                index += 1;
             }
             let rt = AppRuntime {
                 config: app.clone(),
+                wire,
                 rules,
                 limiter: RateLimiter::direct(quota),
             };
@@ -242,6 +250,12 @@ impl Apps {
     /// Every app.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<AppRuntime>> {
         self.apps.values()
+    }
+
+    /// How many rules there are, all apps together (one more than the largest
+    /// [`RuleRuntime::index`]).
+    pub fn rule_count(&self) -> usize {
+        self.iter().map(|a| a.rules.len()).sum()
     }
 
     /// Every rule of every app.

@@ -17,7 +17,7 @@ use crate::dispatch::{CallbackReport, EnqueueError};
 use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome, RuleStatus};
 use crate::event::Event;
 use crate::message::Message;
-use crate::replay::{ReplayError, ReplayOutcome, replay};
+use crate::replay::{ReplayError, ReplayOutcome};
 use crate::runtime::{AppRuntime, StatsSnapshot};
 use crate::sim::{BuildError, Simulator};
 use crate::store::{Bucket, BucketInfo, StoreError, StoredCallback};
@@ -168,17 +168,16 @@ impl Server {
     /// [`start`](Self::start) with another clock, e.g. a [`ManualClock`](crate::ManualClock)
     /// to test bans and retention without waiting.
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let sim = Simulator::build_with_clock(config, clock).map_err(StartError::build)?;
-        Self::serve(sim).await
+        let sim = Simulator::build_with(config, clock, None).map_err(StartError::build)?;
+        Self::serve(Arc::new(sim)).await
     }
 
     /// [`start`](Self::start) with reproducible callIds: they come from a generator seeded
     /// with `seed`, so the same seed and the same messages give the same callIds (what
     /// `callback-sim generate --seed` does; snapshot tests can use it too).
     pub async fn start_seeded(config: Config, seed: u64) -> Result<Self, StartError> {
-        let mut sim = Simulator::build(config).map_err(StartError::build)?;
-        sim.seed_ids(seed);
-        Self::serve(sim).await
+        let sim = Simulator::build_with(config, Arc::new(SystemClock), Some(seed)).map_err(StartError::build)?;
+        Self::serve(Arc::new(sim)).await
     }
 
     async fn serve(sim: Arc<Simulator>) -> Result<Self, StartError> {
@@ -298,7 +297,7 @@ impl Server {
             .map(CallbackUrl::parse)
             .transpose()
             .map_err(|e| SimError::Invalid(format!("target URL {e}")))?;
-        Ok(replay(self.sim.clone(), app, date, retry, target).await?)
+        Ok(self.sim.replayer.replay(app, date, retry, target).await?)
     }
 
     /// Each rule of the app with its live state (`callbacks/rules`). Still readable after
@@ -336,7 +335,7 @@ impl Server {
         self.sim.dispatcher.observe(Box::new(watch));
     }
 
-    /// Graceful stop (SPEC §9): new messages get 503 while queued callbacks end as `shutdown`
+    /// Graceful stop (docs/behaviour.md §9): new messages get 503 while queued callbacks end as `shutdown`
     /// and attempts in flight get their grace period (at most 5 s); pending `?wait=true`
     /// requests are answered and the store is flushed; then the HTTP server stops. Calling it
     /// again waits for the same stop.

@@ -21,8 +21,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
+use crate::clock::{Clock, SystemClock};
 use crate::runtime::AppRuntime;
-use crate::sim::{Simulator, now_ms};
+use crate::sim::Simulator;
 
 /// The shared state of every handler.
 pub type AppState = Arc<Simulator>;
@@ -62,7 +63,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         Ok(Ctx {
             started: Instant::now(),
-            timestamp: now_ms(),
+            timestamp: SystemClock.now_ms(),
             action: parts.method.as_str().to_ascii_lowercase(),
             uri: format!("http://{host}{pq}"),
         })

@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 pub(super) async fn metrics(State(sim): State<AppState>) -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        sim.metrics.render(&sim),
+        sim.render_metrics(),
     )
         .into_response()
 }

@@ -9,7 +9,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::{ApiError, AppErrors, AppState, Ctx, Envelope, query_pairs};
-use crate::dispatch::rfc3339;
+use crate::clock::rfc3339;
 use crate::domain::{CallbackUrl, RuleKind, RuleName, RuleStatus};
 use crate::runtime::StatsSnapshot;
 

@@ -14,11 +14,11 @@ use serde_json::value::RawValue;
 use super::{
     ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, bad_request, body_error, field_error, query_pairs,
 };
-use crate::dispatch::rfc3339;
+use crate::clock::rfc3339;
 use crate::domain::{CallbackUrl, DateKey, Outcome};
 use crate::message::parse_json_object;
+use crate::replay::ReplayError;
 use crate::replay::ReplayOutcome;
-use crate::replay::{ReplayError, replay};
 use crate::runtime::AppRuntime;
 use crate::sim::Simulator;
 use crate::store::BucketInfo;
@@ -132,7 +132,9 @@ pub(super) async fn retry(
         Some(u) => Some(CallbackUrl::parse(u).map_err(|e| bad(format!("field `targetUrl`: {e}")))?),
     };
     let retry = req.retry.unwrap_or(0);
-    let outcome = replay(sim.clone(), app.clone(), date, retry, target)
+    let outcome = sim
+        .replayer
+        .replay(app.clone(), date, retry, target)
         .await
         .map_err(|e| match &e {
             ReplayError::NoSuchBucket { .. } => bad(e.to_string()),

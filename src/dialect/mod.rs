@@ -1,7 +1,200 @@
-//! Provider wire formats: how a callback body looks and how it is signed.
+//! Provider wire formats: everything that differs between providers, behind one interface.
 //!
-//! - `agora` — Agora Chat / Shengwang-Easemob (SPEC §4.1, §4.2): signed JSON bodies.
-//! - `tencent` — Tencent Cloud IM (SPEC §4.3): commands, query string, unsigned bodies.
+//! A [`Wire`] is one app's provider: it builds each callback's bytes (body, query string,
+//! signature), reads the receiver's answers (post-send acknowledgements, pre-send verdicts),
+//! verifies what a receiver got (for `callback-sim sink`), and gives the provider's delivery
+//! defaults. The rest of the crate calls it without asking which provider it is; adding a
+//! provider is adding a module here and its line in [`wire`].
+//!
+//! - `agora` — Agora Chat / Shengwang-Easemob (docs/behaviour.md §4.1, §4.2): signed JSON.
+//! - `tencent` — Tencent Cloud IM (docs/behaviour.md §4.3): the command in the query string,
+//!   unsigned bodies, `{"ActionStatus","ErrorCode","ErrorInfo"}` answers.
 
 pub mod agora;
 pub mod tencent;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::domain::{Dialect, EventType, MessageType, RuleKind};
+use crate::event::Event;
+use crate::message::Message;
+
+/// The provider of an app, with what the provider needs from the app's settings
+/// (tencent: its `SdkAppid`).
+pub fn wire(dialect: Dialect, sdk_app_id: u64) -> Arc<dyn Wire> {
+    match dialect {
+        Dialect::Agora => Arc::new(agora::Agora),
+        Dialect::Tencent => Arc::new(tencent::Tencent { sdk_app_id }),
+    }
+}
+
+/// The provider's delivery defaults (docs/behaviour.md §2): what an app gets when its config
+/// does not say.
+pub fn defaults(dialect: Dialect) -> Defaults {
+    match dialect {
+        Dialect::Agora => agora::DEFAULTS,
+        Dialect::Tencent => tencent::DEFAULTS,
+    }
+}
+
+/// A provider's delivery defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// How long one post-send attempt may take.
+    pub timeout: Duration,
+    /// Immediate retries after a failed post-send attempt.
+    pub retries: u32,
+    /// Whether failures ban the rule.
+    pub bans: bool,
+    /// How long a pre-send verdict is waited for.
+    pub pre_send_timeout: Duration,
+    /// Whether a rule needs a signing secret.
+    pub signs: bool,
+}
+
+/// The bytes of one callback: its body, and the query string appended to the rule's URL.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The exact body, the same on every attempt and replay.
+    pub body: Bytes,
+    /// The query string, if the provider sends one.
+    pub query: Option<Arc<str>>,
+}
+
+/// What every callback of one message says about it, whatever the provider.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageFacts<'a> {
+    /// The message as received (or as rewritten by a pre-send rule).
+    pub msg: &'a Message,
+    /// Its id, shared by all its callbacks (agora `msg_id`).
+    pub msg_id: &'a str,
+    /// Unix ms at which the simulator received it.
+    pub timestamp: u64,
+    /// A per-process sequence number, one per message (tencent `MsgSeq`).
+    pub seq: u32,
+    /// A random number drawn once per message (tencent `MsgRandom`).
+    pub random: u32,
+}
+
+/// One callback of a prepared message or event: its event type and who it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipient<'a> {
+    /// `chat`, `chat_offline`, or the event's type: what rules filter on.
+    pub event_type: EventType,
+    /// The callback's `to`: the recipient, the offline member, the user or the group.
+    pub to: &'a str,
+}
+
+/// A message or event made ready for its callbacks: the work shared by all of them (a
+/// serialized payload, a whole unsigned body) is done once.
+pub trait Prepared: Send + Sync {
+    /// The callbacks it makes for each rule that takes them, before the rules' filters.
+    fn recipients(&self) -> &[Recipient<'_>];
+
+    /// The bytes of one callback to `to`, with its `call_id`, signed with the rule's `secret`
+    /// where the provider signs.
+    fn encode(&self, to: Recipient<'_>, call_id: &str, secret: &str) -> Encoded;
+}
+
+/// A pre-send receiver's usable verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Whether the message may be delivered.
+    pub allow: bool,
+    /// What the sender is told when it is not (with `notify_sender`).
+    pub sender_text: Option<String>,
+    /// A text rewrite the post-send callbacks carry instead of the original.
+    pub rewrite: Option<Rewrite>,
+    /// Sentences about the receiver's mistakes (e.g. a payload that was ignored).
+    pub warnings: Vec<String>,
+}
+
+/// A rewrite of a text message by a pre-send receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    /// The new text.
+    pub msg: String,
+    /// New extension fields; `None` keeps the message's own.
+    pub ext: Option<Map<String, Value>>,
+}
+
+/// What a receiver can tell about a callback it got, as [`Sink`](crate::Sink) checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// Agora: `security` matches MD5(callId + secret + timestamp).
+    Valid,
+    /// Agora: `security` does not match.
+    Invalid,
+    /// Agora: `callId`, `timestamp` or `security` is missing.
+    Missing,
+    /// Agora, when the receiver knows no secret: nothing to check against.
+    Unchecked,
+    /// Tencent (unsigned): the query string has every parameter and matches the body.
+    QueryOk,
+    /// Tencent: a query parameter is missing or wrong.
+    QueryBad,
+    /// The body is not a JSON object.
+    Unparsable,
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Signature::Valid => "valid",
+            Signature::Invalid => "INVALID",
+            Signature::Missing => "missing",
+            Signature::Unchecked => "unchecked",
+            Signature::QueryOk => "query-ok",
+            Signature::QueryBad => "QUERY-BAD",
+            Signature::Unparsable => "unparsable",
+        })
+    }
+}
+
+/// What a receiver makes of one callback it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The signature (or query string) verdict.
+    pub signature: Signature,
+    /// What identifies the callback across retries and replays, to count duplicates.
+    pub dedupe_key: Option<String>,
+}
+
+/// One provider's wire format. See the module documentation.
+pub trait Wire: Send + Sync + fmt::Debug {
+    /// Which provider this is.
+    fn dialect(&self) -> Dialect;
+
+    /// A message's callbacks for rules of `kind`: agora makes a `chat` callback and one
+    /// `chat_offline` per offline recipient; tencent one before- or after-command.
+    fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a>;
+
+    /// An event's callbacks; `timestamp` is the Unix ms at which it was received.
+    fn event<'a>(&self, event: &'a Event, timestamp: u64) -> Box<dyn Prepared + 'a>;
+
+    /// Whether a post-send callback's 200 answer must be read and checked
+    /// ([`check_answer`](Self::check_answer)); agora does not interpret it.
+    fn reads_answers(&self) -> bool;
+
+    /// Checks a post-send 200 answer; `Err` says why it is a `bad_response`.
+    fn check_answer(&self, body: &[u8]) -> Result<(), String>;
+
+    /// Reads a pre-send answer (status 200, at most the answer limit); `Err` says why it is
+    /// not usable (`bad_response`). `rule` names the rule in warnings.
+    fn pre_send_verdict(&self, body: &[u8], msg_type: MessageType, rule: &str) -> Result<Verdict, String>;
+
+    /// What the sender is told when a pre-send rule with `on_failure = "block"` got no usable
+    /// answer.
+    fn pre_send_failure_text(&self) -> &'static str;
+
+    /// What a receiver of callbacks checks: the signature, or the query string.
+    fn check_received(&self, query: Option<&str>, body: &[u8], secret: Option<&str>) -> Checked;
+
+    /// The body a well-behaved receiver answers with: accepting (`ok`), or refusing.
+    fn receiver_answer(&self, ok: bool) -> &'static str;
+}

@@ -2,37 +2,38 @@
 //!
 //! Ingestion puts [`Job`]s on their rules' lanes, all of a message's callbacks or none
 //! ([`Dispatcher::enqueue`] answers [`EnqueueError::Full`] past `queue_capacity` and the API
-//! says 429). Each rule has its share of `concurrency` as long-lived workers (SPEC §6: a
-//! broken receiver holds only its own rule's share); a worker takes the next job of its lane
-//! and delivers it on its own keep-alive connection: attempts under the policy (one immediate
-//! retry by default), each classified as a SPEC §5 outcome, then the final outcome, counters,
-//! one log line and the report to whoever waits for it.
+//! says 429). The dispatcher owns a lane per post-send rule, and each rule has its share of
+//! `concurrency` as long-lived workers (docs/behaviour.md §6: a broken receiver holds only its
+//! own rule's share); a worker takes the next job of its lane and delivers it on its own
+//! keep-alive connection: attempts under the policy (`policy`: one immediate retry by
+//! default), each classified as an outcome (docs/behaviour.md §5), then the final outcome,
+//! counters, one log line and the report to whoever waits for it (`settle`).
 //!
 //! Stopping ([`Dispatcher::shutdown`]) stops the intake and the workers, finishes every queued
 //! job as `shutdown`, lets deliveries in flight run for a grace period and then cuts them
 //! short as `shutdown`.
 
-mod alert;
-pub mod http;
+mod policy;
+mod settle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::http::{AttemptLimits, AttemptResult, Target, attempt, attempt_on};
-use crate::ban::{BanRecord, BanStart};
+pub use self::policy::{PolicyAttempt, Via, spawn_unban_log};
+pub use self::settle::CallbackReport;
+use self::settle::final_outcome;
 use crate::clock::SharedClock;
-use crate::config::{DeliveryConfig, DeliveryPolicy};
-use crate::dialect::tencent;
-use crate::domain::{AppId, EventType, FinalOutcome, Outcome, RuleKind, RuleName};
+use crate::config::DeliveryConfig;
+use crate::domain::{EventType, FinalOutcome, Outcome};
 use crate::runtime::RuleRuntime;
-use crate::store::{Store, StoredCallback};
+use crate::store::Store;
+use crate::transport::{self, AttemptResult, Target};
 
 /// One callback waiting to be delivered.
 #[derive(Debug)]
@@ -53,35 +54,6 @@ pub struct Job {
     pub done: Option<oneshot::Sender<CallbackReport>>,
     /// When it was accepted: latency is measured from here.
     pub accepted_at: Instant,
-}
-
-/// What happened to one callback (SPEC §8.3 `?wait=true` list).
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct CallbackReport {
-    /// The rule's name.
-    pub rule: RuleName,
-    /// `post_send` or `pre_send`.
-    pub kind: RuleKind,
-    #[serde(rename = "callId")]
-    /// `callId`.
-    pub call_id: String,
-    #[serde(rename = "eventType")]
-    /// `eventType`: `chat`, `chat_offline`, `user_status`, `group_member_joined`.
-    pub event_type: EventType,
-    /// The callback's recipient: the offline member for `chat_offline`, the user or group for events.
-    pub to: String,
-    /// The final outcome (SPEC §5).
-    pub outcome: FinalOutcome,
-    /// The last attempt's outcome (`banned`/`shutdown` when not attempted).
-    pub last_attempt: Outcome,
-    /// Attempts made (0 when `banned` or `shutdown` before any).
-    pub attempts: u32,
-    /// The last HTTP status, if a response arrived.
-    pub status: Option<u16>,
-    /// Sentences about receiver mistakes (a pre-send payload of the wrong shape).
-    pub warnings: Vec<String>,
-    /// From acceptance to the final outcome.
-    pub latency_ms: f64,
 }
 
 /// Why callbacks could not be queued.
@@ -107,6 +79,8 @@ struct Shared {
     /// the lanes were emptied.
     enqueuing: AtomicUsize,
     rules: Vec<Arc<RuleRuntime>>,
+    /// The post-send rules' lanes, by [`RuleRuntime::index`] (`None` for pre-send rules).
+    lanes: Vec<Option<Lane>>,
     max_chars: usize,
     stop_intake: Signal,
     /// Cuts attempts in flight short (after the grace period of a stop). Each worker waits on
@@ -125,10 +99,10 @@ pub type Observer = Box<dyn Fn(FinalOutcome, Outcome, Duration) + Send + Sync>;
 /// A rule's share of the dispatcher: the jobs waiting for one of its workers, and its idle
 /// keep-alive connections.
 #[derive(Debug)]
-pub struct Lane {
+struct Lane {
     tx: async_channel::Sender<Job>,
     rx: async_channel::Receiver<Job>,
-    idle: http::IdleConns,
+    idle: transport::IdleConns,
 }
 
 impl Default for Lane {
@@ -137,7 +111,7 @@ impl Default for Lane {
         Self {
             tx,
             rx,
-            idle: http::IdleConns::default(),
+            idle: transport::IdleConns::default(),
         }
     }
 }
@@ -160,17 +134,26 @@ impl std::fmt::Debug for Dispatcher {
 /// once they have delivered what is queued.
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        for rule in &self.shared.rules {
-            rule.lane.tx.close();
-        }
+        self.shared.close_lanes();
     }
 }
 
 impl Dispatcher {
-    /// Starts the workers on the current runtime, for these rules: `concurrency` shared
-    /// fairly among the rules (at least one each).
-    pub fn start(delivery: &DeliveryConfig, rules: Vec<Arc<RuleRuntime>>, store: Store, clock: SharedClock) -> Self {
+    /// Starts the workers on the current runtime, for these post-send rules: `concurrency`
+    /// shared fairly among the rules (at least one each). `rule_count` is the number of rules
+    /// of the simulator, both kinds ([`RuleRuntime::index`] is below it).
+    pub fn start(
+        delivery: &DeliveryConfig,
+        rules: Vec<Arc<RuleRuntime>>,
+        rule_count: usize,
+        store: Store,
+        clock: SharedClock,
+    ) -> Self {
         let per_rule = (delivery.concurrency / rules.len().max(1)).max(1);
+        let mut lanes: Vec<Option<Lane>> = std::iter::repeat_with(|| None).take(rule_count).collect();
+        for rule in &rules {
+            lanes[rule.index] = Some(Lane::default());
+        }
         let shared = Arc::new(Shared {
             permits: (per_rule * rules.len() > delivery.concurrency).then(|| Semaphore::new(delivery.concurrency)),
             queued: AtomicUsize::new(0),
@@ -178,6 +161,7 @@ impl Dispatcher {
             in_flight: AtomicUsize::new(0),
             enqueuing: AtomicUsize::new(0),
             rules,
+            lanes,
             max_chars: delivery.max_response_chars,
             stop_intake: Signal::default(),
             abort: CancellationToken::new(),
@@ -228,11 +212,10 @@ impl Dispatcher {
         self.shared.stop_intake.is_set()
     }
 
-    /// Attempts `body` at `url` under `policy`: up to `1 + retries` attempts, stopping at the
-    /// first delivery. With `rule`, attempts are counted in its stats; with `obey_ban` too,
-    /// a banned rule is not attempted and every failure feeds its ban window.
-    pub async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
-        self.shared.attempt_policy(a, &self.shared.abort).await
+    /// Policy-driven attempts for callbacks that do not go through a lane (replays), cut
+    /// short by the same stop as the workers'.
+    pub fn attempter(&self) -> Attempter {
+        Attempter(self.shared.clone())
     }
 
     /// Installs the observer (once; later calls are ignored).
@@ -255,9 +238,7 @@ impl Dispatcher {
             tokio::task::yield_now().await;
         }
         // Idle workers wake up and leave; busy ones leave after their delivery.
-        for rule in &s.rules {
-            rule.lane.tx.close();
-        }
+        s.close_lanes();
         s.tracker.close();
         if tokio::time::timeout(grace, s.tracker.wait()).await.is_err() {
             tracing::warn!(
@@ -269,15 +250,47 @@ impl Dispatcher {
         }
         // The jobs still waiting in the lanes end as `shutdown`.
         let left: Vec<Job> = s
-            .rules
+            .lanes
             .iter()
-            .flat_map(|r| std::iter::from_fn(|| r.lane.rx.try_recv().ok()))
+            .flatten()
+            .flat_map(|lane| std::iter::from_fn(|| lane.rx.try_recv().ok()))
             .collect();
         s.settle_not_attempted(left).await;
     }
 }
 
+/// Attempts `body` under a policy, outside the lanes: see [`Dispatcher::attempter`].
+#[derive(Clone)]
+pub struct Attempter(Arc<Shared>);
+
+impl std::fmt::Debug for Attempter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attempter")
+    }
+}
+
+impl Attempter {
+    /// Attempts `body` under `policy`: up to `1 + retries` attempts, stopping at the first
+    /// delivery. With `rule`, attempts are counted in its stats; with `obey_ban` too, a banned
+    /// rule is not attempted and every failure feeds its ban window.
+    pub async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
+        self.0.attempt_policy(a, &self.0.abort).await
+    }
+}
+
 impl Shared {
+    /// The lane of a post-send rule.
+    fn lane(&self, rule: &RuleRuntime) -> &Lane {
+        self.lanes[rule.index].as_ref().expect("post-send rules have a lane")
+    }
+
+    /// Closes every lane: workers leave once theirs is empty, and no job can be added.
+    fn close_lanes(&self) {
+        for lane in self.lanes.iter().flatten() {
+            lane.tx.close();
+        }
+    }
+
     /// Queues `jobs` on their lanes; answers the ones a lane did not take.
     fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<Job>, EnqueueError> {
         if self.stop_intake.is_set() {
@@ -290,9 +303,8 @@ impl Shared {
             .map_err(|_| EnqueueError::Full)?;
         let mut lost = Vec::new();
         for job in jobs {
-            let rule = job.rule.clone();
             // Unbounded, and closed only once no `enqueue` runs.
-            if let Err(e) = rule.lane.tx.try_send(job) {
+            if let Err(e) = self.lane(&job.rule).tx.try_send(job) {
                 lost.push(e.into_inner());
             }
         }
@@ -303,7 +315,7 @@ impl Shared {
 /// One of a rule's workers: takes the next job of the rule's lane and delivers it on the
 /// rule's most recently used idle connection (or a new one), until the simulator stops.
 async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
-    let lane = rule.lane.rx.clone();
+    let lane = shared.lane(&rule).rx.clone();
     let mut conn = rule.client.conn();
     let abort = shared.abort.child_token();
     loop {
@@ -349,100 +361,21 @@ impl Signal {
     }
 }
 
-/// Queued callbacks stored per write when the simulator stops.
-const SHUTDOWN_BATCH: usize = 4096;
-
-impl Shared {
-    /// Ends jobs that were never started as `shutdown`, stored in batches (one flush each).
-    async fn settle_not_attempted(&self, jobs: Vec<Job>) {
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
-            let chunk: Vec<_> = jobs
-                .by_ref()
-                .take(SHUTDOWN_BATCH)
-                .map(|job| {
-                    (
-                        job,
-                        not_attempted(Outcome::Shutdown, "not attempted: the simulator is stopping"),
-                        0,
-                    )
-                })
-                .collect();
-            self.queued.fetch_sub(chunk.len(), Ordering::AcqRel);
-            self.settle(chunk).await;
-        }
-    }
-}
-
-fn not_attempted(outcome: Outcome, why: &str) -> AttemptResult {
-    AttemptResult {
-        outcome,
-        status: None,
-        body: None,
-        detail: Some(why.into()),
-    }
-}
-
-/// What a 200 answer must be to count as delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerCheck {
-    /// Anything (agora post-send: "the response body is not interpreted").
-    None,
-    /// A tencent `{"ActionStatus","ErrorCode","ErrorInfo"}` object; else `bad_response`.
-    Tencent,
-}
-
-impl AnswerCheck {
-    /// The check a dialect's post-send answers get.
-    pub fn for_dialect(d: crate::domain::Dialect) -> Self {
-        match d {
-            crate::domain::Dialect::Agora => AnswerCheck::None,
-            crate::domain::Dialect::Tencent => AnswerCheck::Tencent,
-        }
-    }
-}
-
-/// What an attempt goes through.
-#[derive(Debug)]
-pub enum Via<'a> {
-    /// The client's keep-alive pool (pre-send calls, replays).
-    Pool(&'a http::Client),
-    /// A delivery worker's own connection.
-    Conn(&'a mut http::Conn),
-}
-
-/// One policy-driven delivery: see [`Dispatcher::attempt_policy`].
-pub struct PolicyAttempt<'a> {
-    /// What a 200 answer must be.
-    pub check: AnswerCheck,
-    /// The client (the rule's, for its TLS settings), or a worker's connection of it.
-    pub via: Via<'a>,
-    /// Where: the URI with its query, and the headers that come from the URL.
-    pub to: Target<'a>,
-    /// The exact bytes, the same on every attempt.
-    pub body: &'a Bytes,
-    /// Timeout and retries.
-    pub policy: DeliveryPolicy,
-    /// The rule, to count attempts in its stats (none when it left the config).
-    pub rule: Option<&'a RuleRuntime>,
-    /// Skip a banned rule and feed its failure window (false for replays to a `targetUrl`).
-    pub obey_ban: bool,
-}
-
 impl Shared {
     /// Delivers `job` on one of its rule's idle connections (or a new one), which goes back
     /// among them before the outcome is reported: whoever hears of it and sends the next
     /// callback finds the connection idle again.
-    async fn deliver(&self, job: Job, conn: &mut http::Conn, abort: &CancellationToken) {
+    async fn deliver(&self, job: Job, conn: &mut transport::Conn, abort: &CancellationToken) {
         let rule = &job.rule;
         let url = &rule.config.url;
         // A tencent callback's URI, query included, is built once for all its attempts.
         let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
-        conn.check_out(&rule.lane.idle);
+        let idle = &self.lane(rule).idle;
+        conn.check_out(idle);
         let (last, attempts) = self
             .attempt_policy(
                 PolicyAttempt {
-                    check: AnswerCheck::for_dialect(rule.dialect),
+                    wire: &*rule.wire,
                     via: Via::Conn(conn),
                     to: Target::new(url, with_query.as_ref()),
                     body: &job.body,
@@ -453,7 +386,7 @@ impl Shared {
                 abort,
             )
             .await;
-        conn.check_in(&rule.lane.idle);
+        conn.check_in(idle);
         if last.outcome.is_delivered() || !rule.exception_store {
             // Nothing to store: no batch to build.
             let outcome = final_outcome(&job, &last, false);
@@ -462,194 +395,6 @@ impl Shared {
             self.settle(vec![(job, last, attempts)]).await;
         }
     }
-
-    async fn attempt_policy(&self, mut a: PolicyAttempt<'_>, abort: &CancellationToken) -> (AttemptResult, u32) {
-        let ban_rule = a.rule.filter(|r| a.obey_ban && r.policy.bans);
-        if let Some(r) = ban_rule
-            && let Some(until) = r.banned_until(self.clock.now_ms())
-        {
-            let why = format!("not attempted: the rule is banned until {}", rfc3339(until));
-            return (not_attempted(Outcome::Banned, &why), 0);
-        }
-        let limits = AttemptLimits {
-            timeout: a.policy.timeout,
-            max_chars: self.max_chars,
-            keep_body: a.check != AnswerCheck::None,
-        };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let started = Instant::now();
-            // The attempt is polled first: the stop signal is only looked at while it waits.
-            let r = tokio::select! {
-                biased;
-                r = async {
-                    match &mut a.via {
-                        // Boxed: the pool's future is large, and only replays and pre-send use it.
-                        Via::Pool(client) => Box::pin(attempt(client, a.to, a.body.clone(), limits)).await,
-                        Via::Conn(conn) => attempt_on(conn, a.to, a.body, limits).await,
-                    }
-                } => r,
-                _ = abort.cancelled() => {
-                    return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
-                }
-            };
-            let r = match (a.check, r.outcome) {
-                (AnswerCheck::Tencent, Outcome::Delivered)
-                    if tencent::parse_answer(r.body.as_deref().unwrap_or_default()).is_none() =>
-                {
-                    AttemptResult {
-                        outcome: Outcome::BadResponse,
-                        detail: Some("the answer is not a JSON object with an integer ErrorCode".into()),
-                        ..r
-                    }
-                }
-                _ => r,
-            };
-            if let Some(rule) = a.rule {
-                rule.stats.count_outcome(r.outcome);
-                rule.latency.record(started.elapsed().as_secs_f64());
-            }
-            if r.outcome.is_failure()
-                && let Some(rule) = ban_rule
-                && let Some((start, record)) = rule.record_failure(self.clock.now_ms())
-            {
-                self.on_ban(rule, start, record);
-            }
-            if r.outcome.is_delivered() || attempts > a.policy.retries {
-                return (r, attempts);
-            }
-            if ban_rule.is_some_and(|rule| rule.banned_until(self.clock.now_ms()).is_some()) {
-                return (r, attempts);
-            }
-            if let Some(rule) = a.rule {
-                tracing::debug!(app = %rule.app, rule = %rule.config.name, outcome = %r.outcome, "attempt failed, retrying at once");
-            }
-        }
-    }
-
-    /// Logs and persists a ban, and logs its end when it comes.
-    fn on_ban(&self, rule: &RuleRuntime, start: BanStart, record: BanRecord) {
-        rule.stats.count_ban();
-        tracing::warn!(
-            app = %rule.app,
-            rule = %rule.config.name,
-            level = start.level,
-            until = %rfc3339(start.until_ms),
-            "rule banned: too many failures"
-        );
-        self.store.save_ban(&rule.app, rule.config.name.as_str(), record);
-        spawn_unban_log(rule.app.clone(), rule.config.name.clone(), start, self.clock.clone());
-    }
-
-    /// Decides each callback's final outcome — storing the undelivered ones in one durable
-    /// write — then counts, logs and reports them.
-    async fn settle(&self, done: Vec<(Job, AttemptResult, u32)>) {
-        if done.is_empty() {
-            return;
-        }
-        let now = self.clock.now_ms();
-        let to_store: Vec<StoredCallback> = done
-            .iter()
-            .filter(|(job, last, _)| !last.outcome.is_delivered() && job.rule.exception_store)
-            .map(|(job, last, attempts)| StoredCallback {
-                app: job.rule.app.clone(),
-                call_id: job.call_id.to_string(),
-                rule: job.rule.config.name.to_string(),
-                url: job.rule.config.url.to_string(),
-                event_type: job.event_type,
-                to: job.to.to_string(),
-                body: String::from_utf8_lossy(&job.body).into_owned(),
-                query: job.query.as_deref().map(str::to_string),
-                outcome: last.outcome,
-                attempts: *attempts,
-                status: last.status,
-                stored_at_ms: now,
-            })
-            .collect();
-        let stored = if to_store.is_empty() {
-            true
-        } else {
-            match self.store.put(to_store).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
-                    false
-                }
-            }
-        };
-        for (job, last, attempts) in done {
-            let outcome = final_outcome(&job, &last, stored);
-            self.report(job, last, attempts, outcome);
-        }
-    }
-
-    fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
-        let rule = &job.rule;
-        if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
-            rule.stats.count_outcome(last.outcome);
-        }
-        rule.stats.count_final(outcome);
-        let latency = job.accepted_at.elapsed();
-        if let Some(observe) = self.observer.get() {
-            observe(outcome, last.outcome, latency);
-        }
-        let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
-        tracing::info!(
-            app = %rule.app,
-            rule = %rule.config.name,
-            call_id = %job.call_id,
-            event_type = %job.event_type,
-            outcome = %outcome,
-            last_attempt = %last.outcome,
-            attempts,
-            status = last.status,
-            latency_ms = format_args!("{latency_ms:.2}"),
-            detail = last.detail.as_deref(),
-            "callback"
-        );
-        if let Some(done) = job.done {
-            let _ = done.send(CallbackReport {
-                rule: rule.config.name.clone(),
-                kind: RuleKind::PostSend,
-                call_id: job.call_id.into(),
-                event_type: job.event_type,
-                to: job.to.into(),
-                outcome,
-                last_attempt: last.outcome,
-                attempts,
-                status: last.status,
-                warnings: Vec::new(),
-                latency_ms,
-            });
-        }
-    }
-}
-
-/// A callback's final outcome from its last attempt; `stored`: the store took it, if asked to.
-fn final_outcome(job: &Job, last: &AttemptResult, stored: bool) -> FinalOutcome {
-    match last.outcome {
-        Outcome::Delivered => FinalOutcome::Delivered,
-        Outcome::Violation => FinalOutcome::Violation,
-        _ if job.rule.exception_store && stored => FinalOutcome::Stored,
-        _ => FinalOutcome::Dropped,
-    }
-}
-
-/// Logs the end of a ban when it comes (unless a later ban replaced it).
-pub fn spawn_unban_log(app: AppId, rule: RuleName, start: BanStart, clock: SharedClock) {
-    tokio::spawn(async move {
-        let wait = start.until_ms.saturating_sub(clock.now_ms());
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        tracing::warn!(app = %app, rule = %rule, level = start.level, until = %rfc3339(start.until_ms), "rule unbanned");
-    });
-}
-
-/// Unix ms as RFC 3339 UTC with milliseconds.
-pub fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
@@ -660,16 +405,16 @@ mod size_tests {
         fn size<F: std::future::Future>(_: &F) -> usize {
             std::mem::size_of::<F>()
         }
-        let client = super::http::build_client(1, &Default::default()).unwrap();
+        let client = crate::transport::build_client(1, &Default::default()).unwrap();
         let mut conn = client.conn();
         let uri: http::Uri = "http://127.0.0.1:1/".parse().unwrap();
-        let limits = super::AttemptLimits {
+        let limits = crate::transport::AttemptLimits {
             timeout: std::time::Duration::from_secs(1),
             max_chars: 10,
             keep_body: false,
         };
         let body = bytes::Bytes::new();
-        let f = super::http::attempt_on(&mut conn, (&uri).into(), &body, limits);
+        let f = crate::transport::attempt_on(&mut conn, (&uri).into(), &body, limits);
         let n = size(&f);
         drop(f);
         eprintln!("attempt_on: {n} bytes");

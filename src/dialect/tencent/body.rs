@@ -1,14 +1,13 @@
-//! The tencent dialect (SPEC §4.3, seeds 003 and 004): callback commands, the query string
-//! appended to the rule URL, the bodies, and the `{"ActionStatus","ErrorCode","ErrorInfo"}`
-//! answer. Tencent callbacks are not signed: mutual TLS is how receivers authenticate them.
+//! The tencent commands, the query string appended to the rule URL, and the bodies
+//! (docs/behaviour.md §4.3).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::domain::{ChatType, MessageType, Platform, RuleKind, Source};
 use crate::message::Message;
 
-// `CallbackCommand` values, spelled as in seeds 003/004 (SPEC §4.3).
+// `CallbackCommand` values, spelled as the provider does (docs/providers.md).
 /// Before a one-to-one message is delivered: a `pre_send` rule, `chat`.
 pub const C2C_BEFORE: &str = "C2C.CallbackBeforeSendMsg";
 /// After a one-to-one message: a `post_send` rule, `chat`.
@@ -70,7 +69,7 @@ impl MsgIds {
     }
 }
 
-/// The TIM element type of a message type (SPEC §4.3).
+/// The TIM element type of a message type.
 pub fn element_type(t: MessageType) -> &'static str {
     match t {
         MessageType::Txt => "TIMTextElem",
@@ -168,7 +167,7 @@ pub fn state_change_body(user: &str, online: bool, event_time_ms: u64) -> Vec<u8
     .expect("a tencent body serializes")
 }
 
-/// `Group.CallbackAfterNewMemberJoin`, as in seed 003's example.
+/// `Group.CallbackAfterNewMemberJoin`, as in the provider's example.
 pub fn member_join_body(
     group_id: &str,
     group_type: &str,
@@ -186,26 +185,6 @@ pub fn member_join_body(
         "NewMemberList": list,
     }))
     .expect("a tencent body serializes")
-}
-
-/// A parsed tencent answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Answer {
-    /// `ActionStatus`: `OK` or `FAIL`, if present; informative only.
-    #[serde(rename = "ActionStatus", default)]
-    pub action_status: Option<String>,
-    /// `ErrorCode`: 0 allows a before-command's message, anything else denies it.
-    #[serde(rename = "ErrorCode")]
-    pub error_code: i64,
-    /// `ErrorInfo`: on a deny, the text the sender is told (with `notify_sender`).
-    #[serde(rename = "ErrorInfo", default)]
-    pub error_info: Option<String>,
-}
-
-/// Parses an answer: a JSON object with an integer `ErrorCode` (`ActionStatus` and
-/// `ErrorInfo`, when present, strings). Anything else is `None` (`bad_response`).
-pub fn parse_answer(body: &[u8]) -> Option<Answer> {
-    serde_json::from_slice(body).ok()
 }
 
 #[cfg(test)]
@@ -260,20 +239,5 @@ mod tests {
                    "MsgSeq": 48374, "MsgRandom": 2837546, "MsgTime": 1557481126, "MsgKey": "48374_2837546_1557481126",
                    "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "red packet"}}]})
         );
-    }
-
-    #[test]
-    fn answers_parse_or_not() {
-        assert_eq!(
-            parse_answer(br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#)
-                .unwrap()
-                .error_code,
-            0
-        );
-        assert_eq!(parse_answer(br#"{"ErrorCode":1}"#).unwrap().error_code, 1);
-        assert!(parse_answer(b"OK").is_none());
-        assert!(parse_answer(br#"{"ActionStatus":"OK"}"#).is_none());
-        assert!(parse_answer(br#"{"ErrorCode":"0"}"#).is_none());
-        assert!(parse_answer(br#"{"ErrorCode":0,"ErrorInfo":5}"#).is_none());
     }
 }

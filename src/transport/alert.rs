@@ -18,7 +18,7 @@ use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower_service::Service;
 
-use super::http::is_tls_failure;
+use super::classify::is_tls_failure;
 
 /// A connector whose connections are [`AlertAware`].
 #[derive(Clone, Debug)]

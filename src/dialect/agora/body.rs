@@ -1,52 +1,50 @@
-//! The agora dialect (SPEC §4.1, seeds 001 and 002): the post-send body and its MD5 signature.
+//! The agora bodies (docs/behaviour.md §4.1): fields in the provider's order, serialized once
+//! per callback.
 
-use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
-/// `securityVersion` is always "1.0.0" (seed 001: "目前为 1.0.0").
+use crate::message::Message;
+
+/// `securityVersion` is always "1.0.0" (the provider's documentation: "currently 1.0.0").
 pub const SECURITY_VERSION: &str = "1.0.0";
 
-/// The agora signature (SPEC §4.1): a callback's `security`, the lowercase hex MD5 of
-/// `callId + secret + timestamp` (timestamp in decimal milliseconds). A receiver computes it
-/// to check a callback (or use [`agora_verify`](crate::agora_verify)); `callback-sim sign`
-/// prints it.
-///
-/// ```
-/// // The test vector of SPEC §4.1.
-/// let security = callback_sim::agora_sign("demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11", "s3cr3t_Key", 1600060847294);
-/// assert_eq!(security, "b799cb921c701a742c45c89296990cf7");
-/// ```
-pub fn sign(call_id: &str, secret: &str, timestamp_ms: u64) -> String {
-    let mut h = Md5::new();
-    h.update(call_id.as_bytes());
-    h.update(secret.as_bytes());
-    let mut digits = [0u8; 20];
-    h.update(decimal(timestamp_ms, &mut digits));
-    hex(&h.finalize())
+/// The `payload` of a message callback: `{"bodies": [{"type": ..., ...body}], "ext": {...}}`,
+/// serialized once per message and shared by all its callbacks.
+pub fn payload(msg: &Message) -> Box<RawValue> {
+    #[derive(Serialize)]
+    struct BodyItem<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(flatten)]
+        fields: &'a Map<String, Value>,
+    }
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        bodies: [BodyItem<'a>; 1],
+        ext: &'a Map<String, Value>,
+    }
+    let mut fields = std::borrow::Cow::Borrowed(&msg.body);
+    if fields.contains_key("type") {
+        fields.to_mut().remove("type");
+    }
+    let payload = Payload {
+        bodies: [BodyItem {
+            kind: msg.msg_type.as_str(),
+            fields: &fields,
+        }],
+        ext: &msg.ext,
+    };
+    serde_json::value::to_raw_value(&payload).expect("a payload always serializes")
 }
 
-/// `n` in decimal, written into `buf` without allocating.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
+/// `chat_type` on the agora wire: `chat`, or `groupchat` for groups and chatrooms alike.
+pub fn wire_chat_type(chat_type: crate::domain::ChatType) -> &'static str {
+    match chat_type {
+        crate::domain::ChatType::Chat => "chat",
+        _ => "groupchat",
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
 }
 
 /// The JSON body of a post-send (and pre-send) callback, fields in the provider's order.
@@ -77,7 +75,7 @@ pub struct CallbackBody<'a> {
     /// `securityVersion`: always [`SECURITY_VERSION`].
     #[serde(rename = "securityVersion")]
     pub security_version: &'static str,
-    /// `security`: [`sign`] of `callId`, the rule's secret and `timestamp`.
+    /// `security`: [`sign`](super::sign) of `callId`, the rule's secret and `timestamp`.
     pub security: &'a str,
 }
 
@@ -92,8 +90,8 @@ impl CallbackBody<'_> {
     }
 }
 
-/// A user went online or offline (this project's agora shape for the tencent
-/// `State.StateChange`, after the fields of Easemob's login/logout callback).
+/// A user went online or offline (this project's agora shape, after the fields of
+/// Easemob's login/logout callback; docs/decisions.md).
 #[derive(Serialize)]
 pub struct UserStatusBody<'a> {
     /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
@@ -119,12 +117,11 @@ pub struct UserStatusBody<'a> {
     /// `securityVersion`: always [`SECURITY_VERSION`].
     #[serde(rename = "securityVersion")]
     pub security_version: &'static str,
-    /// `security`: [`sign`] of `callId`, the rule's secret and `timestamp`.
+    /// `security`: [`sign`](super::sign) of `callId`, the rule's secret and `timestamp`.
     pub security: &'a str,
 }
 
-/// Members joined a group (this project's agora shape for the tencent
-/// `Group.CallbackAfterNewMemberJoin`).
+/// Members joined a group (this project's agora shape; docs/decisions.md).
 #[derive(Serialize)]
 pub struct MemberJoinedBody<'a> {
     /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
@@ -148,33 +145,13 @@ pub struct MemberJoinedBody<'a> {
     /// `securityVersion`: always [`SECURITY_VERSION`].
     #[serde(rename = "securityVersion")]
     pub security_version: &'static str,
-    /// `security`: [`sign`] of `callId`, the rule's secret and `timestamp`.
+    /// `security`: [`sign`](super::sign) of `callId`, the rule's secret and `timestamp`.
     pub security: &'a str,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_matches_the_spec_test_vector() {
-        assert_eq!(
-            sign(
-                "demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11",
-                "s3cr3t_Key",
-                1600060847294
-            ),
-            "b799cb921c701a742c45c89296990cf7"
-        );
-    }
-
-    #[test]
-    fn decimal_digits() {
-        let mut b = [0u8; 20];
-        assert_eq!(decimal(0, &mut b), b"0");
-        assert_eq!(decimal(1600060847294, &mut b), b"1600060847294");
-        assert_eq!(decimal(u64::MAX, &mut b), u64::MAX.to_string().as_bytes());
-    }
 
     #[test]
     fn body_has_the_provider_field_order() {
@@ -196,6 +173,20 @@ mod tests {
         assert_eq!(
             text,
             r#"{"callId":"demo#1","eventType":"chat","timestamp":1,"chat_type":"chat","from":"a","to":"b","msg_id":"9","payload":{"bodies":[{"type":"txt","msg":"hi"}],"ext":{}},"securityVersion":"1.0.0","security":"x"}"#
+        );
+    }
+}
+
+#[cfg(test)]
+mod payload_tests {
+    use super::*;
+
+    #[test]
+    fn text_and_other_payloads() {
+        let m = Message::text("u1", "u2", "hello");
+        assert_eq!(
+            payload(&m).get(),
+            r#"{"bodies":[{"type":"txt","msg":"hello"}],"ext":{}}"#
         );
     }
 }

@@ -1,0 +1,263 @@
+//! The agora dialect — Agora Chat / Shengwang-Easemob (docs/behaviour.md §4.1, §4.2): signed
+//! JSON bodies with `callId`, `eventType`, `timestamp` and `security`; the answer to a
+//! post-send callback is not interpreted; a pre-send answer is `{"valid", "code", "payload"}`.
+//!
+//! - `body` — the bodies, fields in the provider's order;
+//! - `sign` — the MD5 signature, and its check for receivers;
+//! - `verdict` — reading a pre-send answer.
+
+mod body;
+mod sign;
+mod verdict;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+pub use self::body::SECURITY_VERSION;
+pub use self::sign::{sign, verify};
+#[allow(unused_imports)]
+pub use self::verdict::{DENIED_EMPTY_CODE, DENIED_NO_CODE, INTERNAL_ERROR, MAX_REWRITE_BYTES};
+use super::{Checked, Defaults, Encoded, MessageFacts, Prepared, Recipient, Signature, Verdict, Wire};
+use crate::domain::{Dialect, EventType, MessageType, RuleKind};
+use crate::event::Event;
+
+/// The provider's defaults: a post-send attempt waits up to 60 s, a failed one is retried
+/// once at once, failures ban the rule; a pre-send verdict is waited for 200 ms; rules sign
+/// with their secret (docs/providers.md).
+pub const DEFAULTS: Defaults = Defaults {
+    timeout: Duration::from_secs(60),
+    retries: 1,
+    bans: true,
+    pre_send_timeout: Duration::from_millis(200),
+    signs: true,
+};
+
+/// The agora wire format.
+#[derive(Debug, Clone, Copy)]
+pub struct Agora;
+
+impl Wire for Agora {
+    fn dialect(&self) -> Dialect {
+        Dialect::Agora
+    }
+
+    fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a> {
+        let msg = facts.msg;
+        let mut recipients = Vec::with_capacity(1 + msg.offline.len());
+        recipients.push(Recipient {
+            event_type: EventType::Chat,
+            to: msg.to.as_str(),
+        });
+        // A pre-send rule is asked once, about the message itself.
+        if kind == RuleKind::PostSend {
+            recipients.extend(msg.offline.iter().map(|r| Recipient {
+                event_type: EventType::ChatOffline,
+                to: r.as_str(),
+            }));
+        }
+        Box::new(PreparedMessage {
+            facts,
+            payload: body::payload(msg),
+            recipients,
+        })
+    }
+
+    fn event<'a>(&self, event: &'a Event, timestamp: u64) -> Box<dyn Prepared + 'a> {
+        Box::new(PreparedEvent {
+            event,
+            timestamp,
+            recipients: [Recipient {
+                event_type: event.event_type(),
+                to: event.subject(),
+            }],
+        })
+    }
+
+    fn reads_answers(&self) -> bool {
+        false
+    }
+
+    fn check_answer(&self, _body: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn pre_send_verdict(&self, body: &[u8], msg_type: MessageType, rule: &str) -> Result<Verdict, String> {
+        verdict::read(body, msg_type, rule)
+    }
+
+    fn pre_send_failure_text(&self) -> &'static str {
+        INTERNAL_ERROR
+    }
+
+    fn check_received(&self, _query: Option<&str>, body: &[u8], secret: Option<&str>) -> Checked {
+        let Ok(head) = serde_json::from_slice::<sign::Head>(body) else {
+            return Checked {
+                signature: Signature::Unparsable,
+                dedupe_key: None,
+            };
+        };
+        Checked {
+            signature: secret.map_or(Signature::Unchecked, |s| head.check(s)),
+            dedupe_key: head.call_id.map(|id| id.into_owned()),
+        }
+    }
+
+    fn receiver_answer(&self, _ok: bool) -> &'static str {
+        ""
+    }
+}
+
+/// A message: its payload serialized once; one body per callback, signed for its rule.
+struct PreparedMessage<'a> {
+    facts: MessageFacts<'a>,
+    payload: Box<RawValue>,
+    recipients: Vec<Recipient<'a>>,
+}
+
+impl Prepared for PreparedMessage<'_> {
+    fn recipients(&self) -> &[Recipient<'_>] {
+        &self.recipients
+    }
+
+    fn encode(&self, to: Recipient<'_>, call_id: &str, secret: &str) -> Encoded {
+        let f = &self.facts;
+        let security = sign(call_id, secret, f.timestamp);
+        let body = body::CallbackBody {
+            call_id,
+            event_type: to.event_type.as_str(),
+            timestamp: f.timestamp,
+            chat_type: body::wire_chat_type(f.msg.chat_type),
+            group_id: f.msg.group_id(),
+            from: &f.msg.from,
+            to: to.to,
+            msg_id: f.msg_id,
+            payload: &self.payload,
+            security_version: SECURITY_VERSION,
+            security: &security,
+        }
+        .to_bytes();
+        Encoded {
+            body: Bytes::from(body),
+            query: None,
+        }
+    }
+}
+
+/// An event: one signed body per callback.
+struct PreparedEvent<'a> {
+    event: &'a Event,
+    timestamp: u64,
+    recipients: [Recipient<'a>; 1],
+}
+
+impl Prepared for PreparedEvent<'_> {
+    fn recipients(&self) -> &[Recipient<'_>] {
+        &self.recipients
+    }
+
+    fn encode(&self, to: Recipient<'_>, call_id: &str, secret: &str) -> Encoded {
+        let timestamp = self.timestamp;
+        let security = sign(call_id, secret, timestamp);
+        let event_type = to.event_type.as_str();
+        let body = match self.event {
+            Event::UserStatus {
+                user,
+                online,
+                platform,
+                client_ip,
+            } => serde_json::to_vec(&body::UserStatusBody {
+                call_id,
+                event_type,
+                timestamp,
+                user,
+                status: if *online { "online" } else { "offline" },
+                reason: if *online { "login" } else { "logout" },
+                os: platform.map(|p| p.as_str()),
+                ip: client_ip.map(|ip| ip.to_string()),
+                security_version: SECURITY_VERSION,
+                security: &security,
+            }),
+            Event::GroupMemberJoined {
+                group_id,
+                members,
+                operator,
+                join_type,
+                ..
+            } => serde_json::to_vec(&body::MemberJoinedBody {
+                call_id,
+                event_type,
+                timestamp,
+                chat_type: "groupchat",
+                group_id,
+                from: operator,
+                members,
+                join_type: join_type.as_str(),
+                security_version: SECURITY_VERSION,
+                security: &security,
+            }),
+        }
+        .expect("an event body serializes");
+        Encoded {
+            body: Bytes::from(body),
+            query: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Wire;
+
+    #[test]
+    fn receivers_check_the_signature_and_dedupe_by_call_id() {
+        let security = sign("a#1", "s", 5);
+        let body = format!(r#"{{"callId":"a#1","timestamp":5,"security":"{security}"}}"#);
+        let c = Agora.check_received(None, body.as_bytes(), Some("s"));
+        assert_eq!(c.signature, Signature::Valid);
+        assert_eq!(c.dedupe_key.as_deref(), Some("a#1"));
+        assert_eq!(
+            Agora.check_received(None, body.as_bytes(), Some("x")).signature,
+            Signature::Invalid
+        );
+        assert_eq!(
+            Agora.check_received(None, body.as_bytes(), None).signature,
+            Signature::Unchecked
+        );
+        assert_eq!(Agora.check_received(None, b"[", None).signature, Signature::Unparsable);
+    }
+
+    #[test]
+    fn a_message_makes_a_chat_callback_and_one_per_offline_recipient_after_sending() {
+        let mut msg = crate::message::Message::text("a", "b", "hi");
+        msg.offline = vec!["c".into(), "d".into()];
+        let facts = MessageFacts {
+            msg: &msg,
+            msg_id: "1",
+            timestamp: 7,
+            seq: 1,
+            random: 2,
+        };
+        let post = Agora.message(facts, RuleKind::PostSend);
+        let kinds: Vec<_> = post.recipients().iter().map(|r| (r.event_type, r.to)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventType::Chat, "b"),
+                (EventType::ChatOffline, "c"),
+                (EventType::ChatOffline, "d")
+            ]
+        );
+        assert_eq!(Agora.message(facts, RuleKind::PreSend).recipients().len(), 1);
+        let enc = post.encode(post.recipients()[1], "app#x", "s");
+        let v: serde_json::Value = serde_json::from_slice(&enc.body).unwrap();
+        assert_eq!(
+            (v["eventType"].as_str(), v["to"].as_str()),
+            (Some("chat_offline"), Some("c"))
+        );
+        assert_eq!(v["security"], sign("app#x", "s", 7));
+        assert!(enc.query.is_none());
+    }
+}

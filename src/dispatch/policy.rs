@@ -1,0 +1,150 @@
+//! One callback's attempts under its app's policy (docs/behaviour.md §4.1, §5, §6): up to
+//! `1 + retries` attempts, the first delivery ends them; every failure of a rule that bans
+//! feeds its window, and a banned rule is not attempted.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::ban::{BanRecord, BanStart};
+use crate::clock::{SharedClock, rfc3339};
+use crate::config::DeliveryPolicy;
+use crate::dialect::Wire;
+use crate::domain::{AppId, Outcome, RuleName};
+use crate::runtime::RuleRuntime;
+use crate::transport::{self, AttemptLimits, AttemptResult, Target, attempt, attempt_on};
+
+/// What an attempt goes through.
+#[derive(Debug)]
+pub enum Via<'a> {
+    /// The client's keep-alive pool (pre-send calls, replays).
+    Pool(&'a transport::Client),
+    /// A delivery worker's own connection.
+    Conn(&'a mut transport::Conn),
+}
+
+/// One policy-driven delivery: see [`Attempter::attempt_policy`](super::Attempter::attempt_policy).
+pub struct PolicyAttempt<'a> {
+    /// The provider: whether and how a 200 answer is checked.
+    pub wire: &'a dyn Wire,
+    /// The client (the rule's, for its TLS settings), or a worker's connection of it.
+    pub via: Via<'a>,
+    /// Where: the URI with its query, and the headers that come from the URL.
+    pub to: Target<'a>,
+    /// The exact bytes, the same on every attempt.
+    pub body: &'a Bytes,
+    /// Timeout and retries.
+    pub policy: DeliveryPolicy,
+    /// The rule, to count attempts in its stats (none when it left the config).
+    pub rule: Option<&'a RuleRuntime>,
+    /// Skip a banned rule and feed its failure window (false for replays to a `targetUrl`).
+    pub obey_ban: bool,
+}
+
+/// The result of a callback that was not attempted (`banned`, `shutdown`), saying why.
+pub(super) fn not_attempted(outcome: Outcome, why: &str) -> AttemptResult {
+    AttemptResult {
+        outcome,
+        status: None,
+        body: None,
+        detail: Some(why.into()),
+    }
+}
+
+impl Shared {
+    /// Attempts under the policy; returns the last attempt's result and how many were made.
+    pub(super) async fn attempt_policy(
+        &self,
+        mut a: PolicyAttempt<'_>,
+        abort: &CancellationToken,
+    ) -> (AttemptResult, u32) {
+        let ban_rule = a.rule.filter(|r| a.obey_ban && r.policy.bans);
+        if let Some(r) = ban_rule
+            && let Some(until) = r.banned_until(self.clock.now_ms())
+        {
+            let why = format!("not attempted: the rule is banned until {}", rfc3339(until));
+            return (not_attempted(Outcome::Banned, &why), 0);
+        }
+        let limits = AttemptLimits {
+            timeout: a.policy.timeout,
+            max_chars: self.max_chars,
+            keep_body: a.wire.reads_answers(),
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let started = Instant::now();
+            // The attempt is polled first: the stop signal is only looked at while it waits.
+            let r = tokio::select! {
+                biased;
+                r = async {
+                    match &mut a.via {
+                        // Boxed: the pool's future is large, and only replays and pre-send use it.
+                        Via::Pool(client) => Box::pin(attempt(client, a.to, a.body.clone(), limits)).await,
+                        Via::Conn(conn) => attempt_on(conn, a.to, a.body, limits).await,
+                    }
+                } => r,
+                _ = abort.cancelled() => {
+                    return (not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping"), attempts);
+                }
+            };
+            let r = match r.outcome {
+                Outcome::Delivered if limits.keep_body => {
+                    match a.wire.check_answer(r.body.as_deref().unwrap_or_default()) {
+                        Ok(()) => r,
+                        Err(why) => AttemptResult {
+                            outcome: Outcome::BadResponse,
+                            detail: Some(why),
+                            ..r
+                        },
+                    }
+                }
+                _ => r,
+            };
+            if let Some(rule) = a.rule {
+                rule.stats.count_outcome(r.outcome);
+                rule.latency.record(started.elapsed().as_secs_f64());
+            }
+            if r.outcome.is_failure()
+                && let Some(rule) = ban_rule
+                && let Some((start, record)) = rule.record_failure(self.clock.now_ms())
+            {
+                self.on_ban(rule, start, record);
+            }
+            if r.outcome.is_delivered() || attempts > a.policy.retries {
+                return (r, attempts);
+            }
+            if ban_rule.is_some_and(|rule| rule.banned_until(self.clock.now_ms()).is_some()) {
+                return (r, attempts);
+            }
+            if let Some(rule) = a.rule {
+                tracing::debug!(app = %rule.app, rule = %rule.config.name, outcome = %r.outcome, "attempt failed, retrying at once");
+            }
+        }
+    }
+
+    /// Logs and persists a ban, and logs its end when it comes.
+    fn on_ban(&self, rule: &RuleRuntime, start: BanStart, record: BanRecord) {
+        rule.stats.count_ban();
+        tracing::warn!(
+            app = %rule.app,
+            rule = %rule.config.name,
+            level = start.level,
+            until = %rfc3339(start.until_ms),
+            "rule banned: too many failures"
+        );
+        self.store.save_ban(&rule.app, rule.config.name.as_str(), record);
+        spawn_unban_log(rule.app.clone(), rule.config.name.clone(), start, self.clock.clone());
+    }
+}
+
+/// Logs the end of a ban when it comes (unless a later ban replaced it).
+pub fn spawn_unban_log(app: AppId, rule: RuleName, start: BanStart, clock: SharedClock) {
+    tokio::spawn(async move {
+        let wait = start.until_ms.saturating_sub(clock.now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        tracing::warn!(app = %app, rule = %rule, level = start.level, until = %rfc3339(start.until_ms), "rule unbanned");
+    });
+}

@@ -1,0 +1,159 @@
+//! The end of a callback: its final outcome (docs/behaviour.md §5), the durable store write of
+//! what was not delivered, the counters, the log line, and the report to whoever waits.
+
+use serde::Serialize;
+
+use super::policy::not_attempted;
+use super::{Job, Shared};
+use crate::domain::{EventType, FinalOutcome, Outcome, RuleKind, RuleName};
+use crate::store::StoredCallback;
+use crate::transport::AttemptResult;
+
+/// What happened to one callback (the `callbacks` list of a `?wait=true` answer,
+/// docs/behaviour.md §8.3).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct CallbackReport {
+    /// The rule's name.
+    pub rule: RuleName,
+    /// `post_send` or `pre_send`.
+    pub kind: RuleKind,
+    /// `callId`.
+    #[serde(rename = "callId")]
+    pub call_id: String,
+    /// `eventType`: `chat`, `chat_offline`, `user_status`, `group_member_joined`.
+    #[serde(rename = "eventType")]
+    pub event_type: EventType,
+    /// The callback's recipient: the offline member for `chat_offline`, the user or group for events.
+    pub to: String,
+    /// The final outcome.
+    pub outcome: FinalOutcome,
+    /// The last attempt's outcome (`banned`/`shutdown` when not attempted).
+    pub last_attempt: Outcome,
+    /// Attempts made (0 when `banned` or `shutdown` before any).
+    pub attempts: u32,
+    /// The last HTTP status, if a response arrived.
+    pub status: Option<u16>,
+    /// Sentences about receiver mistakes (a pre-send payload of the wrong shape).
+    pub warnings: Vec<String>,
+    /// From acceptance to the final outcome.
+    pub latency_ms: f64,
+}
+
+/// Queued callbacks stored per write when the simulator stops.
+const SHUTDOWN_BATCH: usize = 4096;
+
+impl Shared {
+    /// Ends jobs that were never started as `shutdown`, stored in batches (one flush each).
+    pub(super) async fn settle_not_attempted(&self, jobs: Vec<Job>) {
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<_> = jobs
+                .by_ref()
+                .take(SHUTDOWN_BATCH)
+                .map(|job| {
+                    (
+                        job,
+                        not_attempted(Outcome::Shutdown, "not attempted: the simulator is stopping"),
+                        0,
+                    )
+                })
+                .collect();
+            self.queued.fetch_sub(chunk.len(), std::sync::atomic::Ordering::AcqRel);
+            self.settle(chunk).await;
+        }
+    }
+
+    /// Decides each callback's final outcome — storing the undelivered ones in one durable
+    /// write — then counts, logs and reports them.
+    pub(super) async fn settle(&self, done: Vec<(Job, AttemptResult, u32)>) {
+        if done.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let to_store: Vec<StoredCallback> = done
+            .iter()
+            .filter(|(job, last, _)| !last.outcome.is_delivered() && job.rule.exception_store)
+            .map(|(job, last, attempts)| StoredCallback {
+                app: job.rule.app.clone(),
+                call_id: job.call_id.to_string(),
+                rule: job.rule.config.name.to_string(),
+                url: job.rule.config.url.to_string(),
+                event_type: job.event_type,
+                to: job.to.to_string(),
+                body: String::from_utf8_lossy(&job.body).into_owned(),
+                query: job.query.as_deref().map(str::to_string),
+                outcome: last.outcome,
+                attempts: *attempts,
+                status: last.status,
+                stored_at_ms: now,
+            })
+            .collect();
+        let stored = if to_store.is_empty() {
+            true
+        } else {
+            match self.store.put(to_store).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
+                    false
+                }
+            }
+        };
+        for (job, last, attempts) in done {
+            let outcome = final_outcome(&job, &last, stored);
+            self.report(job, last, attempts, outcome);
+        }
+    }
+
+    /// Counts, logs and reports one callback's end.
+    pub(super) fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
+        let rule = &job.rule;
+        if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
+            rule.stats.count_outcome(last.outcome);
+        }
+        rule.stats.count_final(outcome);
+        let latency = job.accepted_at.elapsed();
+        if let Some(observe) = self.observer.get() {
+            observe(outcome, last.outcome, latency);
+        }
+        let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(
+            app = %rule.app,
+            rule = %rule.config.name,
+            call_id = %job.call_id,
+            event_type = %job.event_type,
+            outcome = %outcome,
+            last_attempt = %last.outcome,
+            attempts,
+            status = last.status,
+            latency_ms = format_args!("{latency_ms:.2}"),
+            detail = last.detail.as_deref(),
+            "callback"
+        );
+        if let Some(done) = job.done {
+            let _ = done.send(CallbackReport {
+                rule: rule.config.name.clone(),
+                kind: RuleKind::PostSend,
+                call_id: job.call_id.into(),
+                event_type: job.event_type,
+                to: job.to.into(),
+                outcome,
+                last_attempt: last.outcome,
+                attempts,
+                status: last.status,
+                warnings: Vec::new(),
+                latency_ms,
+            });
+        }
+    }
+}
+
+/// A callback's final outcome from its last attempt; `stored`: the store took it, if asked to.
+pub(super) fn final_outcome(job: &Job, last: &AttemptResult, stored: bool) -> FinalOutcome {
+    match last.outcome {
+        Outcome::Delivered => FinalOutcome::Delivered,
+        Outcome::Violation => FinalOutcome::Violation,
+        _ if job.rule.exception_store && stored => FinalOutcome::Stored,
+        _ => FinalOutcome::Dropped,
+    }
+}
