@@ -106,13 +106,9 @@ pub struct Simulator {
 
 impl Simulator {
     /// Builds the runtime from a validated config: opens the store under `data_dir`, restores
-    /// bans, starts the dispatcher and the retention sweep. Needs a Tokio runtime.
-    pub fn build(config: Config) -> Result<Self, BuildError> {
-        Self::build_with(config, Arc::new(SystemClock), None)
-    }
-
-    /// [`build`](Self::build) with another clock (tests), and callIds drawn from a generator
-    /// seeded with `seed` when given (reproducible runs).
+    /// bans, starts the dispatcher and the retention sweep. Needs a Tokio runtime. `clock` is
+    /// what bans, date keys and timestamps read; with `seed`, callIds come from a generator
+    /// seeded with it (reproducible runs).
     pub fn build_with(config: Config, clock: SharedClock, seed: Option<u64>) -> Result<Self, BuildError> {
         // Clients first: a bad TLS file must fail before the store is opened (and locked).
         let metrics = Arc::new(Metrics::default());
