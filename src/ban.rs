@@ -1,4 +1,4 @@
-//! Rule bans (SPEC §6, seed 001): a sliding window of failures and the escalating ban.
+//! Rule bans (docs/behaviour.md §6): a sliding window of failures and the escalating ban.
 //!
 //! [`BanTracker`] is pure: every method takes the current time in Unix milliseconds, so unit
 //! tests walk hours of escalation in microseconds. The dispatcher keeps one per rule behind a
@@ -14,7 +14,7 @@ use crate::config::BanConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BanStart {
     /// The ban's level, 1 to `max_level`: bans of this rule started within `level_memory_secs`,
-    /// this one included (SPEC §6).
+    /// this one included (docs/behaviour.md §6).
     pub level: u32,
     /// Unix time in milliseconds at which the ban started (the failure that triggered it).
     pub since_ms: u64,

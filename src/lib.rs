@@ -52,7 +52,7 @@
 //!   as scripted ([`Reply`]), records what it got ([`ReceivedCallback`], [`Sink::wait_for`]),
 //!   serves HTTPS and mutual TLS ([`SinkTls`]): what `callback-sim sink` runs.
 //! - **Signatures** — [`agora_sign`] and [`agora_verify`], for receivers of agora callbacks.
-//! - **Vocabulary** (SPEC §1, §5) — [`Outcome`], [`FinalOutcome`], [`EventType`],
+//! - **Vocabulary** (docs/behaviour.md §1, §5) — [`Outcome`], [`FinalOutcome`], [`EventType`],
 //!   [`RuleKind`], [`Dialect`], [`ChatType`], [`MessageType`], [`Source`], [`Platform`],
 //!   [`OnFailure`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
 //!   [`DateKey`].
@@ -60,13 +60,22 @@
 //!
 //! # Inside (private modules, for contributors)
 //!
-//! `domain` (validated names and vocabularies), `message` and `event` (what enters),
-//! `presend` (moderation callbacks), `dialect` (wire formats and signatures), `runtime` (apps
-//! and rules as they run), `sim` (a message in, signed callbacks queued: the core), `dispatch`
-//! (queue, attempts, retries, outcomes), `ban` (the failure window, pure over time), `store`
-//! (the sled exception store), `replay`, `clock`, `api` (the REST API, SPEC §8), `metrics`,
-//! `server` and `harness` (the public simulator types), `sink`, `generate` (the traffic
-//! generator), `tls` (PEM files and rustls settings), `cli` (commands, demo, logging).
+//! The modules form layers, each using only the ones below it (`tests/modules.rs` checks it;
+//! docs/architecture.md draws it), from the top:
+//!
+//! - `cli` (commands, demo, logging); `generate` (the traffic generator) and `harness` ([`Sim`]);
+//! - `server` ([`Server`]) over `api` (the REST API, docs/behaviour.md §8);
+//! - `sim` (a message in, signed callbacks queued: the core), over `presend` (moderation
+//!   callbacks) and `replay` (re-sending a bucket);
+//! - `dispatch` (lanes, workers, attempts under the policy, outcomes, settling);
+//! - `runtime` (apps and rules as they run) and `sink` (the test receiver);
+//! - `dialect` (each provider's wire format, behind one interface) and `store` (the sled
+//!   exception store);
+//! - `transport` (one HTTP attempt and its classification), `ban` (the failure window, pure
+//!   over time), `message` and `event` (what enters);
+//! - `config`, `ids` (callIds and message ids), `metrics` (Prometheus text from a sample);
+//! - `domain` (validated names and vocabularies), `clock`, `tls` (PEM files and rustls
+//!   settings).
 
 mod api;
 mod ban;

@@ -1,6 +1,6 @@
 //! PEM files and rustls settings, for both ends of an HTTPS callback.
 //!
-//! The dispatcher reads a rule's `ca_file`, `client_cert` and `client_key` (SPEC §2); the sink
+//! The dispatcher reads a rule's `ca_file`, `client_cert` and `client_key` (docs/behaviour.md §2); the sink
 //! reads its `--tls-cert`, `--tls-key` and `--client-ca`. Both go through here, so a bad file
 //! is reported the same way — naming the file and what is wrong with it — and at startup,
 //! rather than as a failed handshake on every callback later.

@@ -88,7 +88,10 @@ fn layers(graph: &BTreeMap<String, BTreeSet<String>>) -> Result<Vec<BTreeSet<Str
 #[test]
 fn the_modules_form_layers_without_a_cycle() {
     let graph = graph();
-    assert!(graph.contains_key("dispatch") && graph.contains_key("dialect"), "{graph:?}");
+    assert!(
+        graph.contains_key("dispatch") && graph.contains_key("dialect"),
+        "{graph:?}"
+    );
     match layers(&graph) {
         Ok(layers) => {
             for (i, layer) in layers.iter().enumerate().rev() {
@@ -111,5 +114,8 @@ fn a_cycle_is_found() {
     g.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
     g.insert("b".to_string(), BTreeSet::from(["a".to_string()]));
     g.insert("c".to_string(), BTreeSet::new());
-    assert_eq!(layers(&g).unwrap_err(), BTreeSet::from(["a".to_string(), "b".to_string()]));
+    assert_eq!(
+        layers(&g).unwrap_err(),
+        BTreeSet::from(["a".to_string(), "b".to_string()])
+    );
 }

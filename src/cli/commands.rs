@@ -1,4 +1,4 @@
-//! The command-line commands (SPEC §9), as library functions `main` calls.
+//! The command-line commands (docs/behaviour.md §9), as library functions `main` calls.
 
 use std::path::Path;
 use std::process::ExitCode;

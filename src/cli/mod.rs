@@ -1,4 +1,4 @@
-//! The `callback-sim` command line (SPEC §9): [`main`] parses the arguments, sets up logging
+//! The `callback-sim` command line (docs/behaviour.md §9): [`main`] parses the arguments, sets up logging
 //! and runs one command on the library's public types — `serve` on [`Server`](crate::Server),
 //! `sink` on [`Sink`](crate::Sink), `demo` on both, `sign` on [`agora_sign`](crate::agora_sign) —
 //! so that the binary and a Rust test go through the same API. `generate` runs the in-process

@@ -112,7 +112,7 @@ fn flattened_alert(io: &std::io::Error) -> Option<rustls::AlertDescription> {
 }
 
 /// The log line's explanation of a TLS failure. It says which side failed, as the provider's
-/// troubleshooting table does (seed 003): the receiver's certificate is invalid ("HTTPS
+/// troubleshooting table does (docs/providers.md): the receiver's certificate is invalid ("HTTPS
 /// certificate configuration error"), or the receiver did not accept ours ("HTTPS mutual
 /// authentication configuration error").
 fn tls_detail(failure: &TlsFailure, phase: Phase) -> String {

@@ -39,7 +39,7 @@ use crate::config::TlsConfig;
 use crate::domain::{CallbackUrl, Outcome};
 use crate::tls;
 
-/// `User-Agent` of every callback: the simulator names itself (SPEC §4).
+/// `User-Agent` of every callback: the simulator names itself (docs/behaviour.md §4).
 pub const USER_AGENT: &str = concat!("callback-sim/", env!("CARGO_PKG_VERSION"));
 /// How long an idle keep-alive connection to a receiver is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -146,7 +146,7 @@ fn named(key: &'static str) -> impl Fn(tls::PemError) -> ClientError {
 /// How one attempt went.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
-    /// The SPEC §5 outcome.
+    /// The docs/behaviour.md §5 outcome.
     pub outcome: Outcome,
     /// The HTTP status, when a response head arrived.
     pub status: Option<u16>,
@@ -172,7 +172,7 @@ impl AttemptResult {
 pub struct AttemptLimits {
     /// The whole attempt (connect, request, bounded body read) must finish within this.
     pub timeout: Duration,
-    /// A 200 body longer than this is a `violation` (SPEC §5); at most one more is read.
+    /// A 200 body longer than this is a `violation` (docs/behaviour.md §5); at most one more is read.
     pub max_chars: usize,
     /// Keep the (bounded) body for the caller to parse: tencent and pre-send answers.
     pub keep_body: bool,
