@@ -117,6 +117,7 @@ pub use replay::{ReplayError, ReplayOutcome};
 pub use runtime::StatsSnapshot;
 pub use server::{Receipt, RuleState, Sent, Server, SimError, StartError};
 pub use sink::{
-    ReceivedCallback, Reply, Signature, Sink, SinkOptions, SinkSummary, SinkTls, WaitTimeout, agora_verify,
+    ReceivedCallback, Reply, Signature, Sink, SinkOptions, SinkSummary, SinkTls, StreamProgress, WaitTimeout,
+    agora_verify,
 };
 pub use store::{BucketInfo, StoreError, StoredCallback};
