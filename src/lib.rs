@@ -104,7 +104,8 @@ mod transport;
 pub use clock::{Clock, ManualClock};
 pub use config::{AppBuilder, Config, ConfigError, RuleBuilder};
 
-pub use dialect::agora::sign as agora_sign;
+pub use dialect::Signature;
+pub use dialect::agora::{sign as agora_sign, verify as agora_verify};
 pub use dispatch::{CallbackReport, EnqueueError};
 pub use domain::{
     AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, MessageType, OnFailure,
@@ -116,8 +117,5 @@ pub use message::Message;
 pub use replay::{ReplayError, ReplayOutcome};
 pub use runtime::StatsSnapshot;
 pub use server::{Receipt, RuleState, Sent, Server, SimError, StartError};
-pub use sink::{
-    ReceivedCallback, Reply, Signature, Sink, SinkOptions, SinkSummary, SinkTls, StreamProgress, WaitTimeout,
-    agora_verify,
-};
+pub use sink::{ReceivedCallback, Reply, Sink, SinkOptions, SinkSummary, SinkTls, StreamProgress, WaitTimeout};
 pub use store::{BucketInfo, StoreError, StoredCallback};

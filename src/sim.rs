@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::ban::BanStart;
-use crate::clock::{SharedClock, SystemClock, rfc3339};
+use crate::clock::{SharedClock, rfc3339};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::{MessageFacts, Prepared};
 use crate::dispatch::{CallbackReport, Dispatcher, EnqueueError, Job, spawn_unban_log};

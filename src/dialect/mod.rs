@@ -13,6 +13,7 @@
 pub mod agora;
 pub mod tencent;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,53 +124,51 @@ pub struct Rewrite {
     pub ext: Option<Map<String, Value>>,
 }
 
-/// What a receiver can tell about a callback it got, as [`Sink`](crate::Sink) checks it.
+/// What a receiver made of a callback's signature, as [`Sink`](crate::Sink) checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signature {
-    /// Agora: `security` matches MD5(callId + secret + timestamp).
+    /// `security` matches MD5(callId + secret + timestamp).
     Valid,
-    /// Agora: `security` does not match.
+    /// It does not.
     Invalid,
-    /// Agora: `callId`, `timestamp` or `security` is missing.
+    /// The receiver knows the secret but the body has no `callId`/`timestamp`/`security`.
     Missing,
-    /// Agora, when the receiver knows no secret: nothing to check against.
+    /// No secret given: nothing to check.
     Unchecked,
-    /// Tencent (unsigned): the query string has every parameter and matches the body.
-    QueryOk,
-    /// Tencent: a query parameter is missing or wrong.
-    QueryBad,
-    /// The body is not a JSON object.
+    /// The body is not JSON.
     Unparsable,
+    /// Tencent (unsigned): the query string is right for the body.
+    QueryOk,
+    /// Tencent: a query parameter is missing or disagrees with the body.
+    QueryBad,
 }
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Signature::Valid => "valid",
-            Signature::Invalid => "INVALID",
-            Signature::Missing => "missing",
+            Signature::Valid => "ok",
+            Signature::Invalid => "BAD",
+            Signature::Missing => "MISSING",
             Signature::Unchecked => "unchecked",
-            Signature::QueryOk => "query-ok",
-            Signature::QueryBad => "QUERY-BAD",
             Signature::Unparsable => "unparsable",
+            Signature::QueryOk => "query-ok",
+            Signature::QueryBad => "query-BAD",
         })
     }
 }
 
 /// What a receiver makes of one callback it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
+pub struct Checked<'a> {
     /// The signature (or query string) verdict.
     pub signature: Signature,
-    /// What identifies the callback across retries and replays, to count duplicates.
-    pub dedupe_key: Option<String>,
+    /// What marks the callback as a repeat (a retry or a replay sends it again): agora's
+    /// `callId`, tencent's `CallbackCommand/MsgKey`; `None` when there is none.
+    pub dedupe_key: Option<Cow<'a, str>>,
 }
 
 /// One provider's wire format. See the module documentation.
 pub trait Wire: Send + Sync + fmt::Debug {
-    /// Which provider this is.
-    fn dialect(&self) -> Dialect;
-
     /// A message's callbacks for rules of `kind`: agora makes a `chat` callback and one
     /// `chat_offline` per offline recipient; tencent one before- or after-command.
     fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a>;
@@ -192,9 +191,26 @@ pub trait Wire: Send + Sync + fmt::Debug {
     /// answer.
     fn pre_send_failure_text(&self) -> &'static str;
 
-    /// What a receiver of callbacks checks: the signature, or the query string.
-    fn check_received(&self, query: Option<&str>, body: &[u8], secret: Option<&str>) -> Checked;
+    /// What a receiver of callbacks checks: the signature (when it knows the `secret`), or the
+    /// query string against the body.
+    fn check_received<'b>(&self, query: Option<&str>, body: &'b [u8], secret: Option<&str>) -> Checked<'b>;
 
-    /// The body a well-behaved receiver answers with: accepting (`ok`), or refusing.
+    /// The body a well-behaved receiver answers with: accepting (`ok`), or refusing (agora
+    /// reads nothing in a post-send answer: empty; tencent reads `ActionStatus`/`ErrorCode`).
     fn receiver_answer(&self, ok: bool) -> &'static str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_dialect_answers_its_own_body() {
+        let (agora, tencent) = (wire(Dialect::Agora, 1), wire(Dialect::Tencent, 1));
+        assert_eq!((agora.receiver_answer(true), agora.receiver_answer(false)), ("", ""));
+        assert!(tencent.receiver_answer(true).contains(r#""ErrorCode":0"#));
+        assert!(tencent.receiver_answer(false).contains(r#""ErrorCode":1"#));
+        assert_eq!(defaults(Dialect::Agora).timeout, Duration::from_secs(60));
+        assert_eq!(defaults(Dialect::Tencent).retries, 0);
+    }
 }

@@ -1,7 +1,7 @@
 //! `callback-sim sink`: a receiver for trying things out, for benchmarks, and for tests.
 //!
 //! Every `POST` (any path) is a callback: the sink checks it as a receiver of its dialect
-//! would ([`verify`]), counts it and its repeated ids ([`stats`]), optionally records it, and
+//! would (the provider's [`Wire::check_received`]), counts it and its repeated ids ([`stats`]), optionally records it, and
 //! answers — 200 by default, as a test scripted ([`Reply`], [`script`]), or with the faults of
 //! the command line: a status for a fraction of requests (`fail_rate`) or all of them, a
 //! delay, a long body. `GET /stats` answers the counters as JSON. With [`SinkTls`] it serves
@@ -10,7 +10,6 @@
 mod script;
 mod stats;
 mod tls;
-mod verify;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,12 +25,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::dialect::{self, Signature, Wire};
 use crate::domain::Dialect;
 
 pub use script::{Reply, StreamProgress};
 pub use stats::SinkSummary;
 pub use tls::SinkTls;
-pub use verify::{Signature, agora_verify};
 
 use script::{Answer, Faults, Script, StreamCounters};
 use stats::SinkStats;
@@ -84,6 +83,8 @@ impl Default for SinkOptions {
 #[derive(Debug)]
 struct SinkState {
     opts: SinkOptions,
+    /// The dialect's wire format: how callbacks are checked and answered.
+    wire: Arc<dyn Wire>,
     stats: SinkStats,
     /// The `body_chars` answer body (empty when 0).
     body: Bytes,
@@ -101,7 +102,7 @@ impl SinkState {
     fn options_reply(&self) -> Reply {
         let (fault, status) = self.faults.lock().expect("faults lock").draw();
         let body = if self.opts.body_chars == 0 {
-            verify::answer_body(self.opts.dialect, fault)
+            self.wire.receiver_answer(!fault)
         } else {
             ""
         };
@@ -112,7 +113,7 @@ impl SinkState {
     /// receiver of the dialect answers with this status.
     fn default_body(&self, status: StatusCode) -> Bytes {
         if self.body.is_empty() {
-            Bytes::from_static(verify::answer_body(self.opts.dialect, status != StatusCode::OK).as_bytes())
+            Bytes::from_static(self.wire.receiver_answer(status == StatusCode::OK).as_bytes())
         } else {
             self.body.clone()
         }
@@ -169,6 +170,8 @@ impl Sink {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let state = Arc::new(SinkState {
+            // A receiver knows no app settings: the wire format only checks and answers here.
+            wire: dialect::wire(opts.dialect, 0),
             stats: SinkStats::default(),
             body: Bytes::from("x".repeat(opts.body_chars)),
             faults: Mutex::new(Faults {
@@ -329,10 +332,10 @@ async fn receive(State(s): State<Arc<SinkState>>, request: Request) -> Response 
     };
     let st = &s.stats;
     st.received(body.len());
-    let verdict = verify::check(s.opts.dialect, s.opts.secret.as_deref(), uri.query(), &body);
+    let verdict = s.wire.check_received(uri.query(), &body, s.opts.secret.as_deref());
     let signature = verdict.signature;
     st.verdict(signature);
-    if let Some(id) = &verdict.id {
+    if let Some(id) = &verdict.dedupe_key {
         st.seen(id);
     }
     // A scripted reply (tests) wins over the options' fault injection (CLI).

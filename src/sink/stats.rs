@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::verify::Signature;
+use crate::dialect::Signature;
 
 /// The sink's counters.
 #[derive(Debug, Default)]

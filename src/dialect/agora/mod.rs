@@ -17,10 +17,9 @@ use serde_json::value::RawValue;
 
 pub use self::body::SECURITY_VERSION;
 pub use self::sign::{sign, verify};
-#[allow(unused_imports)]
-pub use self::verdict::{DENIED_EMPTY_CODE, DENIED_NO_CODE, INTERNAL_ERROR, MAX_REWRITE_BYTES};
+pub use self::verdict::INTERNAL_ERROR;
 use super::{Checked, Defaults, Encoded, MessageFacts, Prepared, Recipient, Signature, Verdict, Wire};
-use crate::domain::{Dialect, EventType, MessageType, RuleKind};
+use crate::domain::{EventType, MessageType, RuleKind};
 use crate::event::Event;
 
 /// The provider's defaults: a post-send attempt waits up to 60 s, a failed one is retried
@@ -39,10 +38,6 @@ pub const DEFAULTS: Defaults = Defaults {
 pub struct Agora;
 
 impl Wire for Agora {
-    fn dialect(&self) -> Dialect {
-        Dialect::Agora
-    }
-
     fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a> {
         let msg = facts.msg;
         let mut recipients = Vec::with_capacity(1 + msg.offline.len());
@@ -91,7 +86,7 @@ impl Wire for Agora {
         INTERNAL_ERROR
     }
 
-    fn check_received(&self, _query: Option<&str>, body: &[u8], secret: Option<&str>) -> Checked {
+    fn check_received<'b>(&self, _query: Option<&str>, body: &'b [u8], secret: Option<&str>) -> Checked<'b> {
         let Ok(head) = serde_json::from_slice::<sign::Head>(body) else {
             return Checked {
                 signature: Signature::Unparsable,
@@ -100,7 +95,7 @@ impl Wire for Agora {
         };
         Checked {
             signature: secret.map_or(Signature::Unchecked, |s| head.check(s)),
-            dedupe_key: head.call_id.map(|id| id.into_owned()),
+            dedupe_key: head.call_id,
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 pub use self::body::{GROUP_MEMBER_JOIN, MsgIds, STATE_CHANGE, message_command, platform, query};
 use super::{Checked, Defaults, Encoded, MessageFacts, Prepared, Recipient, Signature, Verdict, Wire};
-use crate::domain::{Dialect, MessageType, Platform, RuleKind};
+use crate::domain::{MessageType, Platform, RuleKind};
 use crate::event::Event;
 
 /// The provider's defaults: every callback, before-commands included, waits at most 2 s and is
@@ -48,10 +48,6 @@ pub struct Tencent {
 }
 
 impl Wire for Tencent {
-    fn dialect(&self) -> Dialect {
-        Dialect::Tencent
-    }
-
     fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a> {
         let msg = facts.msg;
         let cmd = message_command(kind, msg.chat_type);
@@ -148,7 +144,7 @@ impl Wire for Tencent {
         INTERNAL_ERROR
     }
 
-    fn check_received(&self, query: Option<&str>, body: &[u8], _secret: Option<&str>) -> Checked {
+    fn check_received<'b>(&self, query: Option<&str>, body: &'b [u8], _secret: Option<&str>) -> Checked<'b> {
         let Ok(serde_json::Value::Object(body)) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Checked {
                 signature: Signature::Unparsable,
@@ -160,7 +156,7 @@ impl Wire for Tencent {
         let dedupe_key = body
             .get("MsgKey")
             .and_then(|k| k.as_str())
-            .map(|key| format!("{command}/{key}"));
+            .map(|key| format!("{command}/{key}").into());
         let params: std::collections::HashMap<String, String> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .into_owned()
@@ -249,9 +245,18 @@ mod tests {
         let c = w.check_received(Some(good), body, None);
         assert_eq!(c.signature, Signature::QueryOk);
         assert_eq!(c.dedupe_key.as_deref(), Some("C2C.CallbackAfterSendMsg/1_2_3"));
-        let bad = good.replace("C2C.CallbackAfterSendMsg", "Group.CallbackAfterSendMsg");
-        assert_eq!(w.check_received(Some(&bad), body, None).signature, Signature::QueryBad);
-        assert_eq!(w.check_received(None, b"x", None).signature, Signature::Unparsable);
+        let other_command = good.replace("C2C.CallbackAfterSendMsg", "Group.CallbackAfterSendMsg");
+        for query in [None, Some(other_command.as_str()), Some(&good[..good.len() - 4])] {
+            assert_eq!(
+                w.check_received(query, body, None).signature,
+                Signature::QueryBad,
+                "{query:?}"
+            );
+        }
+        assert_eq!(
+            w.check_received(Some(good), b"[]", None).signature,
+            Signature::Unparsable
+        );
     }
 
     #[test]
