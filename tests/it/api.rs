@@ -1,4 +1,4 @@
-//! The ingestion route's envelope and error answers, in the SPEC §8 order.
+//! The ingestion route's envelope and error answers, in the order docs/behaviour.md §8 gives.
 
 use callback_sim::{Config, Reply, Sim};
 use serde_json::{Value, json};
@@ -55,7 +55,7 @@ async fn auth_and_bad_requests() {
         .unwrap();
     let (s, v) = status_json(resp).await;
     assert_error(s, &v, 401, "Authorization");
-    // Unknown app wins over a wrong token (SPEC §8 order).
+    // Unknown app wins over a wrong token (docs/behaviour.md §8: the app is checked first).
     let (s, _) = send_as(&sim, "nope", "wrong", msg.clone(), false).await;
     assert_eq!(s, 404);
 

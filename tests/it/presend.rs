@@ -1,4 +1,4 @@
-//! Pre-send (moderation) callbacks, agora dialect (SPEC §4.2).
+//! Pre-send (moderation) callbacks, agora dialect (docs/behaviour.md §4.2).
 
 use callback_sim::{Reply, RuleBuilder, Signature, Sim, Sink, agora_sign};
 use serde_json::{Value, json};

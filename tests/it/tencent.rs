@@ -1,4 +1,4 @@
-//! The tencent dialect (SPEC §4.3) and the events route (SPEC §8.3).
+//! The tencent dialect (docs/behaviour.md §4.3) and the events route (§8.3).
 
 use std::collections::HashMap;
 

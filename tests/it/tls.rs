@@ -256,7 +256,16 @@ async fn tls_failures_say_which_side_failed() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[apps]]\nid = \"app1\"\ntoken = \"tok1\"\ntimeout_secs = 2\nretries = 0\nmax_rules = 8\n{rules}"
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "data"
+[[apps]]
+id = "app1"
+token = "tok1"
+timeout_secs = 2
+retries = 0
+max_rules = 8
+{rules}"#
         ),
     )
     .unwrap();
