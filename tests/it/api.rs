@@ -1,7 +1,6 @@
-//! The ingestion route's envelope and error answers, in the SPEC §8 order.
+//! The ingestion route's envelope and error answers, in the order docs/behaviour.md §8 gives.
 
-use std::time::Duration;
-
+use callback_sim::{Config, Reply, Sim};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -16,9 +15,9 @@ fn assert_error(status: reqwest::StatusCode, v: &Value, want: u16, field_hint: &
 
 #[tokio::test]
 async fn the_success_envelope_is_the_providers() {
-    let rx = Receiver::ok().await;
-    let app = spawn_app("", &agora_app("", &rule("r", &rx.url("/"), ""))).await;
-    let (status, v) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), false).await;
+    let sink = sink(Reply::ok()).await;
+    let sim = start_app(app1().rule(rule("r", &sink.url("/")))).await;
+    let (status, v) = send(&sim, json!({"from": "a", "to": "b", "msg": "x"}), false).await;
     assert_eq!(status, 200);
     for k in ["path", "uri", "timestamp", "action", "application", "data", "duration"] {
         assert!(v.get(k).is_some(), "{k} missing: {v}");
@@ -35,29 +34,29 @@ async fn the_success_envelope_is_the_providers() {
         data.get("callbacks").is_none(),
         "without wait the answer comes before outcomes"
     );
-    rx.wait_for(1).await;
+    arrived(&sink, 1).await;
 }
 
 #[tokio::test]
 async fn auth_and_bad_requests() {
-    let rx = Receiver::ok().await;
-    let app = spawn_app("", &agora_app("", &rule("r", &rx.url("/"), ""))).await;
+    let sink = sink(Reply::ok()).await;
+    let sim = start_app(app1().rule(rule("r", &sink.url("/")))).await;
+    let http = reqwest::Client::new();
     let msg = json!({"from": "a", "to": "b", "msg": "x"});
-    let (s, v) = app.send_as("nope", "tok1", msg.clone(), false).await;
+    let (s, v) = send_as(&sim, "nope", TOKEN, msg.clone(), false).await;
     assert_error(s, &v, 404, "nope");
-    let (s, v) = app.send_as("app1", "wrong", msg.clone(), false).await;
+    let (s, v) = send_as(&sim, APP, "wrong", msg.clone(), false).await;
     assert_error(s, &v, 401, "token");
-    let resp = app
-        .http
-        .post(format!("{}/app-id/app1/messages", app.base))
+    let resp = http
+        .post(format!("{}/app-id/app1/messages", sim.base_url()))
         .json(&msg)
         .send()
         .await
         .unwrap();
     let (s, v) = status_json(resp).await;
     assert_error(s, &v, 401, "Authorization");
-    // Unknown app wins over a wrong token (SPEC §8 order).
-    let (s, _) = app.send_as("nope", "wrong", msg.clone(), false).await;
+    // Unknown app wins over a wrong token (docs/behaviour.md §8: the app is checked first).
+    let (s, _) = send_as(&sim, "nope", "wrong", msg.clone(), false).await;
     assert_eq!(s, 404);
 
     for (body, field) in [
@@ -71,88 +70,102 @@ async fn auth_and_bad_requests() {
         (json!({"from": "a", "to": "b", "msg": "x", "offline": "b"}), "offline"),
         (json!(["not", "an", "object"]), "JSON object"),
     ] {
-        let (s, v) = app.send(body.clone(), false).await;
+        let (s, v) = send(&sim, body.clone(), false).await;
         assert_error(s, &v, 400, field);
     }
-    let resp = app
-        .http
-        .post(format!("{}/app-id/app1/messages", app.base))
-        .bearer_auth("tok1")
+    let resp = http
+        .post(format!("{}/app-id/app1/messages", sim.base_url()))
+        .bearer_auth(TOKEN)
         .body("{not json")
         .send()
         .await
         .unwrap();
     let (s, v) = status_json(resp).await;
     assert_error(s, &v, 400, "body");
-    let resp = app
-        .http
-        .post(format!("{}/app-id/app1/messages?wait=maybe", app.base))
-        .bearer_auth("tok1")
+    let resp = http
+        .post(format!("{}/app-id/app1/messages?wait=maybe", sim.base_url()))
+        .bearer_auth(TOKEN)
         .json(&msg)
         .send()
         .await
         .unwrap();
     let (s, v) = status_json(resp).await;
     assert_error(s, &v, 400, "wait");
-    assert_eq!(rx.count(), 0, "nothing refused was delivered");
+    assert_eq!(count(&sink), 0, "nothing refused was delivered");
 }
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
-    let rx = Receiver::ok().await;
-    let app = spawn_app(
-        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 2048\n",
-        &agora_app("", &rule("r", &rx.url("/"), "")),
-    )
-    .await;
-    let (s, v) = app
-        .send(json!({"from": "a", "to": "b", "msg": "x".repeat(4096)}), false)
-        .await;
+    let sink = sink(Reply::ok()).await;
+    // `server.max_body_bytes` as config.toml gives it.
+    let sim = Sim::from_toml(&format!(
+        r#"
+        [server]
+        max_body_bytes = 2048
+        [[apps]]
+        id = "app1"
+        token = "tok1"
+          [[apps.rules]]
+          name = "r"
+          url = "{}"
+          secret = "s"
+        "#,
+        sink.url("/")
+    ))
+    .await
+    .unwrap();
+    let (s, v) = send(&sim, json!({"from": "a", "to": "b", "msg": "x".repeat(4096)}), false).await;
     assert_error(s, &v, 413, "2048");
 }
 
 #[tokio::test]
 async fn rate_limit_gives_429() {
-    let rx = Receiver::ok().await;
-    let app = spawn_app(
-        "[api]\nrate_per_sec = 1\nburst = 2\n",
-        &agora_app("", &rule("r", &rx.url("/"), "")),
+    let sink = sink(Reply::ok()).await;
+    let sim = start(
+        Config::builder()
+            .api_rate(1, 2)
+            .app(app1().rule(rule("r", &sink.url("/")))),
     )
     .await;
     let msg = json!({"from": "a", "to": "b", "msg": "x"});
     let mut codes = Vec::new();
     for _ in 0..4 {
-        codes.push(app.send(msg.clone(), false).await.0.as_u16());
+        codes.push(send(&sim, msg.clone(), false).await.0.as_u16());
     }
     assert_eq!(&codes[..2], [200, 200]);
     assert!(codes[2..].contains(&429), "{codes:?}");
-    let (s, v) = app.send(msg, false).await;
+    let (s, v) = send(&sim, msg, false).await;
     assert_error(s, &v, 429, "requests per second");
 }
 
 #[tokio::test]
 async fn a_full_queue_gives_429_for_all_of_a_message() {
-    let rx = Receiver::start(Reply::Hang).await;
-    let sections = "[delivery]\nconcurrency = 1\nqueue_capacity = 2\n";
-    let app = spawn_app(sections, &agora_app("", &rule("r", &rx.url("/"), ""))).await;
+    let sink = sink(Reply::hang()).await;
+    let sim = start(
+        config()
+            .concurrency(1)
+            .queue_capacity(2)
+            .app(app1().rule(rule("r", &sink.url("/")))),
+    )
+    .await;
     // Four callbacks never fit in a queue of two: none is queued.
-    let (s, v) = app
-        .send(
-            json!({"from": "a", "to": "g", "chat_type": "groupchat", "msg": "x", "offline": ["b", "c", "d"]}),
-            false,
-        )
-        .await;
+    let (s, v) = send(
+        &sim,
+        json!({"from": "a", "to": "g", "chat_type": "groupchat", "msg": "x", "offline": ["b", "c", "d"]}),
+        false,
+    )
+    .await;
     assert_error(s, &v, 429, "queue");
     // One in flight, two queued, then the queue is full.
     let mut codes = Vec::new();
     for _ in 0..6 {
-        let (s, _) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), false).await;
+        let (s, _) = send(&sim, json!({"from": "a", "to": "b", "msg": "x"}), false).await;
         codes.push(s.as_u16());
         if s == 429 {
             break;
         }
         if codes.len() == 1 {
-            rx.wait_for(1).await;
+            arrived(&sink, 1).await;
         }
     }
     assert_eq!(codes, [200, 200, 200, 429]);
@@ -160,20 +173,21 @@ async fn a_full_queue_gives_429_for_all_of_a_message() {
 
 #[tokio::test]
 async fn graceful_stop_finishes_every_callback() {
-    let rx = Receiver::start(Reply::Hang).await;
-    let sections = "[delivery]\nconcurrency = 1\n";
-    let mut app = spawn_app(
-        sections,
-        &agora_app("exception_store = false", &rule("r", &rx.url("/"), "")),
+    let sink = sink(Reply::hang()).await;
+    let sim = start(
+        config()
+            .concurrency(1)
+            .app(app1().exception_store(false).rule(rule("r", &sink.url("/")))),
     )
     .await;
-    let send = |app: &TestApp| {
-        let http = app.http.clone();
-        let url = format!("{}/app-id/app1/messages?wait=true", app.base);
+    let base = sim.base_url();
+    let send_waiting = || {
+        let url = format!("{base}/app-id/app1/messages?wait=true");
         tokio::spawn(async move {
             status_json(
-                http.post(url)
-                    .bearer_auth("tok1")
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(TOKEN)
                     .json(&json!({"from": "a", "to": "b", "msg": "x"}))
                     .send()
                     .await
@@ -182,42 +196,29 @@ async fn graceful_stop_finishes_every_callback() {
             .await
         })
     };
-    let in_flight = send(&app);
-    rx.wait_for(1).await;
-    let queued = send(&app);
-    let base = app.base.clone();
-    // Wait until the second message is queued behind the hung one.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let h: Value = reqwest::get(format!("{base}/healthz"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if h["queued"] == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "second message never queued: {h}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stop = tokio::spawn(async move { app.shutdown().await });
+    let in_flight = send_waiting();
+    arrived(&sink, 1).await;
+    let queued = send_waiting();
+    eventually("the second message to queue behind the hung one", || async {
+        (sim.queued() == 1).then_some(())
+    })
+    .await;
+    let stop = tokio::spawn(async move { sim.shutdown().await });
     // While stopping (the hung attempt holds the stop for its grace period), /healthz says so
     // and new messages get 503.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let health = eventually("/healthz to answer 503", || async {
         let resp = reqwest::get(format!("{base}/healthz")).await.unwrap();
         if resp.status() == 503 {
-            let h: Value = resp.json().await.unwrap();
-            assert_eq!(h["status"], "stopping", "{h}");
-            break;
+            Some(resp.json::<Value>().await.unwrap())
+        } else {
+            None
         }
-        assert!(std::time::Instant::now() < deadline, "the stop never began");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
+    assert_eq!(health["status"], "stopping", "{health}");
     let resp = reqwest::Client::new()
         .post(format!("{base}/app-id/app1/messages"))
-        .bearer_auth("tok1")
+        .bearer_auth(TOKEN)
         .json(&json!({"from": "a", "to": "b", "msg": "x"}))
         .send()
         .await
@@ -251,20 +252,20 @@ async fn graceful_stop_finishes_every_callback() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
-    let app = spawn_app("", &agora_app("", &rule("r", "http://127.0.0.1:9/", ""))).await;
-    let (s, v) = app.get("/nope", "tok1").await;
+    let sim = start_app(app1().rule(rule("r", "http://127.0.0.1:9/"))).await;
+    let (s, v) = get(&sim, "/nope", TOKEN).await;
     assert_error(s, &v, 404, "route");
-    let (s, v) = app.get("/app-id/app1/messages", "tok1").await;
+    let (s, v) = get(&sim, "/app-id/app1/messages", TOKEN).await;
     assert_error(s, &v, 405, "method");
-    let (s, v) = app.get("/healthz", "").await;
+    let (s, v) = get(&sim, "/healthz", "").await;
     assert_eq!((s.as_u16(), v["status"].as_str()), (200, Some("ok")));
-    let (s, v) = app.get("/app-id/app1/callbacks/rules?x=1", "tok1").await;
+    let (s, v) = get(&sim, "/app-id/app1/callbacks/rules?x=1", TOKEN).await;
     assert_error(s, &v, 400, "x");
 }
 
 #[tokio::test]
 async fn odd_path_and_query_parameters_get_4xx() {
-    let app = spawn_app("", &agora_app("", &rule("r", "http://127.0.0.1:9/", ""))).await;
+    let sim = start_app(app1().rule(rule("r", "http://127.0.0.1:9/"))).await;
     let long = "a".repeat(10_000);
     for path in [
         "/app-id/%E4%B8%AD%E6%96%87/callbacks/rules".to_string(),
@@ -277,10 +278,9 @@ async fn odd_path_and_query_parameters_get_4xx() {
         "/app-id/app1/callbacks/storage/items?date=202109091440&limit=%00".to_string(),
         "/app-id/app1/callbacks/storage/items?date=202109091440&retry=99999999999999999999".to_string(),
     ] {
-        let resp = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .bearer_auth("tok1")
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", sim.base_url()))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();
@@ -293,8 +293,8 @@ async fn odd_path_and_query_parameters_get_4xx() {
 
 #[tokio::test]
 async fn the_openapi_document_is_served() {
-    let app = spawn_app("", &agora_app("", &rule("r", "http://127.0.0.1:9/", ""))).await;
-    let (s, doc) = app.get("/openapi.json", "").await;
+    let sim = start_app(app1().rule(rule("r", "http://127.0.0.1:9/"))).await;
+    let (s, doc) = get(&sim, "/openapi.json", "").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/app-id/{app_id}/callbacks/storage/retry"]["post"].is_object());
@@ -302,25 +302,27 @@ async fn the_openapi_document_is_served() {
 
 #[tokio::test]
 async fn metrics_show_callbacks_latency_queue_bans_store_and_replays() {
-    let ok = Receiver::ok().await;
-    let bad = Receiver::start(Reply::Status(500)).await;
-    let rules = rule("good", &ok.url("/"), "") + &rule("broken", &bad.url("/"), "");
-    let app = spawn_app(
-        "[ban]\nfailure_threshold = 2\nwindow_secs = 60\nbase_secs = 60\n",
-        &agora_app("", &rules),
+    let ok = sink(Reply::ok()).await;
+    let bad = sink(Reply::status(500)).await;
+    let sim = start(
+        config().ban(2, 60.0, 60.0, 5).app(
+            app1()
+                .rule(rule("good", &ok.url("/")))
+                .rule(rule("broken", &bad.url("/"))),
+        ),
     )
     .await;
-    app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
-    let date = app.info().await[0]["date"].as_str().unwrap().to_string();
-    app.post(
+    send(&sim, json!({"from": "a", "to": "b", "msg": "x"}), true).await;
+    let date = info(&sim).await[0]["date"].as_str().unwrap().to_string();
+    post(
+        &sim,
         "/app-id/app1/callbacks/storage/retry",
-        "tok1",
+        TOKEN,
         json!({"date": date, "targetUrl": ok.url("/r")}),
     )
     .await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", sim.base_url()))
         .send()
         .await
         .unwrap()

@@ -4,9 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::spawn_first_line;
-
-const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
+use crate::helpers::{BIN, spawn_first_line, wait_with_timeout};
 
 #[test]
 fn sign_prints_the_test_vector() {
@@ -84,7 +82,7 @@ fn serve_prints_its_address_and_stops_on_sigterm() {
         "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"http://127.0.0.1:9/\"\n  secret = \"s\"\n",
     )
     .unwrap();
-    let (mut child, line, _) = spawn_first_line(
+    let (child, line, _) = spawn_first_line(
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
@@ -100,7 +98,7 @@ fn serve_prints_its_address_and_stops_on_sigterm() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let status = wait_with_timeout(child, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
 }
 
@@ -134,7 +132,7 @@ fn sink_counts_signatures_and_duplicates_and_summarises_on_ctrl_c() {
     for l in out.lines() {
         rest += &l.unwrap();
     }
-    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(wait_with_timeout(child, Duration::from_secs(20)).code(), Some(0));
     assert!(rest.contains("received 3 callbacks"), "{rest}");
     assert!(rest.contains("signatures ok 2, bad 1"), "{rest}");
     assert!(rest.contains("duplicate callIds 1"), "{rest}");
@@ -165,20 +163,6 @@ fn raw_http(addr: &str, request: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -268,7 +252,7 @@ fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
     let mut logs = String::new();
     use std::io::Read;
     child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert_eq!(wait_with_timeout(&mut child, Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(wait_with_timeout(child, Duration::from_secs(20)).code(), Some(0));
     let json_lines: Vec<serde_json::Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(
         json_lines

@@ -1,4 +1,5 @@
-//! The config loader never panics, whatever it is fed (issue: hostile config).
+//! The config loader never panics, whatever it is fed: structured nonsense, arbitrary text,
+//! arbitrary bytes.
 
 use std::path::Path;
 

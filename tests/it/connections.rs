@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use callback_sim::{CallbackReport, FinalOutcome, Outcome, Reply, Server};
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 
 use crate::helpers::*;
 
@@ -105,14 +105,10 @@ impl Counting {
     /// FIN: CLOSE_WAIT); then lets the runtime poll its sockets once, so that the simulator
     /// sees it too.
     async fn wait_closed(&self, n: usize) {
-        let deadline = std::time::Instant::now() + WAIT;
-        while self.closed.load(Ordering::SeqCst) < n || established_to(self.addr.port()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the receiver's close never reached our side"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually("the receiver's close to reach our side", || async {
+            (self.closed.load(Ordering::SeqCst) >= n && !established_to(self.addr.port())).then_some(())
+        })
+        .await;
         tokio::task::yield_now().await;
     }
 
@@ -132,29 +128,25 @@ fn established_to(port: u16) -> bool {
     })
 }
 
-async fn send_one(app: &TestApp, i: usize) -> serde_json::Value {
-    let (status, answer) = app
-        .send(json!({"from": "u1", "to": format!("u{i}"), "msg": "m"}), true)
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    callbacks(&answer)[0].clone()
+/// The report of one text message to `u{i}`, whose one callback goes to rule `a`.
+async fn send_one(sim: &Server, i: usize) -> CallbackReport {
+    let mut reports = send_text(sim, &format!("u{i}")).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    reports.remove(0)
+}
+
+/// app1 with one rule `a` to `url`, `concurrency` deliveries in flight at most.
+async fn sim_to(url: &str, concurrency: u64) -> callback_sim::Sim {
+    start(config().concurrency(concurrency).app(app1().rule(rule("a", url)))).await
 }
 
 #[tokio::test]
 async fn connections_are_kept_alive_and_reused() {
     let rx = Counting::start(Close::Never).await;
-    let app = spawn_app(
-        "[delivery]\nconcurrency = 4\n",
-        &agora_app("", &rule("a", &rx.url(), "")),
-    )
-    .await;
-    let sends = (0..40).map(|i| send_one(&app, i));
+    let sim = sim_to(&rx.url(), 4).await;
+    let sends = (0..40).map(|i| send_one(&sim, i));
     for cb in futures_util::future::join_all(sends).await {
-        assert_eq!(
-            (cb["outcome"].as_str(), cb["attempts"].as_u64()),
-            (Some("delivered"), Some(1)),
-            "{cb}"
-        );
+        assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Delivered, 1), "{cb:?}");
     }
     assert_eq!(rx.requests.load(Ordering::SeqCst), 40);
     // At most the rule's share of `concurrency`, each used again and again.
@@ -165,36 +157,24 @@ async fn connections_are_kept_alive_and_reused() {
 #[tokio::test]
 async fn a_receiver_closing_each_connection_costs_no_failed_attempt() {
     let rx = Counting::start(Close::Announced).await;
-    let app = spawn_app("", &agora_app("", &rule("a", &rx.url(), ""))).await;
+    let sim = start_app(app1().rule(rule("a", &rx.url()))).await;
     for i in 0..10 {
-        let cb = send_one(&app, i).await;
-        assert_eq!(
-            (cb["outcome"].as_str(), cb["attempts"].as_u64()),
-            (Some("delivered"), Some(1)),
-            "{cb}"
-        );
+        let cb = send_one(&sim, i).await;
+        assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Delivered, 1), "{cb:?}");
     }
     assert_eq!(rx.conns.load(Ordering::SeqCst), 10);
-    let state = app.rule_status("a").await;
-    assert_eq!(state["counts"]["connect"], 0, "{state}");
+    let state = rule_state(&sim, "a");
+    assert_eq!(state.stats.outcome(Outcome::Connect), 0, "{state:?}");
 }
 
 #[tokio::test]
 async fn a_connection_the_receiver_closed_while_idle_is_replaced() {
     let rx = Counting::start(Close::Idle(Duration::from_millis(50))).await;
     // One worker: the second callback must go out on the connection the first one opened.
-    let app = spawn_app(
-        "[delivery]\nconcurrency = 1\n",
-        &agora_app("", &rule("a", &rx.url(), "")),
-    )
-    .await;
+    let sim = sim_to(&rx.url(), 1).await;
     for i in 0..4 {
-        let cb = send_one(&app, i).await;
-        assert_eq!(
-            (cb["outcome"].as_str(), cb["attempts"].as_u64()),
-            (Some("delivered"), Some(1)),
-            "{cb}"
-        );
+        let cb = send_one(&sim, i).await;
+        assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Delivered, 1), "{cb:?}");
         rx.wait_closed(i + 1).await;
     }
     assert_eq!(rx.requests.load(Ordering::SeqCst), 4);
@@ -208,21 +188,13 @@ async fn a_connection_the_receiver_closed_while_idle_is_replaced() {
 #[tokio::test]
 async fn a_receiver_answering_errors_keeps_its_connection() {
     let rx = Counting::answering(Close::Never, 500).await;
-    let app = spawn_app(
-        "[delivery]\nconcurrency = 1\n",
-        &agora_app("", &rule("a", &rx.url(), "")),
-    )
-    .await;
+    let sim = sim_to(&rx.url(), 1).await;
     for i in 0..5 {
-        let cb = send_one(&app, i).await;
+        let cb = send_one(&sim, i).await;
         assert_eq!(
-            (
-                cb["outcome"].as_str(),
-                cb["last_attempt"].as_str(),
-                cb["attempts"].as_u64()
-            ),
-            (Some("stored"), Some("status"), Some(2)),
-            "{cb}"
+            (cb.outcome, cb.last_attempt, cb.attempts),
+            (FinalOutcome::Stored, Outcome::Status, 2),
+            "{cb:?}"
         );
     }
     assert_eq!(rx.requests.load(Ordering::SeqCst), 10);
@@ -254,19 +226,15 @@ async fn an_error_answer_whose_body_never_comes_is_not_waited_for() {
         }
     });
     let url = format!("http://{addr}/cb");
-    let app = spawn_app("", &agora_app("timeout_secs = 4", &rule("a", &url, ""))).await;
-    let cb = send_one(&app, 0).await;
+    let sim = start_app(app1().timeout_secs(4.0).rule(rule("a", &url))).await;
+    let cb = send_one(&sim, 0).await;
     assert_eq!(
-        (
-            cb["outcome"].as_str(),
-            cb["last_attempt"].as_str(),
-            cb["status"].as_u64()
-        ),
-        (Some("stored"), Some("status"), Some(500)),
-        "{cb}"
+        (cb.outcome, cb.last_attempt, cb.status),
+        (FinalOutcome::Stored, Outcome::Status, Some(500)),
+        "{cb:?}"
     );
     // Two attempts, each waiting at most DRAIN_WAIT (100 ms) for the body, not the timeout.
-    assert!(cb["latency_ms"].as_f64().unwrap() < 2000.0, "{cb}");
+    assert!(cb.latency_ms < 2000.0, "{cb:?}");
     assert_eq!(conns.load(Ordering::SeqCst), 2, "the connection was not kept");
 }
 
@@ -274,15 +242,18 @@ async fn an_error_answer_whose_body_never_comes_is_not_waited_for() {
 /// at a time here, the second rule's waiting for the first's to end.
 #[tokio::test]
 async fn more_rules_than_concurrency_stay_within_it() {
-    let a = Receiver::start(Reply::Delay(Duration::from_millis(300), 200)).await;
-    let b = Receiver::start(Reply::Delay(Duration::from_millis(300), 200)).await;
-    let rules = rule("a", &a.url("/a"), "") + &rule("b", &b.url("/b"), "");
-    let app = spawn_app("[delivery]\nconcurrency = 1\n", &agora_app("", &rules)).await;
-    let (status, answer) = app.send(json!({"from": "u1", "to": "u2", "msg": "m"}), true).await;
-    assert_eq!(status, 200, "{answer}");
+    let a = sink(Reply::ok().after(Duration::from_millis(300))).await;
+    let b = sink(Reply::ok().after(Duration::from_millis(300))).await;
+    let sim = start(
+        config()
+            .concurrency(1)
+            .app(app1().rule(rule("a", &a.url("/a"))).rule(rule("b", &b.url("/b")))),
+    )
+    .await;
+    let reports = send_text(&sim, "u2").await;
     assert!(
-        callbacks(&answer).iter().all(|c| c["outcome"] == "delivered"),
-        "{answer}"
+        reports.iter().all(|c| c.outcome == FinalOutcome::Delivered),
+        "{reports:?}"
     );
     let (ta, tb) = (a.received()[0].at, b.received()[0].at);
     let gap = if ta < tb { tb - ta } else { ta - tb };
@@ -297,14 +268,10 @@ async fn more_rules_than_concurrency_stay_within_it() {
 #[tokio::test]
 async fn callbacks_one_after_another_share_one_connection() {
     let rx = Counting::start(Close::Never).await;
-    let app = spawn_app(
-        "[delivery]\nconcurrency = 64\n",
-        &agora_app("", &rule("a", &rx.url(), "")),
-    )
-    .await;
+    let sim = sim_to(&rx.url(), 64).await;
     for i in 0..30 {
-        let cb = send_one(&app, i).await;
-        assert_eq!(cb["outcome"], "delivered", "{cb}");
+        let cb = send_one(&sim, i).await;
+        assert_eq!(cb.outcome, FinalOutcome::Delivered, "{cb:?}");
     }
     assert_eq!(rx.conns.load(Ordering::SeqCst), 1);
 }
@@ -334,18 +301,14 @@ async fn an_error_answer_at_the_deadline_stays_status() {
         }
     });
     let url = format!("http://{addr}/cb");
-    let app = spawn_app("", &agora_app("timeout_secs = 1\nretries = 0", &rule("a", &url, ""))).await;
+    let sim = start_app(app1().timeout_secs(1.0).retries(0).rule(rule("a", &url))).await;
     for i in 0..5 {
         let sent_at = std::time::Instant::now();
-        let cb = send_one(&app, i).await;
+        let cb = send_one(&sim, i).await;
         let wrote_at = written.lock().unwrap().take().expect("the receiver answered");
         // The attempt started after `sent_at`: its deadline is later than `sent_at` + 1 s.
         if wrote_at < sent_at + Duration::from_secs(1) {
-            assert_eq!(
-                (cb["last_attempt"].as_str(), cb["status"].as_u64()),
-                (Some("status"), Some(503)),
-                "{cb}"
-            );
+            assert_eq!((cb.last_attempt, cb.status), (Outcome::Status, Some(503)), "{cb:?}");
             return;
         }
     }

@@ -1,8 +1,8 @@
 //! Post-send delivery: wire format, fan-out, filters, retry and outcome classes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use callback_sim::agora_sign;
+use callback_sim::{FinalOutcome, Message, Outcome, Reply, Signature, Sink, agora_sign};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -13,20 +13,21 @@ fn keys(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn callback_is_signed_and_has_the_provider_fields() {
-    let rx = Receiver::ok().await;
-    let app = spawn_app("", &agora_app("", &rule("sync", &rx.url("/cb"), ""))).await;
-    let (status, answer) = app
-        .send(
-            json!({"from": "u1", "to": "u2", "msg": "hello", "ext": {"k": "v"}}),
-            true,
-        )
-        .await;
+    let sink = Sink::recording(Some("sec_sync")).await.unwrap();
+    let sim = start_app(app1().rule(rule("sync", &sink.url("/cb")))).await;
+    let (status, answer) = send(
+        &sim,
+        json!({"from": "u1", "to": "u2", "msg": "hello", "ext": {"k": "v"}}),
+        true,
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
-    let got = rx.wait_for(1).await;
+    let got = arrived(&sink, 1).await;
     let req = &got[0];
     assert_eq!(req.path, "/cb");
-    assert_eq!(req.headers["content-type"], "application/json");
-    assert!(req.headers["user-agent"].to_str().unwrap().starts_with("callback-sim/"));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert!(req.header("user-agent").unwrap().starts_with("callback-sim/"));
+    assert_eq!(req.signature, Signature::Valid);
     // Exact bytes: keys in the provider's order, no group_id for one-to-one chat.
     let text = std::str::from_utf8(&req.body).unwrap();
     let body: Value = req.json();
@@ -102,19 +103,19 @@ fn uuid_part(call_id: &str) {
 
 #[tokio::test]
 async fn groups_and_chatrooms_carry_group_id_and_offline_fan_out() {
-    let rx = Receiver::ok().await;
-    let app = spawn_app("", &agora_app("", &rule("sync", &rx.url("/cb"), ""))).await;
-    let (status, answer) = app
-        .send(
-            json!({"from": "u1", "to": "g1", "chat_type": "chatroom", "type": "img",
-                     "body": {"url": "http://x/1.png", "filename": "1.png"}, "offline": ["u3", "u4"]}),
-            true,
-        )
-        .await;
+    let sink = sink(Reply::ok()).await;
+    let sim = start_app(app1().rule(rule("sync", &sink.url("/cb")))).await;
+    let (status, answer) = send(
+        &sim,
+        json!({"from": "u1", "to": "g1", "chat_type": "chatroom", "type": "img",
+                 "body": {"url": "http://x/1.png", "filename": "1.png"}, "offline": ["u3", "u4"]}),
+        true,
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["data"]["queued"], 3);
-    let got = rx.wait_for(3).await;
-    let mut bodies: Vec<Value> = got.iter().map(Received::json).collect();
+    let got = arrived(&sink, 3).await;
+    let mut bodies: Vec<Value> = got.iter().map(|r| r.json()).collect();
     bodies.sort_by_key(|b| b["to"].as_str().unwrap().to_string());
     let tos: Vec<_> = bodies
         .iter()
@@ -133,9 +134,13 @@ async fn groups_and_chatrooms_carry_group_id_and_offline_fan_out() {
         .collect();
     assert_eq!(ids.len(), 3, "each callback has its own callId");
     // One-to-one with an offline recipient: no group_id anywhere.
-    app.send(json!({"from": "u1", "to": "u2", "msg": "hi", "offline": ["u2"]}), true)
-        .await;
-    let got = rx.wait_for(5).await;
+    send(
+        &sim,
+        json!({"from": "u1", "to": "u2", "msg": "hi", "offline": ["u2"]}),
+        true,
+    )
+    .await;
+    let got = arrived(&sink, 5).await;
     for r in &got[3..] {
         assert!(r.json().get("group_id").is_none(), "{}", r.json());
     }
@@ -143,23 +148,23 @@ async fn groups_and_chatrooms_carry_group_id_and_offline_fan_out() {
 
 #[tokio::test]
 async fn rule_filters_decide_which_rules_get_a_message() {
-    let rx = Receiver::ok().await;
-    let rules = [
-        rule("all", &rx.url("/all"), ""),
-        rule(
-            "groups_img",
-            &rx.url("/groups_img"),
-            "  chat_types = [\"groupchat\"]\n  message_types = [\"img\"]",
-        ),
-        rule(
-            "offline_only",
-            &rx.url("/offline_only"),
-            "  event_types = [\"chat_offline\"]\n  include_rest = false",
-        ),
-        rule("off", &rx.url("/off"), "  enabled = false"),
-    ]
-    .concat();
-    let app = spawn_app("", &agora_app("", &rules)).await;
+    let sink = sink(Reply::ok()).await;
+    let sim = start_app(
+        app1()
+            .rule(rule("all", &sink.url("/all")))
+            .rule(
+                rule("groups_img", &sink.url("/groups_img"))
+                    .chat_types(&["groupchat"])
+                    .message_types(&["img"]),
+            )
+            .rule(
+                rule("offline_only", &sink.url("/offline_only"))
+                    .event_types(&["chat_offline"])
+                    .include_rest(false),
+            )
+            .rule(rule("off", &sink.url("/off")).enabled(false)),
+    )
+    .await;
     let cases = [
         (json!({"from": "a", "to": "b", "msg": "x"}), vec!["/all"]),
         (
@@ -184,11 +189,11 @@ async fn rule_filters_decide_which_rules_get_a_message() {
         ),
     ];
     for (msg, want) in cases {
-        let before = rx.count();
-        let (status, answer) = app.send(msg.clone(), true).await;
+        let before = count(&sink);
+        let (status, answer) = send(&sim, msg.clone(), true).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["data"]["queued"], want.len(), "{msg} → {answer}");
-        let got = rx.wait_for(before + want.len()).await;
+        let got = arrived(&sink, before + want.len()).await;
         let mut paths: Vec<_> = got[before..].iter().map(|r| r.path.clone()).collect();
         paths.sort();
         assert_eq!(paths, want, "{msg}");
@@ -197,15 +202,14 @@ async fn rule_filters_decide_which_rules_get_a_message() {
 
 #[tokio::test]
 async fn a_failed_attempt_is_retried_once_at_once_with_the_same_bytes() {
-    let rx = Receiver::start(Reply::Status(500)).await;
-    let app = spawn_app("", &agora_app("", &rule("r", &rx.url("/cb"), ""))).await;
-    let (_, answer) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
-    let cb = &callbacks(&answer)[0];
-    assert_eq!(cb["attempts"], 2);
-    assert_eq!(cb["last_attempt"], "status");
-    assert_eq!(cb["status"], 500);
-    assert_eq!(cb["outcome"], "stored");
-    let got = rx.received();
+    let sink = sink(Reply::status(500)).await;
+    let sim = start_app(app1().rule(rule("r", &sink.url("/cb")))).await;
+    let cb = one_callback(&sim).await;
+    assert_eq!(
+        (cb.outcome, cb.last_attempt, cb.attempts, cb.status),
+        (FinalOutcome::Stored, Outcome::Status, 2, Some(500))
+    );
+    let got = sink.received();
     assert_eq!(got.len(), 2, "exactly one retry");
     assert_eq!(got[0].body, got[1].body, "a retry sends the same bytes");
     assert!(
@@ -214,61 +218,46 @@ async fn a_failed_attempt_is_retried_once_at_once_with_the_same_bytes() {
     );
 
     // A receiver that fails once then recovers: delivered on the second attempt.
-    rx.script([Reply::Status(503)]);
-    rx.set_default(Reply::Status(200));
-    let (_, answer) = app.send(json!({"from": "a", "to": "b", "msg": "y"}), true).await;
-    let cb = &callbacks(&answer)[0];
-    assert_eq!(
-        (cb["outcome"].as_str(), cb["attempts"].as_u64()),
-        (Some("delivered"), Some(2))
-    );
+    sink.fail_next(1, 503);
+    sink.reply(Reply::ok());
+    let cb = one_callback(&sim).await;
+    assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Delivered, 2));
 }
 
 #[tokio::test]
 async fn retries_follow_the_app_policy() {
-    let rx = Receiver::start(Reply::Status(500)).await;
-    let app = spawn_app("", &agora_app("retries = 3", &rule("r", &rx.url("/cb"), ""))).await;
-    let (_, answer) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
-    assert_eq!(callbacks(&answer)[0]["attempts"], 4);
-    assert_eq!(rx.count(), 4);
-}
-
-async fn one_outcome(app: &TestApp) -> Value {
-    let (status, answer) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
-    assert_eq!(status, 200, "{answer}");
-    callbacks(&answer)[0].clone()
+    let sink = sink(Reply::status(500)).await;
+    let sim = start_app(app1().retries(3).rule(rule("r", &sink.url("/cb")))).await;
+    assert_eq!(one_callback(&sim).await.attempts, 4);
+    assert_eq!(count(&sink), 4);
 }
 
 #[tokio::test]
 async fn refused_connection_is_connect() {
-    let port = refused_port().await;
-    let app = spawn_app(
-        "",
-        &agora_app("", &rule("r", &format!("http://127.0.0.1:{port}/cb"), "")),
-    )
-    .await;
-    let cb = one_outcome(&app).await;
-    assert_eq!(cb["last_attempt"], "connect", "{cb}");
-    assert_eq!(cb["attempts"], 2);
-    assert_eq!(cb["status"], Value::Null);
+    let sim = start_app(app1().rule(rule("r", &refused_url().await))).await;
+    let cb = one_callback(&sim).await;
+    assert_eq!(
+        (cb.last_attempt, cb.attempts, cb.status),
+        (Outcome::Connect, 2, None),
+        "{cb:?}"
+    );
 }
 
 #[tokio::test]
 async fn unresolvable_host_is_dns() {
-    let app = spawn_app("", &agora_app("", &rule("r", "http://no-such-host.invalid/cb", ""))).await;
-    let cb = one_outcome(&app).await;
-    assert_eq!(cb["last_attempt"], "dns", "{cb}");
-    assert_eq!(cb["attempts"], 2);
+    let sim = start_app(app1().rule(rule("r", "http://no-such-host.invalid/cb"))).await;
+    let cb = one_callback(&sim).await;
+    assert_eq!((cb.last_attempt, cb.attempts), (Outcome::Dns, 2), "{cb:?}");
 }
 
 #[tokio::test]
 async fn hanging_receiver_is_timeout() {
-    let rx = Receiver::start(Reply::Hang).await;
-    let app = spawn_app("", &agora_app("timeout_secs = 1", &rule("r", &rx.url("/cb"), ""))).await;
-    let started = std::time::Instant::now();
-    let cb = one_outcome(&app).await;
-    assert_eq!(cb["last_attempt"], "timeout", "{cb}");
-    assert_eq!(cb["attempts"], 2);
+    let sink = sink(Reply::hang()).await;
+    let sim = start_app(app1().timeout_secs(1.0).rule(rule("r", &sink.url("/cb")))).await;
+    let started = Instant::now();
+    let cb = one_callback(&sim).await;
+    assert_eq!((cb.last_attempt, cb.attempts), (Outcome::Timeout, 2), "{cb:?}");
+    assert_eq!(count(&sink), 2, "both attempts reached the receiver");
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(10),
@@ -278,31 +267,25 @@ async fn hanging_receiver_is_timeout() {
 
 #[tokio::test]
 async fn non_200_and_redirects_are_status() {
-    let rx = Receiver::start(Reply::Status(500)).await;
-    let app = spawn_app("", &agora_app("", &rule("r", &rx.url("/cb"), ""))).await;
-    let cb = one_outcome(&app).await;
-    assert_eq!(
-        (cb["last_attempt"].as_str(), cb["status"].as_u64()),
-        (Some("status"), Some(500))
-    );
+    let sink = sink(Reply::status(500)).await;
+    let sim = start_app(app1().rule(rule("r", &sink.url("/cb")))).await;
+    let cb = one_callback(&sim).await;
+    assert_eq!((cb.last_attempt, cb.status), (Outcome::Status, Some(500)));
 
-    rx.set_default(Reply::Redirect(rx.url("/elsewhere")));
-    let cb = one_outcome(&app).await;
-    assert_eq!(
-        (cb["last_attempt"].as_str(), cb["status"].as_u64()),
-        (Some("status"), Some(302))
-    );
+    sink.reply(Reply::redirect(&sink.url("/elsewhere")));
+    let cb = one_callback(&sim).await;
+    assert_eq!((cb.last_attempt, cb.status), (Outcome::Status, Some(302)));
     assert!(
-        rx.received().iter().all(|r| r.path == "/cb"),
+        sink.received().iter().all(|r| r.path == "/cb"),
         "redirects are never followed"
     );
 
     for code in [201u16, 204] {
-        rx.set_default(Reply::Status(code));
-        let cb = one_outcome(&app).await;
+        sink.reply(Reply::status(code));
+        let cb = one_callback(&sim).await;
         assert_eq!(
-            (cb["last_attempt"].as_str(), cb["status"].as_u64()),
-            (Some("status"), Some(u64::from(code))),
+            (cb.last_attempt, cb.status),
+            (Outcome::Status, Some(code)),
             "only 200 is success"
         );
     }
@@ -310,29 +293,35 @@ async fn non_200_and_redirects_are_status() {
 
 #[tokio::test]
 async fn long_200_body_is_a_violation_delivered_and_not_retried() {
-    let rx = Receiver::start(Reply::Body(200, "x".repeat(2000))).await;
-    let app = spawn_app("", &agora_app("", &rule("r", &rx.url("/cb"), ""))).await;
-    let cb = one_outcome(&app).await;
-    assert_eq!(cb["outcome"], "violation", "{cb}");
-    assert_eq!(cb["last_attempt"], "violation");
-    assert_eq!(cb["attempts"], 1);
-    assert_eq!(rx.count(), 1);
+    let sink = sink(Reply::ok().with_body(&"x".repeat(2000))).await;
+    let sim = start_app(app1().rule(rule("r", &sink.url("/cb")))).await;
+    let cb = one_callback(&sim).await;
+    assert_eq!(
+        (cb.outcome, cb.last_attempt, cb.attempts),
+        (FinalOutcome::Violation, Outcome::Violation, 1),
+        "{cb:?}"
+    );
+    assert_eq!(count(&sink), 1);
     // Exactly at the limit is fine; characters, not bytes, are counted.
-    rx.set_default(Reply::Body(200, "é".repeat(1000)));
-    assert_eq!(one_outcome(&app).await["outcome"], "delivered");
-    rx.set_default(Reply::Body(200, "é".repeat(1001)));
-    assert_eq!(one_outcome(&app).await["outcome"], "violation");
+    sink.reply(Reply::ok().with_body(&"é".repeat(1000)));
+    assert_eq!(one_callback(&sim).await.outcome, FinalOutcome::Delivered);
+    sink.reply(Reply::ok().with_body(&"é".repeat(1001)));
+    assert_eq!(one_callback(&sim).await.outcome, FinalOutcome::Violation);
 }
 
 #[tokio::test]
 async fn a_50_mb_response_is_read_only_partially() {
     const TOTAL: u64 = 50 * 1024 * 1024;
-    let rx = Receiver::start(Reply::Stream(TOTAL)).await;
-    let app = spawn_app("", &agora_app("", &rule("r", &rx.url("/cb"), ""))).await;
-    let cb = one_outcome(&app).await;
-    assert_eq!(cb["outcome"], "violation", "{cb}");
+    let sink = sink(Reply::stream(TOTAL)).await;
+    let sim = start_app(app1().rule(rule("r", &sink.url("/cb")))).await;
+    let cb = one_callback(&sim).await;
+    assert_eq!(cb.outcome, FinalOutcome::Violation, "{cb:?}");
     // The simulator hung up after ~1 KB: the receiver's body is dropped long before the end.
-    let produced = rx.wait_stream_end().await;
+    let produced = eventually("the streamed body to be dropped", || async {
+        let progress = sink.streamed();
+        (progress.ended == 1).then_some(progress.bytes)
+    })
+    .await;
     assert!(
         produced < TOTAL / 4,
         "streamed {produced} of {TOTAL} bytes before the hang-up"
@@ -341,14 +330,18 @@ async fn a_50_mb_response_is_read_only_partially() {
 
 #[tokio::test]
 async fn rule_status_counts_outcomes() {
-    let ok = Receiver::ok().await;
-    let bad = Receiver::start(Reply::Status(500)).await;
-    let rules = rule("good", &ok.url("/"), "") + &rule("broken", &bad.url("/"), "");
-    let app = spawn_app("", &agora_app("", &rules)).await;
+    let ok = sink(Reply::ok()).await;
+    let bad = sink(Reply::status(500)).await;
+    let sim = start_app(
+        app1()
+            .rule(rule("good", &ok.url("/")))
+            .rule(rule("broken", &bad.url("/"))),
+    )
+    .await;
     for _ in 0..3 {
-        app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
+        send(&sim, json!({"from": "a", "to": "b", "msg": "x"}), true).await;
     }
-    let (status, v) = app.get("/app-id/app1/callbacks/rules", "tok1").await;
+    let (status, v) = get(&sim, "/app-id/app1/callbacks/rules", TOKEN).await;
     assert_eq!(status, 200, "{v}");
     let rules = v["data"].as_array().unwrap();
     let good = rules.iter().find(|r| r["name"] == "good").unwrap();
@@ -363,31 +356,46 @@ async fn rule_status_counts_outcomes() {
 
 #[tokio::test]
 async fn a_hung_receiver_does_not_hold_up_another_rule() {
-    let hung = Receiver::start(Reply::Hang).await;
-    let healthy = Receiver::ok().await;
-    let rules = rule("hung", &hung.url("/"), "") + &rule("healthy", &healthy.url("/"), "");
-    // Four deliveries in flight at once for everything: without per-rule fairness the hung
-    // rule's callbacks would take all four and the healthy rule would wait out their timeouts.
-    let app = spawn_app("[delivery]\nconcurrency = 4\n", &agora_app("timeout_secs = 5", &rules)).await;
-    let started = std::time::Instant::now();
+    let hung = sink(Reply::hang()).await;
+    let healthy = sink(Reply::ok()).await;
+    // Four deliveries in flight at once for everything, two per rule: without per-rule
+    // fairness the hung rule's callbacks would take all four and the healthy rule would wait
+    // out their timeouts.
+    let sim = start(
+        config().concurrency(4).app(
+            app1()
+                .timeout_secs(5.0)
+                .rule(rule("hung", &hung.url("/")))
+                .rule(rule("healthy", &healthy.url("/"))),
+        ),
+    )
+    .await;
+    let started = Instant::now();
     for _ in 0..10 {
-        let (s, _) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), false).await;
-        assert_eq!(s, 200);
+        sim.submit(APP, Message::text("a", "b", "x")).await.unwrap();
     }
-    healthy.wait_for(10).await;
+    arrived(&healthy, 10).await;
+    let healthy_took = started.elapsed();
+    // The hung rule's callbacks were attempted: its share of the concurrency is at the hung
+    // receiver, the rest wait in its lane.
+    arrived(&hung, 2).await;
     assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "healthy callbacks took {:?}",
-        started.elapsed()
+        healthy_took < Duration::from_secs(4),
+        "healthy callbacks took {healthy_took:?}"
     );
-    let hung_rule = app.rule_status("hung").await;
+    let hung_rule = rule_state(&sim, "hung");
     assert_eq!(
-        hung_rule["final"]["stored"], 0,
-        "the hung rule's first attempts have not even timed out yet: {hung_rule}"
+        hung_rule.stats.final_outcome(FinalOutcome::Stored),
+        0,
+        "the hung rule's first attempts have not even timed out yet: {hung_rule:?}"
     );
-    assert!(
-        hung.count() <= 2,
-        "the hung rule holds at most its share of the concurrency: {}",
-        hung.count()
+    assert_eq!(
+        count(&hung),
+        2,
+        "the hung rule holds its share of the concurrency and no more"
     );
+    eventually("the healthy rule's 10 callbacks to be reported delivered", || async {
+        (rule_state(&sim, "healthy").stats.final_outcome(FinalOutcome::Delivered) == 10).then_some(())
+    })
+    .await;
 }

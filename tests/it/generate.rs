@@ -2,11 +2,10 @@
 
 use std::process::Command;
 
+use callback_sim::Reply;
 use serde_json::Value;
 
 use crate::helpers::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
 
 fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     let path = dir.join("gen.toml");
@@ -44,7 +43,7 @@ async fn generate(dir: &std::path::Path, url: &str, flags: &[&str]) -> (std::pro
 
 #[tokio::test]
 async fn pacing_holds_the_rate_and_the_report_has_its_fields() {
-    let rx = Receiver::ok().await;
+    let rx = sink(Reply::ok()).await;
     let dir = tempfile::tempdir().unwrap();
     let (out, r) = generate(
         dir.path(),
@@ -79,7 +78,7 @@ async fn pacing_holds_the_rate_and_the_report_has_its_fields() {
     let callbacks = r["callbacks"].as_u64().unwrap();
     assert_eq!(r["outcomes"]["delivered"].as_u64(), Some(callbacks), "{r}");
     assert!(callbacks >= sent, "offline recipients add callbacks");
-    assert_eq!(rx.count() as u64, callbacks);
+    assert_eq!(count(&rx) as u64, callbacks);
     // Not a terminal: one summary line per second, then the table.
     assert!(stdout.contains("] sent "), "{stdout}");
     assert!(stdout.contains("latency ms") && stdout.contains("p99.9"), "{stdout}");
@@ -89,7 +88,7 @@ async fn pacing_holds_the_rate_and_the_report_has_its_fields() {
 async fn the_same_seed_gives_the_same_callbacks() {
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let rx = Receiver::ok().await;
+        let rx = sink(Reply::ok()).await;
         let dir = tempfile::tempdir().unwrap();
         let flags = [
             "--rate",

@@ -1,367 +1,177 @@
-//! Test helpers: a scriptable loopback receiver and the simulator on port 0 with a temp dir.
+//! What the tests share besides the public harness (`Sim`, `Sink`, `Reply`, the config
+//! builder): one bounded wait ([`eventually`]), the app most tests use, and small REST calls
+//! over reqwest for the tests about the REST API.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use callback_sim::{Clock, Config, Server, StatsSnapshot};
+use callback_sim::config::ConfigBuilder;
+use callback_sim::{
+    AppBuilder, CallbackReport, Config, Message, ReceivedCallback, Reply, RuleBuilder, RuleState, Server, Sim, Sink,
+};
+use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::sync::Notify;
 
 /// Upper bound for every wait in the tests: long enough for a loaded CI machine.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// One request a receiver got.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub at: Instant,
-}
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(10);
 
-impl Received {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("callback body is JSON")
-    }
-}
-
-/// How a receiver answers one request.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    Status(u16),
-    Body(u16, String),
-    /// Never answer.
-    Hang,
-    /// 302 to this location.
-    Redirect(String),
-    /// Wait, then answer this status.
-    Delay(Duration, u16),
-    /// 200 with a streamed body of this many bytes (counted as they are produced).
-    Stream(u64),
-}
-
-struct ReceiverState {
-    received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
-    notify: Notify,
-    streamed: Arc<AtomicU64>,
-    /// Set (and notified) when a streamed body is dropped: finished, or the client hung up.
-    stream_ended: Arc<(std::sync::atomic::AtomicBool, Notify)>,
-}
-
-/// Marks the end of a streamed body when the stream (and so this guard) is dropped.
-struct StreamEnd(Arc<(std::sync::atomic::AtomicBool, Notify)>);
-
-impl Drop for StreamEnd {
-    fn drop(&mut self) {
-        self.0.0.store(true, Ordering::SeqCst);
-        self.0.1.notify_waiters();
-    }
-}
-
-/// A real HTTP receiver on 127.0.0.1:0 that records every request.
-pub struct Receiver {
-    pub addr: SocketAddr,
-    state: Arc<ReceiverState>,
-}
-
-impl Receiver {
-    /// Answers every request with `default`.
-    pub async fn start(default: Reply) -> Self {
-        let state = Arc::new(ReceiverState {
-            received: Mutex::new(Vec::new()),
-            script: Mutex::new(VecDeque::new()),
-            default: Mutex::new(default),
-            notify: Notify::new(),
-            streamed: Arc::new(AtomicU64::new(0)),
-            stream_ended: Arc::new((std::sync::atomic::AtomicBool::new(false), Notify::new())),
-        });
-        let app = Router::new().fallback(handle).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, state }
-    }
-
-    pub async fn ok() -> Self {
-        Self::start(Reply::Status(200)).await
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// The next requests get these replies, in order, before the default again.
-    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        self.state.script.lock().unwrap().extend(replies);
-    }
-
-    pub fn set_default(&self, reply: Reply) {
-        *self.state.default.lock().unwrap() = reply;
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
-    }
-
-    pub fn count(&self) -> usize {
-        self.state.received.lock().unwrap().len()
-    }
-
-    /// Bytes a `Reply::Stream` actually produced.
-    pub fn streamed(&self) -> u64 {
-        self.state.streamed.load(Ordering::Relaxed)
-    }
-
-    /// Waits (bounded) until a streamed body was dropped by the server: the client hung up or
-    /// the stream ended; returns the bytes produced by then.
-    pub async fn wait_stream_end(&self) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let notified = self.state.stream_ended.1.notified();
-            if self.state.stream_ended.0.load(Ordering::SeqCst) {
-                return self.streamed();
-            }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
-                panic!(
-                    "the streamed body was never dropped ({} bytes produced)",
-                    self.streamed()
-                );
-            }
+/// Calls `check` until it returns `Some` and returns that; panics naming `what` when
+/// [`WAIT`] has passed. The one way tests wait for something without a channel to wait on.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return found;
         }
-    }
-
-    /// Waits (bounded) until at least `n` requests arrived.
-    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let notified = self.state.notify.notified();
-            if self.count() >= n {
-                return self.received();
-            }
-            if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
-                panic!("receiver got {} requests, expected {n}", self.count());
-            }
-        }
+        assert!(tokio::time::Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        tokio::time::sleep(POLL).await;
     }
 }
 
-async fn handle(State(s): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    s.received.lock().unwrap().push(Received {
-        path: uri.path().to_string(),
-        query: uri.query().map(str::to_string),
-        headers,
-        body,
-        at: Instant::now(),
-    });
-    s.notify.notify_waiters();
-    let reply = s
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or_else(|| s.default.lock().unwrap().clone());
-    match reply {
-        Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
-        Reply::Body(code, text) => (StatusCode::from_u16(code).unwrap(), text).into_response(),
-        Reply::Hang => {
-            std::future::pending::<()>().await;
-            unreachable!()
-        }
-        Reply::Delay(d, code) => {
-            tokio::time::sleep(d).await;
-            StatusCode::from_u16(code).unwrap().into_response()
-        }
-        Reply::Redirect(to) => (StatusCode::FOUND, [("location", to)]).into_response(),
-        Reply::Stream(total) => {
-            let counter = s.streamed.clone();
-            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-            let end = StreamEnd(s.stream_ended.clone());
-            let stream = futures_util::stream::unfold(0u64, move |sent| {
-                let _end = &end;
-                let chunk = chunk.clone();
-                let counter = counter.clone();
-                async move {
-                    if sent >= total {
-                        return None;
-                    }
-                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    // Yield so a reader that stopped reading is noticed between chunks.
-                    tokio::task::yield_now().await;
-                    Some((Ok::<_, std::io::Error>(chunk.clone()), sent + chunk.len() as u64))
-                }
-            });
-            (StatusCode::OK, Body::from_stream(stream)).into_response()
-        }
-    }
+/// The app most tests use: agora, id `app1`, REST token `tok1`.
+pub const APP: &str = "app1";
+/// `app1`'s REST token.
+pub const TOKEN: &str = "tok1";
+
+/// `app1` (agora), without rules yet.
+pub fn app1() -> AppBuilder {
+    AppBuilder::new(APP, TOKEN)
 }
 
-/// A running simulator with its temp data dir.
-pub struct TestApp {
-    pub server: Option<Server>,
-    pub base: String,
-    pub http: reqwest::Client,
-    pub dir: tempfile::TempDir,
+/// A post-send rule to `url`, signed with the secret `sec_{name}`.
+pub fn rule(name: &str, url: &str) -> RuleBuilder {
+    RuleBuilder::post_send(name, url, &format!("sec_{name}"))
 }
 
-/// The sections every test config starts with: port 0, a temp data dir, no rate limit to
-/// speak of. `sections` may add or override whole sections (e.g. `[delivery]`).
-pub fn config_text(dir: &Path, sections: &str, apps: &str) -> String {
-    let mut text = String::new();
-    if !sections.contains("[server]") {
-        text += &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-            dir.join("data").display().to_string()
-        );
-    }
-    if !sections.contains("[api]") {
-        text += "[api]\nrate_per_sec = 100000\nburst = 100000\n";
-    }
-    format!("{text}{sections}\n{apps}")
+/// The tests' starting point: the defaults, but the REST API's rate limit out of the way.
+pub fn config() -> ConfigBuilder {
+    Config::builder().api_rate(100_000, 100_000)
 }
 
-pub async fn spawn_app(sections: &str, apps: &str) -> TestApp {
-    spawn_app_in(tempfile::tempdir().unwrap(), sections, apps).await
+/// The simulator on `config`, on port 0 with a temp data dir.
+pub async fn start(config: ConfigBuilder) -> Sim {
+    let config = config.build().unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    Sim::start(config).await.expect("the simulator starts")
 }
 
-/// The same, on an existing directory (to restart on the same data).
-pub async fn spawn_app_in(dir: tempfile::TempDir, sections: &str, apps: &str) -> TestApp {
-    spawn_app_with_clock(dir, sections, apps, None).await
+/// The simulator with just this app.
+pub async fn start_app(app: AppBuilder) -> Sim {
+    start(config().app(app)).await
 }
 
-/// The same, with an injected clock (the system clock when `None`).
-pub async fn spawn_app_with_clock(
-    dir: tempfile::TempDir,
-    sections: &str,
-    apps: &str,
-    clock: Option<Arc<dyn Clock>>,
-) -> TestApp {
-    let text = config_text(dir.path(), sections, apps);
-    let config =
-        Config::parse(&text, "test.toml", dir.path()).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
-    let server = match clock {
-        Some(clock) => Server::start_with_clock(config, clock).await,
-        None => Server::start(config).await,
-    }
-    .expect("server starts");
-    let base = server.base_url();
-    TestApp {
-        server: Some(server),
-        base,
-        http: reqwest::Client::new(),
-        dir,
-    }
+/// A recording sink (agora, no secret) answering every callback with `reply`.
+pub async fn sink(reply: Reply) -> Sink {
+    let sink = Sink::recording(None).await.expect("the sink starts");
+    sink.reply(reply);
+    sink
 }
 
-/// One agora app "app1" (token "tok1") with the given rules text.
-pub fn agora_app(extra: &str, rules: &str) -> String {
-    format!("[[apps]]\nid = \"app1\"\ntoken = \"tok1\"\n{extra}\n{rules}")
+/// Waits (bounded) until `sink` got at least `n` callbacks; returns them all.
+pub async fn arrived(sink: &Sink, n: usize) -> Vec<ReceivedCallback> {
+    sink.wait_for(n, WAIT).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A post-send rule to `url`, with extra lines.
-pub fn rule(name: &str, url: &str, extra: &str) -> String {
-    format!("  [[apps.rules]]\n  name = \"{name}\"\n  url = \"{url}\"\n  secret = \"sec_{name}\"\n{extra}\n")
+/// Callbacks `sink` got so far.
+pub fn count(sink: &Sink) -> usize {
+    sink.received().len()
 }
 
-impl TestApp {
-    /// POSTs a message as app1 and returns status and JSON body.
-    pub async fn send(&self, msg: Value, wait: bool) -> (StatusCode, Value) {
-        self.send_as("app1", "tok1", msg, wait).await
-    }
-
-    pub async fn send_as(&self, app: &str, token: &str, msg: Value, wait: bool) -> (StatusCode, Value) {
-        let q = if wait { "?wait=true" } else { "" };
-        let resp = self
-            .http
-            .post(format!("{}/app-id/{app}/messages{q}", self.base))
-            .bearer_auth(token)
-            .json(&msg)
-            .send()
-            .await
-            .expect("simulator answers");
-        status_json(resp).await
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        status_json(resp).await
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        status_json(resp).await
-    }
-
-    /// `storage/info` of app1.
-    pub async fn info(&self) -> Vec<Value> {
-        let (s, v) = self.get("/app-id/app1/callbacks/storage/info", "tok1").await;
-        assert_eq!(s, 200, "{v}");
-        v["data"].as_array().unwrap().clone()
-    }
-
-    /// The rule of that name in app1's `callbacks/rules`.
-    pub async fn rule_status(&self, name: &str) -> Value {
-        let (s, v) = self.get("/app-id/app1/callbacks/rules", "tok1").await;
-        assert_eq!(s, 200, "{v}");
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap()
-            .clone()
-    }
-
-    /// Stops the server gracefully and drops it (its store is released: a restart on the same
-    /// dir may follow).
-    pub async fn shutdown(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await;
-        }
-    }
+/// Sends a text message as app1 through the library; returns every callback's report.
+pub async fn send_text(sim: &Server, to: &str) -> Vec<CallbackReport> {
+    let sent = sim
+        .send(APP, Message::text("u1", to, "m"))
+        .await
+        .expect("the message is accepted");
+    sent.callbacks
 }
 
-/// Counters of app1's rule `rule`, from the server's typed API (also after a stop).
-pub fn rule_stats(server: &Server, rule: &str) -> StatsSnapshot {
-    let rules = server.rules("app1").expect("app1");
-    rules
+/// The report of the one callback a text message from app1 makes.
+pub async fn one_callback(sim: &Server) -> CallbackReport {
+    let mut reports = send_text(sim, "u2").await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    reports.remove(0)
+}
+
+/// The state of app1's rule `name`, from the library.
+pub fn rule_state(sim: &Server, name: &str) -> RuleState {
+    sim.rules(APP)
+        .expect("app1")
         .into_iter()
-        .find(|r| r.name == rule)
-        .unwrap_or_else(|| panic!("no rule {rule}"))
-        .stats
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no rule {name}"))
 }
 
 /// Callbacks in app1's exception store, every bucket together.
-pub fn stored_total(server: &Server) -> u64 {
-    server.buckets("app1").expect("app1").iter().map(|b| b.size).sum()
+pub fn stored_total(sim: &Server) -> u64 {
+    sim.buckets(APP).expect("app1").iter().map(|b| b.size).sum()
 }
 
+// REST calls, for the tests about the REST API (and the JSON it answers).
+
+/// POSTs a message (JSON) as app1, `?wait=true` when `wait`; returns status and answer.
+pub async fn send(sim: &Server, msg: Value, wait: bool) -> (StatusCode, Value) {
+    send_as(sim, APP, TOKEN, msg, wait).await
+}
+
+/// POSTs a message (JSON) as `app` with `token`.
+pub async fn send_as(sim: &Server, app: &str, token: &str, msg: Value, wait: bool) -> (StatusCode, Value) {
+    let q = if wait { "?wait=true" } else { "" };
+    post(sim, &format!("/app-id/{app}/messages{q}"), token, msg).await
+}
+
+/// GET `path` with a bearer token.
+pub async fn get(sim: &Server, path: &str, token: &str) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", sim.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the simulator answers");
+    status_json(resp).await
+}
+
+/// POST `body` as JSON to `path` with a bearer token.
+pub async fn post(sim: &Server, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", sim.base_url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the simulator answers");
+    status_json(resp).await
+}
+
+/// app1's `storage/info` list.
+pub async fn info(sim: &Server) -> Vec<Value> {
+    let (s, v) = get(sim, "/app-id/app1/callbacks/storage/info", TOKEN).await;
+    assert_eq!(s, 200, "{v}");
+    v["data"].as_array().unwrap().clone()
+}
+
+/// The rule of that name in app1's `callbacks/rules` answer.
+pub async fn rule_status(sim: &Server, name: &str) -> Value {
+    let (s, v) = get(sim, "/app-id/app1/callbacks/rules", TOKEN).await;
+    assert_eq!(s, 200, "{v}");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no rule {name} in {v}"))
+        .clone()
+}
+
+/// The status and the JSON body of an answer.
 pub async fn status_json(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let status = resp.status();
     let text = resp.text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
     (status, v)
@@ -382,6 +192,16 @@ pub async fn refused_port() -> u16 {
     port
 }
 
+/// A URL on a loopback port with nothing listening.
+pub async fn refused_url() -> String {
+    format!("http://127.0.0.1:{}/", refused_port().await)
+}
+
+// The binary.
+
+/// The `callback-sim` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
+
 /// Spawns the binary with stdout piped and reads its first line (the address it listens on);
 /// returns the child, that line (trimmed) and the rest of stdout.
 pub fn spawn_first_line(
@@ -400,4 +220,23 @@ pub fn spawn_first_line(
     let mut line = String::new();
     out.read_line(&mut line).expect("a first line");
     (child, line.trim().to_string(), out)
+}
+
+/// Waits (bounded) for the child to exit, on a thread of its own; kills it after `limit`.
+pub fn wait_with_timeout(child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(status) => status.expect("the child's exit status"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("process {pid} did not exit within {limit:?}");
+        }
+    }
 }

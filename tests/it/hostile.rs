@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use callback_sim::{AppBuilder, CallbackReport, FinalOutcome, Outcome, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -54,25 +54,20 @@ fn request_complete(seen: &[u8]) -> bool {
     seen.len() >= head_end + 4 + len
 }
 
-async fn outcome_of(url: &str, app_extra: &str) -> serde_json::Value {
-    let app = spawn_app("", &agora_app(app_extra, &rule("r", url, ""))).await;
-    let (s, a) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
-    assert_eq!(s, 200, "{a}");
-    callbacks(&a)[0].clone()
+/// The report of one message's callback to `url`, with `app` (app1) as the policy.
+async fn outcome_of(url: &str, app: AppBuilder) -> CallbackReport {
+    let sim = start_app(app.rule(rule("r", url))).await;
+    one_callback(&sim).await
 }
 
 #[tokio::test]
 async fn closing_without_a_status_line_is_connect() {
     let url = raw_receiver(|s| async move { drop(s) }).await;
-    let cb = outcome_of(&url, "").await;
+    let cb = outcome_of(&url, app1()).await;
     assert_eq!(
-        (
-            cb["last_attempt"].as_str(),
-            cb["attempts"].as_u64(),
-            cb["outcome"].as_str()
-        ),
-        (Some("connect"), Some(2), Some("stored")),
-        "{cb}"
+        (cb.last_attempt, cb.attempts, cb.outcome),
+        (Outcome::Connect, 2, FinalOutcome::Stored),
+        "{cb:?}"
     );
 }
 
@@ -84,12 +79,8 @@ async fn a_reset_in_the_middle_of_the_response_is_connect() {
         drop(s);
     })
     .await;
-    let cb = outcome_of(&url, "").await;
-    assert_eq!(
-        (cb["last_attempt"].as_str(), cb["status"].as_u64()),
-        (Some("connect"), Some(200)),
-        "{cb}"
-    );
+    let cb = outcome_of(&url, app1()).await;
+    assert_eq!((cb.last_attempt, cb.status), (Outcome::Connect, Some(200)), "{cb:?}");
 }
 
 #[tokio::test]
@@ -104,12 +95,8 @@ async fn a_receiver_trickling_a_byte_a_second_times_out() {
     })
     .await;
     let started = Instant::now();
-    let cb = outcome_of(&url, "timeout_secs = 1").await;
-    assert_eq!(
-        (cb["last_attempt"].as_str(), cb["attempts"].as_u64()),
-        (Some("timeout"), Some(2)),
-        "{cb}"
-    );
+    let cb = outcome_of(&url, app1().timeout_secs(1.0)).await;
+    assert_eq!((cb.last_attempt, cb.attempts), (Outcome::Timeout, 2), "{cb:?}");
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "two 1 s attempts took {:?}",
@@ -125,17 +112,13 @@ async fn an_invalid_utf8_body_is_not_interpreted_by_agora() {
             .await;
     })
     .await;
-    let cb = outcome_of(&url, "").await;
-    assert_eq!(cb["outcome"], "delivered", "{cb}");
+    let cb = outcome_of(&url, app1()).await;
+    assert_eq!(cb.outcome, FinalOutcome::Delivered, "{cb:?}");
 }
 
 #[tokio::test]
 async fn a_ten_megabyte_answer_is_a_violation_read_only_in_part() {
-    let rx = Receiver::start(Reply::Stream(10 * 1024 * 1024)).await;
-    let cb = outcome_of(&rx.url("/cb"), "").await;
-    assert_eq!(
-        (cb["outcome"].as_str(), cb["attempts"].as_u64()),
-        (Some("violation"), Some(1)),
-        "{cb}"
-    );
+    let sink = sink(Reply::stream(10 * 1024 * 1024)).await;
+    let cb = outcome_of(&sink.url("/cb"), app1()).await;
+    assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Violation, 1), "{cb:?}");
 }

@@ -1,4 +1,5 @@
-//! Integration tests: the real server on 127.0.0.1:0, real loopback receivers, a temp data dir.
+//! Integration tests: the real server on 127.0.0.1:0 with a temp data dir (`Sim`), the
+//! library's `Sink` as the receiver (raw TCP where a receiver must misbehave byte by byte).
 
 mod api;
 mod cli;

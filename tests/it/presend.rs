@@ -1,23 +1,33 @@
-//! Pre-send (moderation) callbacks, agora dialect (SPEC §4.2).
+//! Pre-send (moderation) callbacks, agora dialect (docs/behaviour.md §4.2).
 
-use callback_sim::agora_sign;
+use callback_sim::{Reply, RuleBuilder, Signature, Sim, Sink, agora_sign};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn pre_rule(url: &str, extra: &str) -> String {
-    format!(
-        "  [[apps.rules]]\n  name = \"moderation\"\n  url = \"{url}\"\n  secret = \"pre_secret\"\n  kind = \"pre_send\"\n{extra}\n"
-    )
+/// The pre-send rule `moderation` to `url`, signed with `pre_secret`.
+fn pre_rule(url: &str) -> RuleBuilder {
+    RuleBuilder::pre_send("moderation", url, "pre_secret")
 }
 
-/// An app with one pre-send rule answering `answer` and one post-send rule to `post`.
-async fn setup(answer: Reply, pre_extra: &str) -> (TestApp, Receiver, Receiver) {
-    let pre = Receiver::start(answer).await;
-    let post = Receiver::ok().await;
-    let rules = pre_rule(&pre.url("/moderate"), pre_extra) + &rule("sync", &post.url("/sync"), "");
-    let app = spawn_app("", &agora_app("", &rules)).await;
-    (app, pre, post)
+/// An app with the pre-send rule (as `pre` makes it) answering `answer`, and a post-send rule
+/// to a second sink.
+async fn setup(answer: Reply, pre: impl FnOnce(RuleBuilder) -> RuleBuilder) -> (Sim, Sink, Sink) {
+    let pre_sink = Sink::recording(Some("pre_secret")).await.unwrap();
+    pre_sink.reply(answer);
+    let post = sink(Reply::ok()).await;
+    let sim = start_app(
+        app1()
+            .rule(pre(pre_rule(&pre_sink.url("/moderate"))))
+            .rule(rule("sync", &post.url("/sync"))),
+    )
+    .await;
+    (sim, pre_sink, post)
+}
+
+/// A verdict answer.
+fn answer(body: &str) -> Reply {
+    Reply::ok().with_body(body)
 }
 
 fn text() -> Value {
@@ -34,8 +44,8 @@ fn pre_report(answer: &Value) -> Value {
 
 #[tokio::test]
 async fn a_valid_answer_lets_the_message_through() {
-    let (app, pre, post) = setup(Reply::Body(200, r#"{"valid": true, "code": "HX:10000"}"#.into()), "").await;
-    let (s, a) = app.send(text(), true).await;
+    let (sim, pre, post) = setup(answer(r#"{"valid": true, "code": "HX:10000"}"#), |r| r).await;
+    let (s, a) = send(&sim, text(), true).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(
         (a["data"]["accepted"].as_bool(), a["data"]["queued"].as_u64()),
@@ -52,6 +62,7 @@ async fn a_valid_answer_lets_the_message_through() {
         (Some("delivered"), Some("delivered"), Some(1), Some("moderation"))
     );
     // The pre-send request has the post-send shape, signed with the pre-send rule's secret.
+    assert_eq!(pre.received()[0].signature, Signature::Valid);
     let req = pre.received()[0].json();
     assert_eq!(req["eventType"], "chat");
     assert_eq!(req["payload"]["bodies"][0]["msg"], "buy cheap watches");
@@ -64,14 +75,14 @@ async fn a_valid_answer_lets_the_message_through() {
         )
     );
     assert_eq!(
-        post.wait_for(1).await[0].json()["payload"]["bodies"][0]["msg"],
+        arrived(&post, 1).await[0].json()["payload"]["bodies"][0]["msg"],
         "buy cheap watches"
     );
 }
 
 #[tokio::test]
 async fn a_block_suppresses_post_send_and_tells_the_sender() {
-    for (answer, notify, code) in [
+    for (verdict, notify, code) in [
         (r#"{"valid": false, "code": "spam"}"#, true, Some("spam")),
         (r#"{"valid": false}"#, true, Some("custom logic denied")),
         (
@@ -81,49 +92,51 @@ async fn a_block_suppresses_post_send_and_tells_the_sender() {
         ),
         (r#"{"valid": false, "code": "spam"}"#, false, None),
     ] {
-        let extra = if notify { "  notify_sender = true" } else { "" };
-        let (app, _pre, post) = setup(Reply::Body(200, answer.into()), extra).await;
-        let (s, a) = app.send(text(), true).await;
+        let (sim, _pre, post) = setup(answer(verdict), |r| r.notify_sender(notify)).await;
+        let (s, a) = send(&sim, text(), true).await;
         assert_eq!(s, 200, "{a}");
-        assert_eq!(a["data"]["accepted"], false, "{answer}");
-        assert_eq!(a["data"]["code"].as_str(), code, "{answer}");
+        assert_eq!(a["data"]["accepted"], false, "{verdict}");
+        assert_eq!(a["data"]["code"].as_str(), code, "{verdict}");
         assert_eq!(a["data"]["queued"], 0);
         assert_eq!(callbacks(&a).len(), 1, "only the pre-send callback: {a}");
         assert_eq!(pre_report(&a)["outcome"], "delivered");
-        assert_eq!(post.count(), 0, "no post-send callback for a blocked message");
+        assert_eq!(count(&post), 0, "no post-send callback for a blocked message");
     }
 }
 
 #[tokio::test]
 async fn no_usable_answer_applies_on_failure() {
     let cases = [
-        (Reply::Hang, "timeout"),
-        (Reply::Status(500), "status"),
-        (Reply::Body(200, "OK".into()), "bad_response"),
-        (Reply::Body(200, r#"{"valid": "yes"}"#.into()), "bad_response"),
+        (Reply::hang(), "timeout"),
+        (Reply::status(500), "status"),
+        (answer("OK"), "bad_response"),
+        (answer(r#"{"valid": "yes"}"#), "bad_response"),
         (
-            Reply::Body(200, format!(r#"{{"valid": true, "code": "{}"}}"#, "x".repeat(1000))),
+            answer(&format!(r#"{{"valid": true, "code": "{}"}}"#, "x".repeat(1000))),
             "violation",
         ),
     ];
     for (reply, last) in cases {
-        for (policy, accepted) in [("pass", true), ("block", false)] {
-            let extra = format!("  timeout_ms = 300\n  on_failure = \"{policy}\"\n  notify_sender = true");
-            let (app, _pre, post) = setup(reply.clone(), &extra).await;
-            let (_, a) = app.send(text(), true).await;
+        for (block, accepted) in [(false, true), (true, false)] {
+            let policy = |r: RuleBuilder| {
+                let r = r.timeout_ms(300).notify_sender(true);
+                if block { r.block_on_failure() } else { r }
+            };
+            let (sim, _pre, post) = setup(reply.clone(), policy).await;
+            let (_, a) = send(&sim, text(), true).await;
             let p = pre_report(&a);
             assert_eq!(
                 (p["outcome"].as_str(), p["last_attempt"].as_str()),
                 (Some("dropped"), Some(last)),
                 "{reply:?}: {p}"
             );
-            assert_eq!(a["data"]["accepted"], accepted, "{reply:?} with {policy}");
+            assert_eq!(a["data"]["accepted"], accepted, "{reply:?} with block = {block}");
             if accepted {
                 assert_eq!(a["data"]["code"], Value::Null);
-                post.wait_for(1).await;
+                arrived(&post, 1).await;
             } else {
                 assert_eq!(a["data"]["code"], "custom internal error");
-                assert_eq!(post.count(), 0);
+                assert_eq!(count(&post), 0);
             }
         }
     }
@@ -131,23 +144,23 @@ async fn no_usable_answer_applies_on_failure() {
 
 #[tokio::test]
 async fn rest_messages_skip_pre_send() {
-    let (app, pre, post) = setup(Reply::Body(200, r#"{"valid": false}"#.into()), "").await;
+    let (sim, pre, post) = setup(answer(r#"{"valid": false}"#), |r| r).await;
     let mut msg = text();
     msg["source"] = json!("rest");
-    let (_, a) = app.send(msg, true).await;
+    let (_, a) = send(&sim, msg, true).await;
     assert_eq!(a["data"]["accepted"], true);
     assert!(callbacks(&a).iter().all(|c| c["kind"] == "post_send"));
-    post.wait_for(1).await;
-    assert_eq!(pre.count(), 0);
+    arrived(&post, 1).await;
+    assert_eq!(count(&pre), 0);
 }
 
 #[tokio::test]
 async fn an_answer_may_rewrite_a_text_message() {
-    let answer = r#"{"valid": true, "payload": {"bodies": [{"type": "txt", "msg": "buy *** watches"}]}}"#;
-    let (app, _pre, post) = setup(Reply::Body(200, answer.into()), "").await;
-    let (_, a) = app.send(text(), true).await;
+    let rewrite = r#"{"valid": true, "payload": {"bodies": [{"type": "txt", "msg": "buy *** watches"}]}}"#;
+    let (sim, _pre, post) = setup(answer(rewrite), |r| r).await;
+    let (_, a) = send(&sim, text(), true).await;
     assert_eq!(pre_report(&a)["warnings"], json!([]));
-    let body = post.wait_for(1).await[0].json();
+    let body = arrived(&post, 1).await[0].json();
     assert_eq!(
         body["payload"],
         json!({"bodies": [{"type": "txt", "msg": "buy *** watches"}], "ext": {"lang": "en"}}),
@@ -157,9 +170,9 @@ async fn an_answer_may_rewrite_a_text_message() {
 
 #[tokio::test]
 async fn a_payload_of_another_shape_is_ignored_and_reported() {
-    let answer = r#"{"valid": true, "payload": {"msg": "flat text is not the shape"}}"#;
-    let (app, _pre, post) = setup(Reply::Body(200, answer.into()), "").await;
-    let (_, a) = app.send(text(), true).await;
+    let flat = r#"{"valid": true, "payload": {"msg": "flat text is not the shape"}}"#;
+    let (sim, _pre, post) = setup(answer(flat), |r| r).await;
+    let (_, a) = send(&sim, text(), true).await;
     let warnings = pre_report(&a)["warnings"].as_array().unwrap().clone();
     assert_eq!(warnings.len(), 1, "{a}");
     assert!(
@@ -167,15 +180,15 @@ async fn a_payload_of_another_shape_is_ignored_and_reported() {
         "{warnings:?}"
     );
     assert_eq!(
-        post.wait_for(1).await[0].json()["payload"]["bodies"][0]["msg"],
+        arrived(&post, 1).await[0].json()["payload"]["bodies"][0]["msg"],
         "buy cheap watches"
     );
     // A rewrite of a non-text message is ignored the same way.
-    let (_, a) = app
-        .send(
-            json!({"from": "u1", "to": "u2", "type": "img", "body": {"url": "http://x/1.png"}}),
-            true,
-        )
-        .await;
+    let (_, a) = send(
+        &sim,
+        json!({"from": "u1", "to": "u2", "type": "img", "body": {"url": "http://x/1.png"}}),
+        true,
+    )
+    .await;
     assert_eq!(pre_report(&a)["warnings"].as_array().unwrap().len(), 1, "{a}");
 }

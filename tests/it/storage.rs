@@ -1,98 +1,111 @@
 //! Bans, the exception store and its REST API, graceful stop, and durability.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use callback_sim::DateKey;
+use callback_sim::{
+    CallbackReport, Clock, DateKey, FinalOutcome, ManualClock, Message, Outcome, Reply, RuleStatus, Server, Sim,
+};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-const SHRUNK_BAN: &str = "[ban]\nfailure_threshold = 6\nwindow_secs = 2\nbase_secs = 0.5\nmax_level = 3\n";
 
 fn msg() -> Value {
     json!({"from": "a", "to": "b", "msg": "x"})
 }
 
-async fn wait_state(app: &TestApp, rule: &str, state: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let r = app.rule_status(rule).await;
-        if r["state"] == state {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "rule {rule} never became {state}: {r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis() as u64
 }
 
-fn ms_of(rfc3339: &Value) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
-        .unwrap()
-        .timestamp_millis()
+/// The report of rule `rule` among a message's callbacks.
+fn report<'a>(reports: &'a [CallbackReport], rule: &str) -> &'a CallbackReport {
+    reports
+        .iter()
+        .find(|c| c.rule.as_str() == rule)
+        .unwrap_or_else(|| panic!("no callback of {rule} in {reports:?}"))
 }
+
+/// A day: the default `ban.level_memory_secs`.
+const LEVEL_MEMORY_MS: u64 = 86_400_000;
 
 #[tokio::test]
 async fn bans_start_at_the_threshold_store_banned_callbacks_and_escalate() {
-    let bad = Receiver::start(Reply::Status(500)).await;
-    let good = Receiver::ok().await;
-    let rules = rule("broken", &bad.url("/"), "  chat_types = [\"chat\"]") + &rule("healthy", &good.url("/"), "");
-    let app = spawn_app(SHRUNK_BAN, &agora_app("", &rules)).await;
-    for level in [1u64, 2, 3, 3] {
-        wait_state(&app, "broken", "active").await;
-        // Two failed attempts per message: the third message reaches the threshold of six.
+    const BASE_MS: u64 = 10_000;
+    let bad = sink(Reply::status(500)).await;
+    let good = sink(Reply::ok()).await;
+    // The clock starts a minute into a 10-minute bucket: the bans below (10 + 20 + 30 + 30 s)
+    // all fit in it.
+    let clock = Arc::new(ManualClock::new(now_ms() / 600_000 * 600_000 + 60_000));
+    let config = config()
+        .ban(6, 60.0, BASE_MS as f64 / 1000.0, 3)
+        .app(
+            app1()
+                .rule(rule("broken", &bad.url("/")).chat_types(&["chat"]))
+                .rule(rule("healthy", &good.url("/"))),
+        )
+        .build()
+        .unwrap();
+    let sim = Sim::start_with_clock(config, clock.clone()).await.unwrap();
+    // Three messages of two failed attempts each: the third reaches the threshold of six.
+    let fail_until_banned = || async {
         for i in 0..3 {
-            let before = app.rule_status("broken").await;
-            assert_eq!(before["state"], "active", "banned too early, at message {i}: {before}");
-            assert_eq!(before["failures_in_window"], 2 * i, "{before}");
-            let (_, a) = app.send(msg(), true).await;
-            let cbs = callbacks(&a);
-            let broken = cbs.iter().find(|c| c["rule"] == "broken").unwrap();
+            let before = rule_state(&sim, "broken");
             assert_eq!(
-                (broken["outcome"].as_str(), broken["attempts"].as_u64()),
-                (Some("stored"), Some(2)),
-                "{broken}"
+                (before.state, before.failures_in_window),
+                (RuleStatus::Active, 2 * i),
+                "banned too early, at message {i}: {before:?}"
             );
-            let healthy = cbs.iter().find(|c| c["rule"] == "healthy").unwrap();
+            let reports = send_text(&sim, "b").await;
+            let broken = report(&reports, "broken");
             assert_eq!(
-                (healthy["outcome"].as_str(), healthy["attempts"].as_u64()),
-                (Some("delivered"), Some(1)),
-                "{healthy}"
+                (broken.outcome, broken.attempts),
+                (FinalOutcome::Stored, 2),
+                "{broken:?}"
+            );
+            let healthy = report(&reports, "healthy");
+            assert_eq!(
+                (healthy.outcome, healthy.attempts),
+                (FinalOutcome::Delivered, 1),
+                "{healthy:?}"
             );
         }
-        let r = app.rule_status("broken").await;
-        let seen = chrono::Utc::now().timestamp_millis();
-        assert_eq!(r["state"], "banned", "{r}");
-        assert_eq!(r["ban_level"], level, "{r}");
-        let left = ms_of(&r["banned_until"]) - seen;
-        assert!(
-            left <= level as i64 * 500 && left > (level as i64 - 1) * 500 - 100,
-            "ban of level {level} has {left} ms left: {r}"
+        rule_state(&sim, "broken")
+    };
+    for level in [1u64, 2, 3, 3] {
+        let r = fail_until_banned().await;
+        assert_eq!((r.state, u64::from(r.ban_level)), (RuleStatus::Banned, level), "{r:?}");
+        assert_eq!(
+            r.banned_until_ms,
+            Some(clock.now_ms() + level * BASE_MS),
+            "a ban of level {level} lasts {level} x base_secs"
         );
         // While banned: not attempted, stored as `banned`; the other rule is untouched.
-        let hits = bad.count();
-        let (_, a) = app.send(msg(), true).await;
-        let broken = callbacks(&a).iter().find(|c| c["rule"] == "broken").unwrap().clone();
+        let hits = count(&bad);
+        let reports = send_text(&sim, "b").await;
+        let broken = report(&reports, "broken");
         assert_eq!(
-            (
-                broken["outcome"].as_str(),
-                broken["last_attempt"].as_str(),
-                broken["attempts"].as_u64()
-            ),
-            (Some("stored"), Some("banned"), Some(0)),
-            "{broken}"
+            (broken.outcome, broken.last_attempt, broken.attempts),
+            (FinalOutcome::Stored, Outcome::Banned, 0),
+            "{broken:?}"
         );
-        assert_eq!(bad.count(), hits, "a banned rule is not attempted");
-        assert_eq!(app.rule_status("healthy").await["state"], "active");
+        assert_eq!(count(&bad), hits, "a banned rule is not attempted");
+        assert_eq!(rule_state(&sim, "healthy").state, RuleStatus::Active);
+        // A millisecond before its end the ban holds; at its end the rule is active again.
+        clock.advance(level * BASE_MS - 1);
+        assert_eq!(rule_state(&sim, "broken").state, RuleStatus::Banned);
+        clock.advance(1);
+        assert_eq!(rule_state(&sim, "broken").state, RuleStatus::Active);
     }
     // The banned callbacks are in the store with their reason.
-    let info = app.info().await;
+    let info = info(&sim).await;
+    assert_eq!(info.len(), 1, "{info:?}");
     let date = info[0]["date"].as_str().unwrap().to_string();
-    let (_, items) = app
-        .get(
-            &format!("/app-id/app1/callbacks/storage/items?date={date}&limit=10000"),
-            "tok1",
-        )
-        .await;
+    let (_, items) = get(
+        &sim,
+        &format!("/app-id/app1/callbacks/storage/items?date={date}&limit=10000"),
+        TOKEN,
+    )
+    .await;
     let outcomes: Vec<&str> = items["data"]
         .as_array()
         .unwrap()
@@ -101,25 +114,28 @@ async fn bans_start_at_the_threshold_store_banned_callbacks_and_escalate() {
         .collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "banned").count(), 4, "{items}");
     assert_eq!(outcomes.iter().filter(|o| **o == "status").count(), 12, "{items}");
+    // Bans are remembered for level_memory_secs from their start: once the last one is that
+    // old, the next ban is of level 1 again.
+    clock.advance(LEVEL_MEMORY_MS);
+    let r = fail_until_banned().await;
+    assert_eq!((r.state, r.ban_level), (RuleStatus::Banned, 1), "{r:?}");
 }
 
 #[tokio::test]
 async fn info_lists_buckets_with_date_size_and_retry() {
-    let port = refused_port().await;
-    let sections = "[store]\nutc_offset = \"+08:00\"\n";
-    let app = spawn_app(
-        sections,
-        &agora_app("retries = 0", &rule("r", &format!("http://127.0.0.1:{port}/"), "")),
+    let sim = start(
+        config()
+            .store(259_200.0, "+08:00")
+            .app(app1().retries(0).rule(rule("r", &refused_url().await))),
     )
     .await;
-    assert_eq!(app.info().await, Vec::<Value>::new());
-    let before = chrono::Utc::now().timestamp_millis() as u64;
+    assert_eq!(info(&sim).await, Vec::<Value>::new());
+    let before = now_ms();
     for _ in 0..5 {
-        let (_, a) = app.send(msg(), true).await;
-        assert_eq!(callbacks(&a)[0]["outcome"], "stored");
+        assert_eq!(one_callback(&sim).await.outcome, FinalOutcome::Stored);
     }
-    let after = chrono::Utc::now().timestamp_millis() as u64;
-    let info = app.info().await;
+    let after = now_ms();
+    let info = info(&sim).await;
     let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
     let keys = [
         DateKey::from_ms(before, offset).to_string(),
@@ -134,24 +150,22 @@ async fn info_lists_buckets_with_date_size_and_retry() {
         );
         assert_eq!(b["retry"], 0);
     }
-    let (_, env) = app.get("/app-id/app1/callbacks/storage/info", "tok1").await;
+    let (_, env) = get(&sim, "/app-id/app1/callbacks/storage/info", TOKEN).await;
     for k in ["path", "uri", "timestamp", "action", "application", "data", "duration"] {
         assert!(env.get(k).is_some(), "{k} missing: {env}");
     }
     assert_eq!(env["action"], "get");
 }
 
-/// Stores `n` callbacks (receiver refusing) and returns the bodies that were sent and the bucket.
-async fn fill_store(app: &TestApp, n: usize) -> (Vec<Value>, String) {
+/// Stores `n` callbacks (the receiver failing) and returns their callIds and the bucket.
+async fn fill_store(sim: &Server, n: usize) -> (Vec<Value>, String) {
     let mut sent = Vec::new();
     for i in 0..n {
-        let (_, a) = app
-            .send(json!({"from": "a", "to": "b", "msg": format!("m{i}")}), true)
-            .await;
+        let (_, a) = send(sim, json!({"from": "a", "to": "b", "msg": format!("m{i}")}), true).await;
         assert_eq!(callbacks(&a)[0]["outcome"], "stored", "{a}");
         sent.push(callbacks(&a)[0]["callId"].clone());
     }
-    let info = app.info().await;
+    let info = info(sim).await;
     assert_eq!(
         info.len(),
         1,
@@ -160,102 +174,92 @@ async fn fill_store(app: &TestApp, n: usize) -> (Vec<Value>, String) {
     (sent, info[0]["date"].as_str().unwrap().to_string())
 }
 
+const RETRY: &str = "/app-id/app1/callbacks/storage/retry";
+
 #[tokio::test]
 async fn replay_to_a_healthy_target_sends_identical_bytes_and_drains_the_bucket() {
-    let broken = Receiver::start(Reply::Status(503)).await;
-    let healthy = Receiver::ok().await;
-    let app = spawn_app("", &agora_app("retries = 0", &rule("r", &broken.url("/cb"), ""))).await;
-    let (call_ids, date) = fill_store(&app, 20).await;
-    let originals: std::collections::HashMap<String, axum::body::Bytes> = broken
+    let broken = sink(Reply::status(503)).await;
+    let healthy = sink(Reply::ok()).await;
+    let sim = start_app(app1().retries(0).rule(rule("r", &broken.url("/cb")))).await;
+    let (call_ids, date) = fill_store(&sim, 20).await;
+    let originals: std::collections::HashMap<String, bytes::Bytes> = broken
         .received()
         .into_iter()
-        .map(|r| (r.json()["callId"].as_str().unwrap().to_string(), r.body))
+        .map(|r| (r.call_id().unwrap(), r.body))
         .collect();
-    let (s, v) = app
-        .post(
-            "/app-id/app1/callbacks/storage/retry",
-            "tok1",
-            json!({"date": date, "retry": 0, "targetUrl": healthy.url("/replay")}),
-        )
-        .await;
+    let (s, v) = post(
+        &sim,
+        RETRY,
+        TOKEN,
+        json!({"date": date, "retry": 0, "targetUrl": healthy.url("/replay")}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"], "success");
     assert_eq!((v["delivered"].as_u64(), v["failed"].as_u64()), (Some(20), Some(0)));
-    let got = healthy.wait_for(20).await;
+    let got = arrived(&healthy, 20).await;
     assert_eq!(got.len(), 20);
     for r in &got {
         assert_eq!(r.path, "/replay");
-        let id = r.json()["callId"].as_str().unwrap().to_string();
-        assert_eq!(originals[&id], r.body, "replays send the same bytes");
+        assert_eq!(originals[&r.call_id().unwrap()], r.body, "replays send the same bytes");
     }
     let ids: std::collections::HashSet<_> = got.iter().map(|r| r.json()["callId"].clone()).collect();
     assert_eq!(ids, call_ids.into_iter().collect());
     assert_eq!(
-        app.info().await,
+        info(&sim).await,
         Vec::<Value>::new(),
         "delivered callbacks leave the store"
     );
     // The bucket is gone now: replaying it again is a 400.
-    let (s, v) = app
-        .post("/app-id/app1/callbacks/storage/retry", "tok1", json!({"date": date}))
-        .await;
+    let (s, v) = post(&sim, RETRY, TOKEN, json!({"date": date})).await;
     assert_eq!(s, 400, "{v}");
 }
 
 #[tokio::test]
 async fn failed_replays_move_to_the_next_retry_and_rule_url_replays_obey_the_ban() {
-    let broken = Receiver::start(Reply::Status(500)).await;
-    let app = spawn_app(SHRUNK_BAN, &agora_app("", &rule("r", &broken.url("/cb"), ""))).await;
-    let (_, date) = fill_store(&app, 2).await;
-    let port = refused_port().await;
-    let (s, v) = app
-        .post(
-            "/app-id/app1/callbacks/storage/retry",
-            "tok1",
-            json!({"date": date, "targetUrl": format!("http://127.0.0.1:{port}/")}),
-        )
-        .await;
+    let broken = sink(Reply::status(500)).await;
+    let sim = start(
+        config()
+            .ban(6, 60.0, 60.0, 3)
+            .app(app1().rule(rule("r", &broken.url("/cb")))),
+    )
+    .await;
+    let (_, date) = fill_store(&sim, 2).await;
+    let (s, v) = post(
+        &sim,
+        RETRY,
+        TOKEN,
+        json!({"date": date, "targetUrl": refused_url().await}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         (v["data"].as_str(), v["delivered"].as_u64(), v["failed"].as_u64()),
         (Some("failure"), Some(0), Some(2))
     );
-    let info = app.info().await;
-    assert_eq!(info, vec![json!({"date": date, "size": 2, "retry": 1})]);
+    assert_eq!(info(&sim).await, vec![json!({"date": date, "size": 2, "retry": 1})]);
     // Replays to a targetUrl did not feed the ban (2 messages x 2 attempts = 4 < 6).
-    let r = app.rule_status("r").await;
+    let r = rule_status(&sim, "r").await;
     assert_eq!(
         (r["state"].as_str(), r["failures_in_window"].as_u64()),
         (Some("active"), Some(4)),
         "{r}"
     );
     // A replay to the rule's own URL feeds it: 4 + 2 x 2 reaches the threshold.
-    let (s, v) = app
-        .post(
-            "/app-id/app1/callbacks/storage/retry",
-            "tok1",
-            json!({"date": date, "retry": 1}),
-        )
-        .await;
+    let (s, v) = post(&sim, RETRY, TOKEN, json!({"date": date, "retry": 1})).await;
     assert_eq!((s.as_u16(), v["failed"].as_u64()), (200, Some(2)), "{v}");
-    assert_eq!(app.rule_status("r").await["state"], "banned");
+    assert_eq!(rule_status(&sim, "r").await["state"], "banned");
     // ... and obeys it: nothing is attempted while banned.
-    let hits = broken.count();
-    let (_, v) = app
-        .post(
-            "/app-id/app1/callbacks/storage/retry",
-            "tok1",
-            json!({"date": date, "retry": 2}),
-        )
-        .await;
+    let hits = count(&broken);
+    let (_, v) = post(&sim, RETRY, TOKEN, json!({"date": date, "retry": 2})).await;
     assert_eq!(v["failed"], 2, "{v}");
-    assert_eq!(broken.count(), hits);
-    let (_, items) = app
-        .get(
-            &format!("/app-id/app1/callbacks/storage/items?date={date}&retry=3"),
-            "tok1",
-        )
-        .await;
+    assert_eq!(count(&broken), hits);
+    let (_, items) = get(
+        &sim,
+        &format!("/app-id/app1/callbacks/storage/items?date={date}&retry=3"),
+        TOKEN,
+    )
+    .await;
     let items = items["data"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert!(
@@ -266,17 +270,21 @@ async fn failed_replays_move_to_the_next_retry_and_rule_url_replays_obey_the_ban
 
 #[tokio::test]
 async fn storage_route_errors() {
-    let healthy = Receiver::ok().await;
-    let hang = Receiver::start(Reply::Hang).await;
-    let port = refused_port().await;
-    let apps = agora_app(
-        "retries = 0\ntimeout_secs = 1",
-        &rule("r", &format!("http://127.0.0.1:{port}/"), ""),
-    ) + "[[apps]]\nid = \"nostore\"\ntoken = \"tok2\"\nexception_store = false\nretries = 0\n"
-        + &rule("r", &format!("http://127.0.0.1:{port}/"), "");
-    let app = spawn_app("", &apps).await;
-    let (_, date) = fill_store(&app, 3).await;
-    let retry = "/app-id/app1/callbacks/storage/retry";
+    let healthy = sink(Reply::ok()).await;
+    let hang = sink(Reply::hang()).await;
+    let refused = refused_url().await;
+    let sim = start(
+        config()
+            .app(app1().retries(0).timeout_secs(1.0).rule(rule("r", &refused)))
+            .app(
+                callback_sim::AppBuilder::new("nostore", "tok2")
+                    .exception_store(false)
+                    .retries(0)
+                    .rule(rule("r", &refused)),
+            ),
+    )
+    .await;
+    let (_, date) = fill_store(&sim, 3).await;
     for (body, hint) in [
         (json!({"date": "202109091445"}), "10-minute"),
         (json!({"date": "2021-09-09"}), "10-minute"),
@@ -289,30 +297,38 @@ async fn storage_route_errors() {
         (json!({"retry": 0}), "date"),
         (json!("202109091440"), "JSON object"),
     ] {
-        let (s, v) = app.post(retry, "tok1", body.clone()).await;
+        let (s, v) = post(&sim, RETRY, TOKEN, body.clone()).await;
         assert_eq!(s, 400, "{body} → {v}");
         assert!(v["error_description"].as_str().unwrap().contains(hint), "{body} → {v}");
     }
-    let (s, _) = app.post(retry, "wrong", json!({"date": date})).await;
+    let (s, _) = post(&sim, RETRY, "wrong", json!({"date": date})).await;
     assert_eq!(s, 401);
-    let (s, _) = app
-        .post("/app-id/ghost/callbacks/storage/retry", "tok1", json!({"date": date}))
-        .await;
+    let (s, _) = post(
+        &sim,
+        "/app-id/ghost/callbacks/storage/retry",
+        TOKEN,
+        json!({"date": date}),
+    )
+    .await;
     assert_eq!(s, 404);
     // The store is off for this app: 403, after auth.
     for path in [
         "/app-id/nostore/callbacks/storage/info",
         "/app-id/nostore/callbacks/storage/items?date=202109091440",
     ] {
-        let (s, v) = app.get(path, "tok2").await;
+        let (s, v) = get(&sim, path, "tok2").await;
         assert_eq!(s, 403, "{v}");
-        assert_eq!(app.get(path, "bad").await.0, 401);
+        assert_eq!(get(&sim, path, "bad").await.0, 401);
     }
-    let (s, _) = app
-        .post("/app-id/nostore/callbacks/storage/retry", "tok2", json!({"date": date}))
-        .await;
+    let (s, _) = post(
+        &sim,
+        "/app-id/nostore/callbacks/storage/retry",
+        "tok2",
+        json!({"date": date}),
+    )
+    .await;
     assert_eq!(s, 403);
-    let (_, a) = app.send_as("nostore", "tok2", msg(), true).await;
+    let (_, a) = send_as(&sim, "nostore", "tok2", msg(), true).await;
     assert_eq!(callbacks(&a)[0]["outcome"], "dropped");
     // Items: malformed queries are 400, a missing bucket is an empty list.
     for q in [
@@ -323,21 +339,17 @@ async fn storage_route_errors() {
         "?date=202109091440&limit=10001",
         "?date=202109091440&foo=1",
     ] {
-        let (s, v) = app
-            .get(&format!("/app-id/app1/callbacks/storage/items{q}"), "tok1")
-            .await;
+        let (s, v) = get(&sim, &format!("/app-id/app1/callbacks/storage/items{q}"), TOKEN).await;
         assert_eq!(s, 400, "{q} → {v}");
     }
-    let (s, v) = app
-        .get("/app-id/app1/callbacks/storage/items?date=202109091440", "tok1")
-        .await;
+    let (s, v) = get(&sim, "/app-id/app1/callbacks/storage/items?date=202109091440", TOKEN).await;
     assert_eq!((s.as_u16(), v["data"].clone()), (200, json!([])));
-    let (_, v) = app
-        .get(
-            &format!("/app-id/app1/callbacks/storage/items?date={date}&limit=2"),
-            "tok1",
-        )
-        .await;
+    let (_, v) = get(
+        &sim,
+        &format!("/app-id/app1/callbacks/storage/items?date={date}&limit=2"),
+        TOKEN,
+    )
+    .await;
     let items = v["data"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     for k in ["callId", "rule", "url", "outcome", "attempts", "stored_at", "body"] {
@@ -349,13 +361,13 @@ async fn storage_route_errors() {
         "body is the stored JSON object"
     );
     // 409 while the same bucket is being replayed (to a receiver that hangs for the 1 s timeout).
-    let http = app.http.clone();
-    let url = format!("{}{retry}", app.base);
     let first = tokio::spawn({
+        let url = format!("{}{RETRY}", sim.base_url());
         let body = json!({"date": date, "targetUrl": hang.url("/")});
         async move {
-            http.post(url)
-                .bearer_auth("tok1")
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(TOKEN)
                 .json(&body)
                 .send()
                 .await
@@ -363,29 +375,28 @@ async fn storage_route_errors() {
                 .status()
         }
     });
-    hang.wait_for(1).await;
-    let (s, v) = app
-        .post(retry, "tok1", json!({"date": date, "targetUrl": healthy.url("/")}))
-        .await;
+    arrived(&hang, 1).await;
+    let (s, v) = post(&sim, RETRY, TOKEN, json!({"date": date, "targetUrl": healthy.url("/")})).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(first.await.unwrap(), 200);
 }
 
 #[tokio::test]
 async fn graceful_stop_stores_what_was_queued_and_loses_nothing() {
-    let rx = Receiver::start(Reply::Delay(Duration::from_millis(20), 200)).await;
-    let sections = "[delivery]\nconcurrency = 4\nqueue_capacity = 10000\n";
-    let mut app = spawn_app(sections, &agora_app("", &rule("r", &rx.url("/"), ""))).await;
+    let sink = sink(Reply::ok().after(std::time::Duration::from_millis(20))).await;
+    let sim = start(
+        config()
+            .concurrency(4)
+            .queue_capacity(10_000)
+            .app(app1().rule(rule("r", &sink.url("/")))),
+    )
+    .await;
     let mut accepted = 0;
     for _ in 0..300 {
-        let (s, a) = app.send(msg(), false).await;
-        assert_eq!(s, 200, "{a}");
-        accepted += a["data"]["queued"].as_u64().unwrap();
+        accepted += sim.submit(APP, Message::text("a", "b", "x")).await.unwrap().queued as u64;
     }
-    let server = app.server.take().unwrap();
-    server.shutdown().await;
-    let stats = rule_stats(&server, "r");
-    use callback_sim::{FinalOutcome, Outcome};
+    sim.shutdown().await;
+    let stats = rule_state(&sim, "r").stats;
     let delivered = stats.final_outcome(FinalOutcome::Delivered);
     let stored = stats.final_outcome(FinalOutcome::Stored);
     let dropped = stats.final_outcome(FinalOutcome::Dropped);
@@ -397,63 +408,58 @@ async fn graceful_stop_stores_what_was_queued_and_loses_nothing() {
     assert_eq!(dropped, 0);
     assert!(stored > 0, "the stop came while callbacks were queued");
     assert_eq!(stats.outcome(Outcome::Shutdown), stored);
-    assert_eq!(
-        stored_total(&server),
-        stored,
-        "everything reported stored is in the store"
-    );
+    assert_eq!(stored_total(&sim), stored, "everything reported stored is in the store");
 }
 
 #[tokio::test]
 async fn ban_state_and_the_store_survive_a_restart() {
-    let bad = Receiver::start(Reply::Status(500)).await;
-    let sections = "[ban]\nfailure_threshold = 2\nwindow_secs = 60\nbase_secs = 60\n";
-    let apps = agora_app("", &rule("r", &bad.url("/"), ""));
-    let mut app = spawn_app(sections, &apps).await;
-    app.send(msg(), true).await;
-    let before = wait_state(&app, "r", "banned").await;
-    let info = app.info().await;
-    app.shutdown().await;
-    let app = spawn_app_in(app.dir, sections, &apps).await;
-    let after = app.rule_status("r").await;
+    let bad = sink(Reply::status(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = || {
+        config()
+            .data_dir(&dir.path().join("data"))
+            .ban(2, 60.0, 60.0, 5)
+            .app(app1().rule(rule("r", &bad.url("/"))))
+            .build()
+            .unwrap()
+    };
+    let server = Server::start(settings()).await.unwrap();
+    one_callback(&server).await;
+    let before = eventually("rule r to be banned", || async {
+        let r = rule_state(&server, "r");
+        (r.state == RuleStatus::Banned).then_some(r)
+    })
+    .await;
+    let stored = info(&server).await;
+    server.shutdown().await;
+    drop(server);
+    let server = Server::start(settings()).await.unwrap();
+    let after = rule_state(&server, "r");
     assert_eq!(
-        (
-            after["state"].clone(),
-            after["ban_level"].clone(),
-            after["banned_until"].clone()
-        ),
-        (
-            before["state"].clone(),
-            before["ban_level"].clone(),
-            before["banned_until"].clone()
-        )
+        (after.state, after.ban_level, after.banned_until_ms),
+        (before.state, before.ban_level, before.banned_until_ms)
     );
-    assert_eq!(app.info().await, info);
+    assert_eq!(info(&server).await, stored);
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn retention_sweep_deletes_old_buckets() {
-    let port = refused_port().await;
-    let clock = std::sync::Arc::new(callback_sim::ManualClock::new(
-        chrono::Utc::now().timestamp_millis() as u64
-    ));
-    let apps = agora_app("retries = 0", &rule("r", &format!("http://127.0.0.1:{port}/"), ""));
-    let app = spawn_app_with_clock(
-        tempfile::tempdir().unwrap(),
-        "[store]\nretention_secs = 4\n",
-        &apps,
-        Some(clock.clone()),
-    )
-    .await;
-    app.send(msg(), true).await;
-    assert_eq!(app.info().await.len(), 1);
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let config = config()
+        .store(4.0, "+00:00")
+        .app(app1().retries(0).rule(rule("r", &refused_url().await)))
+        .build()
+        .unwrap();
+    let sim = Sim::start_with_clock(config, clock.clone()).await.unwrap();
+    one_callback(&sim).await;
+    assert_eq!(info(&sim).await.len(), 1);
     // A bucket goes once its 10-minute window ended more than retention_secs ago.
     clock.advance(11 * 60 * 1000);
-    let deadline = Instant::now() + WAIT;
-    while !app.info().await.is_empty() {
-        assert!(Instant::now() < deadline, "the sweep never purged the old bucket");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the sweep to purge the old bucket", || async {
+        info(&sim).await.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[test]
@@ -461,19 +467,32 @@ fn kill_9_loses_nothing_reported_stored() {
     use std::process::{Command, Stdio};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = rt.block_on(refused_port());
+    let refused = rt.block_on(refused_url());
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[api]\nrate_per_sec = 100000\nburst = 100000\n{}",
-            agora_app("retries = 0", &rule("r", &format!("http://127.0.0.1:{port}/"), ""))
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "data"
+[api]
+rate_per_sec = 100000
+burst = 100000
+[[apps]]
+id = "app1"
+token = "tok1"
+retries = 0
+  [[apps.rules]]
+  name = "r"
+  url = "{refused}"
+  secret = "s"
+"#
         ),
     )
     .unwrap();
     let start = || {
         let (child, line, _) = spawn_first_line(
-            Command::new(env!("CARGO_BIN_EXE_callback-sim"))
+            Command::new(BIN)
                 .args(["serve", "--config"])
                 .arg(&path)
                 .env("RUST_LOG", "warn")
@@ -492,7 +511,7 @@ fn kill_9_loses_nothing_reported_stored() {
             async move {
                 let resp = http
                     .post(url)
-                    .bearer_auth("tok1")
+                    .bearer_auth(TOKEN)
                     .json(&json!({"from": "a", "to": "b", "msg": format!("m{i}")}))
                     .send()
                     .await
@@ -513,7 +532,7 @@ fn kill_9_loses_nothing_reported_stored() {
     let found: std::collections::HashSet<String> = rt.block_on(async {
         let info: Value = http
             .get(format!("{base}/app-id/app1/callbacks/storage/info"))
-            .bearer_auth("tok1")
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap()
@@ -529,7 +548,7 @@ fn kill_9_loses_nothing_reported_stored() {
             );
             let items: Value = http
                 .get(url)
-                .bearer_auth("tok1")
+                .bearer_auth(TOKEN)
                 .send()
                 .await
                 .unwrap()
@@ -561,26 +580,30 @@ fn kill_9_loses_nothing_reported_stored() {
 async fn a_graceful_stop_also_stores_callbacks_waiting_in_a_rule_lane() {
     // Two rules share two deliveries in flight: one each. The hung rule's first callback is in
     // flight; its next two wait in its lane (parked), not in the queue.
-    let hung = Receiver::start(Reply::Hang).await;
-    let ok = Receiver::ok().await;
-    let rules = rule("hung", &hung.url("/"), "") + &rule("ok", &ok.url("/"), "");
-    let mut app = spawn_app("[delivery]\nconcurrency = 2\n", &agora_app("timeout_secs = 30", &rules)).await;
+    let hung = sink(Reply::hang()).await;
+    let ok = sink(Reply::ok()).await;
+    let sim = start(
+        config().concurrency(2).app(
+            app1()
+                .timeout_secs(30.0)
+                .rule(rule("hung", &hung.url("/")))
+                .rule(rule("ok", &ok.url("/"))),
+        ),
+    )
+    .await;
     for _ in 0..3 {
-        let (s, _) = app.send(msg(), false).await;
-        assert_eq!(s, 200);
+        sim.submit(APP, Message::text("a", "b", "x")).await.unwrap();
     }
-    ok.wait_for(3).await;
-    hung.wait_for(1).await;
-    let server = app.server.take().unwrap();
-    server.shutdown().await;
-    let stats = rule_stats(&server, "hung");
-    use callback_sim::{FinalOutcome, Outcome};
+    arrived(&ok, 3).await;
+    arrived(&hung, 1).await;
+    sim.shutdown().await;
+    let stats = rule_state(&sim, "hung").stats;
     assert_eq!(
         stats.final_outcome(FinalOutcome::Stored),
         3,
         "the one in flight and the two parked"
     );
     assert_eq!(stats.outcome(Outcome::Shutdown), 3);
-    assert_eq!(stored_total(&server), 3);
-    assert_eq!(server.queued(), 0);
+    assert_eq!(stored_total(&sim), 3);
+    assert_eq!(sim.queued(), 0);
 }

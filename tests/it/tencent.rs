@@ -1,23 +1,37 @@
-//! The tencent dialect (SPEC §4.3) and the events route (SPEC §8.3).
+//! The tencent dialect (docs/behaviour.md §4.3) and the events route (§8.3).
 
 use std::collections::HashMap;
 
-use callback_sim::agora_sign;
+use callback_sim::{
+    AppBuilder, Dialect, ReceivedCallback, Reply, RuleBuilder, Signature, Sink, SinkOptions, agora_sign,
+};
 use serde_json::json;
 
 use crate::helpers::*;
 
-const OK: &str = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#;
-
-fn tencent_app(rules: &str) -> String {
-    format!("[[apps]]\nid = \"app1\"\ntoken = \"tok1\"\ndialect = \"tencent\"\nsdk_app_id = 1400000001\n{rules}")
+/// app1 as a tencent app.
+fn tencent_app() -> AppBuilder {
+    app1().tencent(1400000001)
 }
 
-fn tencent_rule(name: &str, url: &str, extra: &str) -> String {
-    format!("  [[apps.rules]]\n  name = \"{name}\"\n  url = \"{url}\"\n{extra}\n")
+/// A tencent post-send rule (unsigned).
+fn tencent_rule(name: &str, url: &str) -> RuleBuilder {
+    RuleBuilder::post_send(name, url, "")
 }
 
-fn params(r: &Received) -> HashMap<String, String> {
+/// A recording sink of the tencent dialect: it checks query strings and answers
+/// `{"ActionStatus":"OK","ErrorCode":0,...}`.
+async fn tencent_sink() -> Sink {
+    Sink::start(SinkOptions {
+        dialect: Dialect::Tencent,
+        record: true,
+        ..SinkOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn params(r: &ReceivedCallback) -> HashMap<String, String> {
     form_urlencoded::parse(r.query.as_deref().unwrap_or_default().as_bytes())
         .into_owned()
         .collect()
@@ -25,17 +39,18 @@ fn params(r: &Received) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn after_send_callbacks_carry_the_query_string_and_tencent_bodies() {
-    let rx = Receiver::start(Reply::Body(200, OK.into())).await;
-    let app = spawn_app(
-        "",
-        &tencent_app(&tencent_rule("after", &format!("{}?token=abc", rx.url("/im")), "")),
-    )
-    .await;
-    let (s, a) = app.send(json!({"from": "jared", "to": "Jonh", "msg": "red packet", "client_ip": "10.1.2.3", "platform": "iOS", "offline": ["Jonh"]}), true).await;
+    let rx = tencent_sink().await;
+    let sim = start_app(tencent_app().rule(tencent_rule("after", &format!("{}?token=abc", rx.url("/im"))))).await;
+    let (s, a) = send(&sim, json!({"from": "jared", "to": "Jonh", "msg": "red packet", "client_ip": "10.1.2.3", "platform": "iOS", "offline": ["Jonh"]}), true).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(callbacks(&a).len(), 1, "tencent has no offline callback: {a}");
     assert_eq!(callbacks(&a)[0]["outcome"], "delivered");
-    let got = rx.wait_for(1).await;
+    let got = arrived(&rx, 1).await;
+    assert_eq!(
+        got[0].signature,
+        Signature::QueryOk,
+        "the sink finds the query string right"
+    );
     let p = params(&got[0]);
     assert_eq!(p["token"], "abc", "the rule's own query is kept");
     assert_eq!(p["SdkAppid"], "1400000001");
@@ -63,8 +78,8 @@ async fn after_send_callbacks_carry_the_query_string_and_tencent_bodies() {
     assert!(body.get("security").is_none(), "tencent callbacks are not signed");
 
     // A group message from the REST API: Group command, GroupId, RESTAPI platform, element types.
-    app.send(json!({"from": "admin", "to": "@TGS#2J4SZEAEL", "chat_type": "groupchat", "type": "img", "body": {"UUID": "1", "ImageFormat": 1}, "source": "rest"}), true).await;
-    let r = &rx.wait_for(2).await[1];
+    send(&sim, json!({"from": "admin", "to": "@TGS#2J4SZEAEL", "chat_type": "groupchat", "type": "img", "body": {"UUID": "1", "ImageFormat": 1}, "source": "rest"}), true).await;
+    let r = &arrived(&rx, 2).await[1];
     let (p, body) = (params(r), r.json());
     assert_eq!(
         (
@@ -82,9 +97,10 @@ async fn after_send_callbacks_carry_the_query_string_and_tencent_bodies() {
 
 #[tokio::test]
 async fn an_unparsable_answer_is_bad_response_with_no_retry() {
-    let rx = Receiver::start(Reply::Body(200, "<html>ok</html>".into())).await;
-    let app = spawn_app("", &tencent_app(&tencent_rule("after", &rx.url("/im"), ""))).await;
-    let (_, a) = app.send(json!({"from": "a", "to": "b", "msg": "x"}), true).await;
+    let rx = tencent_sink().await;
+    rx.reply(Reply::ok().with_body("<html>ok</html>"));
+    let sim = start_app(tencent_app().rule(tencent_rule("after", &rx.url("/im")))).await;
+    let (_, a) = send(&sim, json!({"from": "a", "to": "b", "msg": "x"}), true).await;
     let cb = &callbacks(&a)[0];
     assert_eq!(
         (
@@ -95,29 +111,26 @@ async fn an_unparsable_answer_is_bad_response_with_no_retry() {
         (Some("stored"), Some("bad_response"), Some(1)),
         "{cb}"
     );
-    assert_eq!(rx.count(), 1, "tencent: no retry by default");
+    assert_eq!(count(&rx), 1, "tencent: no retry by default");
 }
 
 #[tokio::test]
 async fn before_commands_allow_deny_and_time_out_open() {
-    let pre = Receiver::start(Reply::Body(
-        200,
-        r#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no links allowed"}"#.into(),
-    ))
+    let pre = tencent_sink().await;
+    pre.reply(Reply::ok().with_body(r#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no links allowed"}"#));
+    let post = tencent_sink().await;
+    let sim = start_app(
+        tencent_app()
+            .rule(RuleBuilder::pre_send("before", &pre.url("/im"), "").notify_sender(true))
+            .rule(tencent_rule("after", &post.url("/im"))),
+    )
     .await;
-    let post = Receiver::start(Reply::Body(200, OK.into())).await;
-    let rules = tencent_rule(
-        "before",
-        &pre.url("/im"),
-        "  kind = \"pre_send\"\n  notify_sender = true",
-    ) + &tencent_rule("after", &post.url("/im"), "");
-    let app = spawn_app("", &tencent_app(&rules)).await;
-    let (_, a) = app
-        .send(
-            json!({"from": "a", "to": "g", "chat_type": "groupchat", "msg": "http://spam"}),
-            true,
-        )
-        .await;
+    let (_, a) = send(
+        &sim,
+        json!({"from": "a", "to": "g", "chat_type": "groupchat", "msg": "http://spam"}),
+        true,
+    )
+    .await;
     assert_eq!(
         (a["data"]["accepted"].as_bool(), a["data"]["code"].as_str()),
         (Some(false), Some("no links allowed")),
@@ -131,40 +144,41 @@ async fn before_commands_allow_deny_and_time_out_open() {
         pre.received()[0].json()["CallbackCommand"],
         "Group.CallbackBeforeSendMsg"
     );
-    assert_eq!(post.count(), 0);
+    assert_eq!(count(&post), 0);
 
-    pre.set_default(Reply::Body(200, OK.into()));
-    let (_, a) = app.send(json!({"from": "a", "to": "b", "msg": "hello"}), true).await;
+    // The tencent sink's own answer allows.
+    pre.reply(Reply::ok());
+    let (_, a) = send(&sim, json!({"from": "a", "to": "b", "msg": "hello"}), true).await;
     assert_eq!(a["data"]["accepted"], true);
     assert_eq!(
         params(&pre.received()[1])["CallbackCommand"],
         "C2C.CallbackBeforeSendMsg"
     );
-    post.wait_for(1).await;
+    arrived(&post, 1).await;
 
     // No usable answer (here: garbage) allows the message, as if no callback were configured.
-    pre.set_default(Reply::Body(200, "garbage".into()));
-    let (_, a) = app.send(json!({"from": "a", "to": "b", "msg": "hello"}), true).await;
+    pre.reply(Reply::ok().with_body("garbage"));
+    let (_, a) = send(&sim, json!({"from": "a", "to": "b", "msg": "hello"}), true).await;
     assert_eq!(a["data"]["accepted"], true);
     let p = callbacks(&a).iter().find(|c| c["kind"] == "pre_send").unwrap().clone();
     assert_eq!(
         (p["outcome"].as_str(), p["last_attempt"].as_str()),
         (Some("dropped"), Some("bad_response"))
     );
-    post.wait_for(2).await;
+    arrived(&post, 2).await;
 }
 
 #[tokio::test]
 async fn tencent_events_use_their_commands() {
-    let rx = Receiver::start(Reply::Body(200, OK.into())).await;
-    let app = spawn_app("", &tencent_app(&tencent_rule("events", &rx.url("/im"), ""))).await;
-    let (s, a) = app.post("/app-id/app1/events?wait=true", "tok1", json!({"type": "user_status", "user": "u1", "status": "online", "platform": "Android", "client_ip": "10.0.0.9"})).await;
+    let rx = tencent_sink().await;
+    let sim = start_app(tencent_app().rule(tencent_rule("events", &rx.url("/im")))).await;
+    let (s, a) = post(&sim, "/app-id/app1/events?wait=true", TOKEN, json!({"type": "user_status", "user": "u1", "status": "online", "platform": "Android", "client_ip": "10.0.0.9"})).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(
         (a["data"]["queued"].as_u64(), callbacks(&a)[0]["outcome"].as_str()),
         (Some(1), Some("delivered"))
     );
-    let r = &rx.wait_for(1).await[0];
+    let r = &arrived(&rx, 1).await[0];
     assert_eq!(
         (params(r)["CallbackCommand"].as_str(), params(r)["OptPlatform"].as_str()),
         ("State.StateChange", "Android")
@@ -174,11 +188,9 @@ async fn tencent_events_use_their_commands() {
         body["Info"],
         json!({"Action": "Login", "To_Account": "u1", "Reason": "Register"})
     );
-    let (s, _) = app
-        .post("/app-id/app1/events?wait=true", "tok1", json!({"type": "group_member_joined", "group_id": "@TGS#2J4SZEAEL", "members": ["jared", "tommy"], "operator": "leckie"}))
-        .await;
+    let (s, _) = post(&sim, "/app-id/app1/events?wait=true", TOKEN, json!({"type": "group_member_joined", "group_id": "@TGS#2J4SZEAEL", "members": ["jared", "tommy"], "operator": "leckie"})).await;
     assert_eq!(s, 200);
-    let body = rx.wait_for(2).await[1].json();
+    let body = arrived(&rx, 2).await[1].json();
     assert_eq!(
         body,
         json!({"CallbackCommand": "Group.CallbackAfterNewMemberJoin", "GroupId": "@TGS#2J4SZEAEL", "Type": "Public", "JoinType": "Apply",
@@ -188,19 +200,25 @@ async fn tencent_events_use_their_commands() {
 
 #[tokio::test]
 async fn agora_events_are_signed_and_filtered_by_event_types() {
-    let all = Receiver::ok().await;
-    let chat_only = Receiver::ok().await;
-    let rules = rule("all", &all.url("/"), "") + &rule("chat_only", &chat_only.url("/"), "  event_types = [\"chat\"]");
-    let app = spawn_app("", &agora_app("", &rules)).await;
-    let (s, a) = app
-        .post(
-            "/app-id/app1/events?wait=true",
-            "tok1",
-            json!({"type": "user_status", "user": "u1", "status": "offline"}),
-        )
-        .await;
+    let all = Sink::recording(Some("sec_all")).await.unwrap();
+    let chat_only = sink(Reply::ok()).await;
+    let sim = start_app(
+        app1()
+            .rule(rule("all", &all.url("/")))
+            .rule(rule("chat_only", &chat_only.url("/")).event_types(&["chat"])),
+    )
+    .await;
+    let (s, a) = post(
+        &sim,
+        "/app-id/app1/events?wait=true",
+        TOKEN,
+        json!({"type": "user_status", "user": "u1", "status": "offline"}),
+    )
+    .await;
     assert_eq!((s.as_u16(), a["data"]["queued"].as_u64()), (200, Some(1)), "{a}");
-    let body = all.wait_for(1).await[0].json();
+    let got = arrived(&all, 1).await;
+    assert_eq!(got[0].signature, Signature::Valid);
+    let body = got[0].json();
     assert_eq!(
         (
             body["eventType"].as_str(),
@@ -218,13 +236,14 @@ async fn agora_events_are_signed_and_filtered_by_event_types() {
             body["timestamp"].as_u64().unwrap()
         )
     );
-    app.post(
+    post(
+        &sim,
         "/app-id/app1/events?wait=true",
-        "tok1",
+        TOKEN,
         json!({"type": "group_member_joined", "group_id": "g1", "members": ["m1"]}),
     )
     .await;
-    let body = all.wait_for(2).await[1].json();
+    let body = arrived(&all, 2).await[1].json();
     assert_eq!(
         (
             body["eventType"].as_str(),
@@ -233,14 +252,14 @@ async fn agora_events_are_signed_and_filtered_by_event_types() {
         ),
         (Some("group_member_joined"), Some("g1"), json!(["m1"]))
     );
-    assert_eq!(chat_only.count(), 0);
-    let (s, v) = app
-        .post(
-            "/app-id/app1/events",
-            "tok1",
-            json!({"type": "user_status", "user": "u1"}),
-        )
-        .await;
+    assert_eq!(count(&chat_only), 0);
+    let (s, v) = post(
+        &sim,
+        "/app-id/app1/events",
+        TOKEN,
+        json!({"type": "user_status", "user": "u1"}),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error_description"].as_str().unwrap().contains("status"), "{v}");
 }

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use callback_sim::{Config, Server, Sink, SinkOptions, SinkTls};
+use callback_sim::{
+    AppBuilder, CallbackReport, Config, FinalOutcome, Outcome, Reply, RuleBuilder, Server, Sink, SinkOptions, SinkTls,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 
@@ -128,56 +130,47 @@ impl Pki {
     }
 }
 
-/// A rule line `key = "path"`.
-fn path_key(key: &str, path: &Path) -> String {
-    format!("  {key} = {:?}\n", path.display().to_string())
+/// app1 with a small timeout and no retry: a TLS failure is final at once.
+fn app() -> AppBuilder {
+    app1().timeout_secs(2.0).retries(0)
 }
 
-/// The rule lines that present `client` as our certificate.
-fn client_keys(client: &Pem) -> String {
-    path_key("client_cert", &client.cert) + &path_key("client_key", &client.key)
+/// A rule that trusts the server CA.
+fn trusting(rule: RuleBuilder, pki: &Pki) -> RuleBuilder {
+    rule.ca_file(&pki.server_ca.cert)
 }
 
-/// Small timeout and no retry: a TLS failure is final at once.
-const POLICY: &str = "timeout_secs = 2\nretries = 0";
+/// A rule that presents `client` as our certificate.
+fn presenting(rule: RuleBuilder, client: &Pem) -> RuleBuilder {
+    rule.client_cert(&client.cert, &client.key)
+}
 
-/// Sends one message to app1 with `?wait=true` and returns each rule's callback by name.
-async fn send_one(app: &TestApp) -> Vec<(String, Value)> {
-    let (status, answer) = app.send(json!({"from": "u1", "to": "u2", "msg": "hi"}), true).await;
-    assert_eq!(status, 200, "{answer}");
-    callbacks(&answer)
+/// The final and the last attempt's outcome of rule `rule`'s callback.
+fn outcome_of(cbs: &[CallbackReport], rule: &str) -> (FinalOutcome, Outcome) {
+    let c = cbs
         .iter()
-        .map(|c| (c["rule"].as_str().unwrap().to_string(), c.clone()))
-        .collect()
+        .find(|c| c.rule.as_str() == rule)
+        .unwrap_or_else(|| panic!("{rule} in {cbs:?}"));
+    (c.outcome, c.last_attempt)
 }
 
-fn outcome_of<'a>(cbs: &'a [(String, Value)], rule: &str) -> (&'a str, &'a str) {
-    let c = &cbs
-        .iter()
-        .find(|(r, _)| r == rule)
-        .unwrap_or_else(|| panic!("{rule} in {cbs:?}"))
-        .1;
-    (c["outcome"].as_str().unwrap(), c["last_attempt"].as_str().unwrap())
-}
+const DELIVERED: (FinalOutcome, Outcome) = (FinalOutcome::Delivered, Outcome::Delivered);
+const TLS_FAILED: (FinalOutcome, Outcome) = (FinalOutcome::Stored, Outcome::Tls);
 
 #[tokio::test]
 async fn https_with_ca_file_is_delivered() {
     let pki = pki();
     let sink = pki.sink(false).await;
     let port = sink.addr().port();
-    let rules = rule(
-        "by_name",
-        &format!("https://localhost:{port}/cb"),
-        &path_key("ca_file", &pki.server_ca.cert),
-    ) + &rule(
-        "by_ip",
-        &format!("https://127.0.0.1:{port}/cb"),
-        &path_key("ca_file", &pki.server_ca.cert),
-    );
-    let app = spawn_app("", &agora_app(POLICY, &rules)).await;
-    let cbs = send_one(&app).await;
-    assert_eq!(outcome_of(&cbs, "by_name"), ("delivered", "delivered"));
-    assert_eq!(outcome_of(&cbs, "by_ip"), ("delivered", "delivered"));
+    let sim = start_app(
+        app()
+            .rule(trusting(rule("by_name", &format!("https://localhost:{port}/cb")), &pki))
+            .rule(trusting(rule("by_ip", &format!("https://127.0.0.1:{port}/cb")), &pki)),
+    )
+    .await;
+    let cbs = send_text(&sim, "u2").await;
+    assert_eq!(outcome_of(&cbs, "by_name"), DELIVERED);
+    assert_eq!(outcome_of(&cbs, "by_ip"), DELIVERED);
     assert_eq!(sink.summary().received, 2);
     assert!(sink.base_url().starts_with("https://"));
 }
@@ -187,11 +180,15 @@ async fn https_to_an_unknown_or_wrong_ca_is_tls() {
     let pki = pki();
     let sink = pki.sink(false).await;
     let url = format!("https://127.0.0.1:{}/cb", sink.addr().port());
-    let rules = rule("no_ca_file", &url, "") + &rule("wrong_ca_file", &url, &path_key("ca_file", &pki.other_ca.cert));
-    let app = spawn_app("", &agora_app(POLICY, &rules)).await;
-    let cbs = send_one(&app).await;
-    assert_eq!(outcome_of(&cbs, "no_ca_file"), ("stored", "tls"));
-    assert_eq!(outcome_of(&cbs, "wrong_ca_file"), ("stored", "tls"));
+    let sim = start_app(
+        app()
+            .rule(rule("no_ca_file", &url))
+            .rule(rule("wrong_ca_file", &url).ca_file(&pki.other_ca.cert)),
+    )
+    .await;
+    let cbs = send_text(&sim, "u2").await;
+    assert_eq!(outcome_of(&cbs, "no_ca_file"), TLS_FAILED);
+    assert_eq!(outcome_of(&cbs, "wrong_ca_file"), TLS_FAILED);
     assert_eq!(sink.summary().received, 0);
 }
 
@@ -200,23 +197,24 @@ async fn mutual_tls_delivers_with_a_client_certificate_and_fails_without() {
     let pki = pki();
     let sink = pki.sink(true).await;
     let url = format!("https://localhost:{}/cb", sink.addr().port());
-    let ca = path_key("ca_file", &pki.server_ca.cert);
-    let rules = rule("with_cert", &url, &(ca.clone() + &client_keys(&pki.client)))
-        + &rule("without_cert", &url, &ca)
-        + &rule(
-            "cert_of_another_ca",
-            &url,
-            &(ca.clone() + &client_keys(&pki.other_client)),
-        );
-    let app = spawn_app("", &agora_app(POLICY, &rules)).await;
-    let cbs = send_one(&app).await;
-    assert_eq!(outcome_of(&cbs, "with_cert"), ("delivered", "delivered"));
-    assert_eq!(outcome_of(&cbs, "without_cert"), ("stored", "tls"));
-    assert_eq!(outcome_of(&cbs, "cert_of_another_ca"), ("stored", "tls"));
+    let sim = start_app(
+        app()
+            .rule(presenting(trusting(rule("with_cert", &url), &pki), &pki.client))
+            .rule(trusting(rule("without_cert", &url), &pki))
+            .rule(presenting(
+                trusting(rule("cert_of_another_ca", &url), &pki),
+                &pki.other_client,
+            )),
+    )
+    .await;
+    let cbs = send_text(&sim, "u2").await;
+    assert_eq!(outcome_of(&cbs, "with_cert"), DELIVERED);
+    assert_eq!(outcome_of(&cbs, "without_cert"), TLS_FAILED);
+    assert_eq!(outcome_of(&cbs, "cert_of_another_ca"), TLS_FAILED);
     assert_eq!(sink.summary().received, 1);
     // The failed handshakes did not stop the sink.
-    let cbs = send_one(&app).await;
-    assert_eq!(outcome_of(&cbs, "with_cert"), ("delivered", "delivered"));
+    let cbs = send_text(&sim, "u2").await;
+    assert_eq!(outcome_of(&cbs, "with_cert"), DELIVERED);
     assert_eq!(sink.summary().received, 2);
 }
 
@@ -231,28 +229,46 @@ async fn tls_failures_say_which_side_failed() {
     let plain = pki.sink(false).await;
     let elsewhere = pki.sink_as(&pki.wrong_name, false).await;
     let mutual = pki.sink(true).await;
-    let http = Receiver::ok().await;
+    let http = sink(Reply::ok()).await;
     let url = |sink: &Sink| format!("https://localhost:{}/cb", sink.addr().port());
-    let ca = path_key("ca_file", &pki.server_ca.cert);
+    let ca = ("ca_file", pki.server_ca.cert.as_path());
     let rules = [
-        rule("no_ca_file", &url(&plain), ""),
-        rule("other_ca", &url(&plain), &path_key("ca_file", &pki.other_ca.cert)),
-        rule("wrong_name", &url(&elsewhere), &ca),
-        rule("no_client_cert", &url(&mutual), &ca),
-        rule(
+        toml_rule("no_ca_file", &url(&plain), &[]),
+        toml_rule("other_ca", &url(&plain), &[("ca_file", &pki.other_ca.cert)]),
+        toml_rule("wrong_name", &url(&elsewhere), &[ca]),
+        toml_rule("no_client_cert", &url(&mutual), &[ca]),
+        toml_rule(
             "other_client",
             &url(&mutual),
-            &(ca.clone() + &client_keys(&pki.other_client)),
+            &[&[ca][..], &client_keys(&pki.other_client)].concat(),
         ),
-        rule("good_client", &url(&mutual), &(ca.clone() + &client_keys(&pki.client))),
+        toml_rule(
+            "good_client",
+            &url(&mutual),
+            &[&[ca][..], &client_keys(&pki.client)].concat(),
+        ),
         // https:// to a plain-HTTP receiver.
-        rule("plain_http", &http.url("/cb").replace("http://", "https://"), ""),
+        toml_rule("plain_http", &http.url("/cb").replace("http://", "https://"), &[]),
     ]
     .concat();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    let apps = agora_app(&format!("{POLICY}\nmax_rules = 8"), &rules);
-    std::fs::write(&config, config_text(dir.path(), "", &apps)).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "data"
+[[apps]]
+id = "app1"
+token = "tok1"
+timeout_secs = 2
+retries = 0
+max_rules = 8
+{rules}"#
+        ),
+    )
+    .unwrap();
     let (mut child, line, _stdout) = spawn_first_line(
         Command::new(BIN)
             .args(["--log-format", "json", "serve", "--config"])
@@ -271,7 +287,7 @@ async fn tls_failures_say_which_side_failed() {
         .expect("the address line");
     let resp = reqwest::Client::new()
         .post(format!("{base}/app-id/app1/messages?wait=true"))
-        .bearer_auth("tok1")
+        .bearer_auth(TOKEN)
         .json(&json!({"from": "u1", "to": "u2", "msg": "hi"}))
         .send()
         .await
@@ -282,11 +298,14 @@ async fn tls_failures_say_which_side_failed() {
     child.wait().unwrap();
     let log = log.join().unwrap();
     assert_eq!(status, 200, "{answer}");
-    let cbs: Vec<(String, Value)> = callbacks(&answer)
-        .iter()
-        .map(|c| (c["rule"].as_str().unwrap().to_string(), c.clone()))
-        .collect();
-    assert_eq!(outcome_of(&cbs, "good_client"), ("delivered", "delivered"));
+    let outcome = |rule: &str| {
+        let c = callbacks(&answer)
+            .iter()
+            .find(|c| c["rule"] == rule)
+            .unwrap_or_else(|| panic!("{rule} in {answer}"));
+        (c["outcome"].as_str().unwrap(), c["last_attempt"].as_str().unwrap())
+    };
+    assert_eq!(outcome("good_client"), ("delivered", "delivered"));
     let detail = |rule: &str| {
         log.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -303,20 +322,36 @@ async fn tls_failures_say_which_side_failed() {
         ("plain_http", ["serving HTTPS", "serving HTTPS"]),
     ] {
         let detail = detail(rule);
-        assert_eq!(outcome_of(&cbs, rule), ("stored", "tls"), "{rule}: {detail}");
+        assert_eq!(outcome(rule), ("stored", "tls"), "{rule}: {detail}");
         assert!(expected.iter().all(|e| detail.contains(e)), "{rule}: {detail}");
     }
 }
 
-/// Starts the simulator on `rules` and returns its startup error.
-async fn startup_error(rules: &str) -> String {
+/// The rule keys that present `client` as our certificate.
+fn client_keys(client: &Pem) -> [(&'static str, &Path); 2] {
+    [("client_cert", &client.cert), ("client_key", &client.key)]
+}
+
+/// One `[[apps.rules]]` table for a config file, with `keys` naming files.
+fn toml_rule(name: &str, url: &str, keys: &[(&str, &Path)]) -> String {
+    let mut text = format!("  [[apps.rules]]\n  name = \"{name}\"\n  url = \"{url}\"\n  secret = \"sec_{name}\"\n");
+    for (key, path) in keys {
+        text += &format!("  {key} = {:?}\n", path.display().to_string());
+    }
+    text
+}
+
+/// Starts the simulator with app1 and `rule`, and returns its startup error.
+async fn startup_error(rule: RuleBuilder) -> String {
     // A fresh data dir each time: a failed start leaves its store open until the process ends.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let text = config_text(dir, "", &agora_app("", rules));
-    let config = Config::parse(&text, "test.toml", dir).expect("config itself is valid");
+    let config = Config::builder()
+        .data_dir(&tmp.path().join("data"))
+        .app(app1().rule(rule.clone()))
+        .build()
+        .expect("config itself is valid");
     match Server::start(config).await {
-        Ok(_) => panic!("started with bad TLS files: {rules}"),
+        Ok(_) => panic!("started with bad TLS files: {rule:?}"),
         Err(e) => e.to_string(),
     }
 }
@@ -329,28 +364,24 @@ async fn bad_pem_files_stop_the_simulator_at_startup_naming_the_file() {
     std::fs::write(&junk, "not a certificate\n").unwrap();
     let url = "https://127.0.0.1:9/cb";
 
-    let e = startup_error(&rule("r", url, &path_key("ca_file", &junk))).await;
+    let e = startup_error(rule("r", url).ca_file(&junk)).await;
     assert!(
         e.contains("rule \"r\"") && e.contains("ca_file") && e.contains("junk.pem") && e.contains("no certificate"),
         "{e}"
     );
     // A key given as the certificate, and a certificate given as the key.
-    let swapped = path_key("client_cert", &pki.client.key) + &path_key("client_key", &pki.client.cert);
-    let e = startup_error(&rule("r", url, &swapped)).await;
+    let e = startup_error(rule("r", url).client_cert(&pki.client.key, &pki.client.cert)).await;
     assert!(
         e.contains("client_cert") && e.contains("client.key") && e.contains("no certificate"),
         "{e}"
     );
     // A key that belongs to another certificate.
-    let mismatched = path_key("client_cert", &pki.client.cert) + &path_key("client_key", &pki.other_client.key);
-    let e = startup_error(&rule("r", url, &mismatched)).await;
+    let e = startup_error(rule("r", url).client_cert(&pki.client.cert, &pki.other_client.key)).await;
     assert!(
         e.contains("client_key") && e.contains("other-client.key") && e.contains("not the private key"),
         "{e}"
     );
 }
-
-const BIN: &str = env!("CARGO_BIN_EXE_callback-sim");
 
 #[test]
 fn sink_cli_serves_https_and_rejects_bad_files_with_exit_2() {
