@@ -95,8 +95,8 @@ pub use config::{AppBuilder, Config, ConfigError, RuleBuilder};
 pub use dialect::agora::sign as agora_sign;
 pub use dispatch::{CallbackReport, EnqueueError};
 pub use domain::{
-    AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, MessageType, OnFailure,
-    Outcome, Platform, RuleKind, RuleName, RuleStatus, Source,
+    AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, GroupType, JoinType,
+    MessageType, OnFailure, Outcome, Platform, RuleKind, RuleName, RuleStatus, Source,
 };
 pub use event::Event;
 pub use harness::Sim;

@@ -377,7 +377,7 @@ impl Simulator {
                             group_id,
                             from: operator,
                             members,
-                            join_type,
+                            join_type: join_type.as_str(),
                             security_version: agora::SECURITY_VERSION,
                             security: &security,
                         }),
@@ -415,7 +415,7 @@ impl Simulator {
                         group_type,
                     } => (
                         tencent::GROUP_MEMBER_JOIN,
-                        tencent::member_join_body(group_id, group_type, join_type, operator, members),
+                        tencent::member_join_body(group_id, group_type.as_str(), join_type.as_str(), operator, members),
                         None,
                         Platform::RestApi,
                     ),
