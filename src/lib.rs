@@ -100,7 +100,7 @@ pub use domain::{
 };
 pub use event::Event;
 pub use harness::Sim;
-pub use message::Message;
+pub use message::{Message, MessageError};
 pub use replay::{ReplayError, ReplayOutcome};
 pub use runtime::StatsSnapshot;
 pub use server::{Receipt, RuleState, Sent, Server, SimError, StartError};
