@@ -45,7 +45,8 @@
 //!   an [`Event`]) and answer a [`Sent`] with a [`CallbackReport`] per callback, list the
 //!   store's [`BucketInfo`]s and [`StoredCallback`]s, [`replay`](Server::replay) a bucket
 //!   ([`ReplayOutcome`]), show each rule's [`RuleState`], and stop gracefully on
-//!   [`shutdown`](Server::shutdown) or drop. Errors: [`StartError`], [`SimError`].
+//!   [`shutdown`](Server::shutdown) or drop. Errors: [`StartError`], [`SimError`];
+//!   [`Message::check`] says what is wrong with a message ([`MessageError`]).
 //! - **Time** — [`Clock`] and [`ManualClock`]: start a simulator with
 //!   [`Server::start_with_clock`] to move bans and retention forward without waiting.
 //! - **The receiver** — [`Sink`]: verifies signatures, counts callbacks and duplicates, answers
@@ -54,7 +55,7 @@
 //! - **Signatures** — [`agora_sign`] and [`agora_verify`], for receivers of agora callbacks.
 //! - **Vocabulary** (SPEC §1, §5) — [`Outcome`], [`FinalOutcome`], [`EventType`],
 //!   [`RuleKind`], [`Dialect`], [`ChatType`], [`MessageType`], [`Source`], [`Platform`],
-//!   [`OnFailure`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
+//!   [`OnFailure`], [`JoinType`], [`GroupType`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
 //!   [`DateKey`].
 //! - **The command line** — [`cli::main`].
 //!

@@ -40,7 +40,8 @@ pub struct Message {
     pub(crate) chat_type: ChatType,
     /// The body type (`type` in the request and in `payload.bodies[0]`).
     pub(crate) msg_type: MessageType,
-    /// The message body fields besides `type`: `{"msg": ...}` for txt, the object given otherwise.
+    /// The body fields: `{"msg": ...}` for txt, the object given otherwise. A `type` among them
+    /// equals `msg_type` ([`Message::check`]) and is not repeated in the agora body item.
     pub(crate) body: Map<String, Value>,
     /// Custom extension fields (`payload.ext`; tencent `CloudCustomData`), empty if none.
     pub(crate) ext: Map<String, Value>,
@@ -90,7 +91,8 @@ pub struct MessageRequest {
     /// `msg`: the text of a `txt` message (or give it as `body.msg`, not both).
     #[serde(default)]
     pub msg: Option<String>,
-    /// `body`: the content object of a non-text message (e.g. `url`, `filename`).
+    /// `body`: the content object of a non-text message (e.g. `url`, `filename`), or a txt
+    /// message's `{"msg": ...}`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub body: Option<Map<String, Value>>,
@@ -342,7 +344,7 @@ impl Message {
         self.msg_type
     }
 
-    /// The body fields besides `type`: `{"msg": ...}` for txt, the object given otherwise.
+    /// The body fields: `{"msg": ...}` for txt, the object given otherwise.
     pub fn body(&self) -> &Map<String, Value> {
         &self.body
     }

@@ -1,14 +1,17 @@
 //! `config.toml` (`docs/behaviour.md §2`): the typed, validated settings and how they are read.
 //!
-//! Reading happens in two steps. `serde` reads the file into the [`raw`] structs, which reject
-//! unknown keys; the [`validate`] step then turns them into a [`Config`], checking every value
-//! and filling in the defaults (those of [`defaults`], some of which depend on the dialect).
+//! Reading happens in two steps. `serde` reads the file into the `raw` structs, which reject
+//! unknown keys; the `validate` step then turns them into a [`Config`], checking every value
+//! and filling in the defaults (those of `defaults`, some of which depend on the dialect).
 //! [`ConfigBuilder`] fills the same raw structs in code and goes through the same validation.
 //! Every error names the file, the key path and what to fix.
 //!
 //! A `Config` that exists is valid: it is made only by [`Config::load`], [`Config::parse`] and
 //! [`ConfigBuilder::build`], and outside this crate its parts are read through accessors, never
 //! written.
+//!
+//! This file is one thing, the typed settings: each part of the file as a struct, with its
+//! documented fields and their read accessors; that is what makes it long.
 
 mod builder;
 mod defaults;

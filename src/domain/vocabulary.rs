@@ -1,5 +1,5 @@
 //! The closed vocabularies (`docs/behaviour.md §1` to `§5`): enums with their wire names, declared
-//! with [`vocabulary!`] so that every one parses, prints, serializes and describes itself in
+//! with `vocabulary!` so that every one parses, prints, serializes and describes itself in
 //! the OpenAPI document the same way.
 
 use std::fmt;
