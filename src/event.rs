@@ -1,18 +1,19 @@
-//! Non-message events (SPEC §8.3 `POST /app-id/{app_id}/events`): a user going online or
-//! offline, members joining a group. They go to every enabled post-send rule whose
-//! `event_types` allow them, with the delivery policy of messages.
+//! Non-message events (`POST /app-id/{app_id}/events`, `docs/behaviour.md §8.3`): a user going
+//! online or offline, members joining a group. They go to every enabled post-send rule whose
+//! `event_types` allow them, with the delivery policy of messages. An event from REST
+//! ([`EventRequest`]) and one built in code go through the same [`Event::check`].
 
 use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::domain::{EventType, Platform};
+use crate::domain::{EventType, GroupType, JoinType, Platform};
 use crate::message::{MAX_ID_CHARS, MessageError};
 
 /// Most members one join event may name.
 pub const MAX_MEMBERS: usize = 10_000;
 
-/// A validated event.
+/// An event, ready to fan out into callbacks once [`check`](Event::check)ed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A user went online or offline: event type `user_status`, tencent `State.StateChange`.
@@ -36,10 +37,10 @@ pub enum Event {
         /// Who added them (agora `from`, tencent `Operator_Account`); defaults to the first
         /// member.
         operator: String,
-        /// Tencent's `JoinType`: `Apply` or `Invited`.
-        join_type: String,
-        /// Tencent's group `Type`: `Public`, `Private`, `ChatRoom`, `AVChatRoom`, `Work`, `Meeting`, `Community`.
-        group_type: String,
+        /// How they joined: tencent's `JoinType`, agora's `join_type`.
+        join_type: JoinType,
+        /// The kind of group: tencent's group `Type`.
+        group_type: GroupType,
     },
 }
 
@@ -57,6 +58,31 @@ impl Event {
         match self {
             Event::UserStatus { user, .. } => user,
             Event::GroupMemberJoined { group_id, .. } => group_id,
+        }
+    }
+
+    /// Every rule an event obeys, whether it came from REST or was built in code: each id
+    /// (`user`, `group_id`, `operator`, each member) is 1 to [`MAX_ID_CHARS`] characters
+    /// without control characters, and a join names 1 to [`MAX_MEMBERS`] members. The error
+    /// names the field as the REST body would.
+    pub fn check(&self) -> Result<(), MessageError> {
+        match self {
+            Event::UserStatus { user, .. } => check_id("user", user),
+            Event::GroupMemberJoined {
+                group_id,
+                members,
+                operator,
+                ..
+            } => {
+                if members.is_empty() || members.len() > MAX_MEMBERS {
+                    return Err(bad("members", format!("must list 1 to {MAX_MEMBERS} members")));
+                }
+                for (i, m) in members.iter().enumerate() {
+                    check_id(&format!("members[{i}]"), m)?;
+                }
+                check_id("operator", operator)?;
+                check_id("group_id", group_id)
+            }
         }
     }
 }
@@ -86,9 +112,9 @@ pub struct EventRequest {
     /// `operator` (group_member_joined): who added them; defaults to the first member.
     pub operator: Option<String>,
     /// `join_type` (group_member_joined): `Apply` (default) or `Invited`.
-    pub join_type: Option<String>,
+    pub join_type: Option<JoinType>,
     /// `group_type` (group_member_joined): tencent's group `Type`, default `Public`.
-    pub group_type: Option<String>,
+    pub group_type: Option<GroupType>,
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> MessageError {
@@ -98,15 +124,18 @@ fn bad(field: &str, reason: impl Into<String>) -> MessageError {
     }
 }
 
-fn id(field: &str, v: Option<String>) -> Result<String, MessageError> {
-    let v = v.ok_or_else(|| bad(field, "is required"))?;
+fn required(field: &str, v: Option<String>) -> Result<String, MessageError> {
+    v.ok_or_else(|| bad(field, "is required"))
+}
+
+fn check_id(field: &str, v: &str) -> Result<(), MessageError> {
     if v.is_empty() || v.chars().count() > MAX_ID_CHARS || v.chars().any(char::is_control) {
         return Err(bad(
             field,
             format!("must be 1 to {MAX_ID_CHARS} characters without control characters"),
         ));
     }
-    Ok(v)
+    Ok(())
 }
 
 fn only_for(field: &str, given: bool, kind: &str) -> Result<(), MessageError> {
@@ -123,7 +152,16 @@ impl EventRequest {
     }
 
     /// Validates the request into an [`Event`]; fields of the other event type are errors.
+    /// Defaults: `operator` the first member, `join_type` `Apply`, `group_type` `Public`.
     pub fn into_event(self) -> Result<Event, MessageError> {
+        let event = self.into_unchecked_event()?;
+        event.check()?;
+        Ok(event)
+    }
+
+    /// The event the request describes, with what only a request can get wrong checked: its
+    /// `type`, required fields, fields of the other type, `status` and `client_ip`.
+    fn into_unchecked_event(self) -> Result<Event, MessageError> {
         match self.kind.as_str() {
             "user_status" => {
                 for (f, given) in [
@@ -154,7 +192,7 @@ impl EventRequest {
                     ),
                 };
                 Ok(Event::UserStatus {
-                    user: id("user", self.user)?,
+                    user: required("user", self.user)?,
                     online,
                     platform: self.platform,
                     client_ip,
@@ -172,48 +210,16 @@ impl EventRequest {
                 let members = self
                     .members
                     .ok_or_else(|| bad("members", "is required: the ids of the members who joined"))?;
-                if members.is_empty() || members.len() > MAX_MEMBERS {
-                    return Err(bad("members", format!("must list 1 to {MAX_MEMBERS} members")));
-                }
-                let members = members
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, m)| id(&format!("members[{i}]"), Some(m)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let join_type = match self.join_type.as_deref() {
-                    None => "Apply".to_string(),
-                    Some(t @ ("Apply" | "Invited")) => t.to_string(),
-                    Some(other) => {
-                        return Err(bad(
-                            "join_type",
-                            format!("must be \"Apply\" or \"Invited\", got {other:?}"),
-                        ));
-                    }
-                };
-                let group_type = match self.group_type.as_deref() {
-                    None => "Public".to_string(),
-                    Some(t @ ("Public" | "Private" | "ChatRoom" | "AVChatRoom" | "Work" | "Meeting" | "Community")) => {
-                        t.to_string()
-                    }
-                    Some(other) => {
-                        return Err(bad(
-                            "group_type",
-                            format!(
-                                "must be one of Public, Private, ChatRoom, AVChatRoom, Work, Meeting, Community; got {other:?}"
-                            ),
-                        ));
-                    }
-                };
                 let operator = match self.operator {
-                    None => members[0].clone(),
-                    some => id("operator", some)?,
+                    Some(operator) => operator,
+                    None => members.first().cloned().unwrap_or_default(),
                 };
                 Ok(Event::GroupMemberJoined {
-                    group_id: id("group_id", self.group_id)?,
+                    group_id: required("group_id", self.group_id)?,
                     members,
                     operator,
-                    join_type,
-                    group_type,
+                    join_type: self.join_type.unwrap_or(JoinType::Apply),
+                    group_type: self.group_type.unwrap_or(GroupType::Public),
                 })
             }
             other => Err(bad(
@@ -246,7 +252,7 @@ mod tests {
         let e = parse(r#"{"type":"group_member_joined","group_id":"g","members":["a","b"]}"#).unwrap();
         assert_eq!(e.subject(), "g");
         assert!(
-            matches!(e, Event::GroupMemberJoined { ref operator, ref join_type, .. } if operator == "a" && join_type == "Apply")
+            matches!(e, Event::GroupMemberJoined { ref operator, join_type: JoinType::Apply, group_type: GroupType::Public, .. } if operator == "a")
         );
     }
 
@@ -282,5 +288,64 @@ mod tests {
             "members[1]"
         );
         assert_eq!(parse(r#"{"user":"u"}"#).unwrap_err().field, "type");
+        let e =
+            parse(r#"{"type":"group_member_joined","group_id":"g","members":["a"],"join_type":"apply"}"#).unwrap_err();
+        assert_eq!(e.field, "join_type");
+        assert!(e.reason.contains("Apply, Invited"), "{e}");
+        let e =
+            parse(r#"{"type":"group_member_joined","group_id":"g","members":["a"],"group_type":"Club"}"#).unwrap_err();
+        assert_eq!(e.field, "group_type");
+        assert!(
+            e.reason
+                .contains("Public, Private, ChatRoom, AVChatRoom, Work, Meeting, Community"),
+            "{e}"
+        );
+        assert_eq!(
+            parse(r#"{"type":"group_member_joined","group_id":"g","members":["a"],"operator":""}"#)
+                .unwrap_err()
+                .field,
+            "operator"
+        );
+    }
+
+    #[test]
+    fn join_and_group_types_are_typed() {
+        let e = parse(r#"{"type":"group_member_joined","group_id":"g","members":["a","b"],"operator":"admin","join_type":"Invited","group_type":"AVChatRoom"}"#).unwrap();
+        assert_eq!(
+            e,
+            Event::GroupMemberJoined {
+                group_id: "g".into(),
+                members: vec!["a".into(), "b".into()],
+                operator: "admin".into(),
+                join_type: JoinType::Invited,
+                group_type: GroupType::AVChatRoom,
+            }
+        );
+    }
+
+    #[test]
+    fn events_built_in_code_are_checked_like_rest_ones() {
+        let status = |user: &str| Event::UserStatus {
+            user: user.into(),
+            online: true,
+            platform: None,
+            client_ip: None,
+        };
+        assert!(status("u1").check().is_ok());
+        assert_eq!(status("").check().unwrap_err().field, "user");
+        let join = |members: Vec<String>, operator: &str| Event::GroupMemberJoined {
+            group_id: "g".into(),
+            members,
+            operator: operator.into(),
+            join_type: JoinType::Apply,
+            group_type: GroupType::Public,
+        };
+        assert!(join(vec!["a".into()], "a").check().is_ok());
+        assert_eq!(join(vec![], "a").check().unwrap_err().field, "members");
+        assert_eq!(
+            join(vec!["a".into(), "b\0".into()], "a").check().unwrap_err().field,
+            "members[1]"
+        );
+        assert_eq!(join(vec!["a".into()], "").check().unwrap_err().field, "operator");
     }
 }

@@ -45,7 +45,8 @@
 //!   an [`Event`]) and answer a [`Sent`] with a [`CallbackReport`] per callback, list the
 //!   store's [`BucketInfo`]s and [`StoredCallback`]s, [`replay`](Server::replay) a bucket
 //!   ([`ReplayOutcome`]), show each rule's [`RuleState`], and stop gracefully on
-//!   [`shutdown`](Server::shutdown) or drop. Errors: [`StartError`], [`SimError`].
+//!   [`shutdown`](Server::shutdown) or drop. Errors: [`StartError`], [`SimError`];
+//!   [`Message::check`] says what is wrong with a message ([`MessageError`]).
 //! - **Time** — [`Clock`] and [`ManualClock`]: start a simulator with
 //!   [`Server::start_with_clock`] to move bans and retention forward without waiting.
 //! - **The receiver** — [`Sink`]: verifies signatures, counts callbacks and duplicates, answers
@@ -54,7 +55,7 @@
 //! - **Signatures** — [`agora_sign`] and [`agora_verify`], for receivers of agora callbacks.
 //! - **Vocabulary** (docs/behaviour.md §1, §5) — [`Outcome`], [`FinalOutcome`], [`EventType`],
 //!   [`RuleKind`], [`Dialect`], [`ChatType`], [`MessageType`], [`Source`], [`Platform`],
-//!   [`OnFailure`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
+//!   [`OnFailure`], [`JoinType`], [`GroupType`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
 //!   [`DateKey`].
 //! - **The command line** — [`cli::main`].
 //!
@@ -108,12 +109,12 @@ pub use dialect::Signature;
 pub use dialect::agora::{sign as agora_sign, verify as agora_verify};
 pub use dispatch::{CallbackReport, EnqueueError};
 pub use domain::{
-    AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, MessageType, OnFailure,
-    Outcome, Platform, RuleKind, RuleName, RuleStatus, Source,
+    AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, GroupType, JoinType,
+    MessageType, OnFailure, Outcome, Platform, RuleKind, RuleName, RuleStatus, Source,
 };
 pub use event::Event;
 pub use harness::Sim;
-pub use message::Message;
+pub use message::{Message, MessageError};
 pub use replay::{ReplayError, ReplayOutcome};
 pub use runtime::StatsSnapshot;
 pub use server::{Receipt, RuleState, Sent, Server, SimError, StartError};

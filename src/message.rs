@@ -1,4 +1,7 @@
-//! A message sent in the simulated IM world (SPEC §3), parsed once from its REST JSON.
+//! A message sent in the simulated IM world (`docs/behaviour.md §3`): parsed once from its REST
+//! JSON ([`MessageRequest`]) or built in code ([`Message::text`], [`Message::new`] and the
+//! `with_*` setters). Both go through [`Message::check`], which holds every rule a message
+//! obeys, so a message built in code is held to the same rules as one from REST.
 
 use std::net::IpAddr;
 
@@ -14,30 +17,42 @@ pub const MAX_ID_CHARS: usize = 256;
 /// Most offline recipients one message may name: each becomes a callback per rule.
 pub const MAX_OFFLINE: usize = 10_000;
 
-/// A validated message, ready to fan out into callbacks.
+/// A message, ready to fan out into callbacks once [`check`](Message::check)ed.
+///
+/// ```
+/// use callback_sim::{ChatType, Message};
+///
+/// let m = Message::text("alice", "team", "standup in 5")
+///     .with_chat_type(ChatType::GroupChat)
+///     .with_offline(["carol"]);
+/// assert!(m.check().is_ok());
+/// assert_eq!(m.offline(), ["carol"]);
+/// assert_eq!(Message::text("", "bob", "hi").check().unwrap_err().field, "from");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Message {
     /// The sender's user id (`from` on the wire; tencent `From_Account`).
-    pub from: String,
+    pub(crate) from: String,
     /// The recipient: a user id for `chat`, else the group or chatroom id (agora `to` and
     /// `group_id`; tencent `To_Account` or `GroupId`).
-    pub to: String,
+    pub(crate) to: String,
     /// One-to-one, group or chatroom; picks the wire `chat_type` and the tencent command.
-    pub chat_type: ChatType,
+    pub(crate) chat_type: ChatType,
     /// The body type (`type` in the request and in `payload.bodies[0]`).
-    pub msg_type: MessageType,
-    /// The message body fields besides `type`: `{"msg": ...}` for txt, the object given otherwise.
-    pub body: Map<String, Value>,
+    pub(crate) msg_type: MessageType,
+    /// The body fields: `{"msg": ...}` for txt, the object given otherwise. A `type` among them
+    /// equals `msg_type` ([`Message::check`]) and is not repeated in the agora body item.
+    pub(crate) body: Map<String, Value>,
     /// Custom extension fields (`payload.ext`; tencent `CloudCustomData`), empty if none.
-    pub ext: Map<String, Value>,
+    pub(crate) ext: Map<String, Value>,
     /// `client` (pre-send rules apply) or `rest` (tencent `OptPlatform=RESTAPI`).
-    pub source: Source,
+    pub(crate) source: Source,
     /// The sender's platform, if given (tencent `OptPlatform`).
-    pub platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     /// The sender's address, if given (tencent `ClientIP`; a default is used when absent).
-    pub client_ip: Option<IpAddr>,
+    pub(crate) client_ip: Option<IpAddr>,
     /// Recipients that are offline: each gets a `chat_offline` callback per post-send rule.
-    pub offline: Vec<String>,
+    pub(crate) offline: Vec<String>,
 }
 
 /// Why a message was refused; `field` names the JSON field.
@@ -57,7 +72,7 @@ fn bad(field: &str, reason: impl Into<String>) -> MessageError {
     }
 }
 
-/// The REST request body of `POST /app-id/{app_id}/messages` (SPEC §8.3).
+/// The REST request body of `POST /app-id/{app_id}/messages` (`docs/behaviour.md §8.3`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
@@ -76,7 +91,8 @@ pub struct MessageRequest {
     /// `msg`: the text of a `txt` message (or give it as `body.msg`, not both).
     #[serde(default)]
     pub msg: Option<String>,
-    /// `body`: the content object of a non-text message (e.g. `url`, `filename`).
+    /// `body`: the content object of a non-text message (e.g. `url`, `filename`), or a txt
+    /// message's `{"msg": ...}`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub body: Option<Map<String, Value>>,
@@ -146,26 +162,17 @@ impl MessageRequest {
 
     /// Checks the request and builds the message. Defaults: `chat_type` chat, `type` txt,
     /// `source` client (a message from a client SDK, so pre-send rules apply).
+    ///
+    /// What only a request can get wrong (`msg` and `body` both or neither, `msg` on a non-text
+    /// message, a `client_ip` that is no address) is checked here; everything else by
+    /// [`Message::check`].
     pub fn into_message(self) -> Result<Message, MessageError> {
-        check_id("from", &self.from)?;
-        check_id("to", &self.to)?;
-        let chat_type = self.chat_type.unwrap_or(ChatType::Chat);
         let msg_type = self.msg_type.unwrap_or(MessageType::Txt);
         let body = match (msg_type, self.msg, self.body) {
             (MessageType::Txt, Some(_), Some(_)) => {
                 return Err(bad("msg", "give the text either as `msg` or as `body.msg`, not both"));
             }
-            (MessageType::Txt, Some(text), None) => {
-                let mut m = Map::new();
-                m.insert("msg".into(), Value::String(text));
-                m
-            }
-            (MessageType::Txt, None, Some(body)) => {
-                if !matches!(body.get("msg"), Some(Value::String(_))) {
-                    return Err(bad("body.msg", "a txt message needs its text as a string"));
-                }
-                body
-            }
+            (MessageType::Txt, Some(text), None) => text_body(text),
             (MessageType::Txt, None, None) => {
                 return Err(bad("msg", "a txt message needs `msg`, the text"));
             }
@@ -183,14 +190,6 @@ impl MessageRequest {
                 ));
             }
         };
-        if let Some(t) = body.get("type")
-            && t.as_str() != Some(msg_type.as_str())
-        {
-            return Err(bad(
-                "body.type",
-                format!("must be absent or equal to the message type {:?}", msg_type.as_str()),
-            ));
-        }
         let client_ip = match self.client_ip {
             None => None,
             Some(ip) => Some(
@@ -198,41 +197,46 @@ impl MessageRequest {
                     .map_err(|_| bad("client_ip", format!("must be an IPv4 or IPv6 address, got {ip:?}")))?,
             ),
         };
-        let offline = self.offline.unwrap_or_default();
-        if offline.len() > MAX_OFFLINE {
-            return Err(bad(
-                "offline",
-                format!("at most {MAX_OFFLINE} recipients, got {}", offline.len()),
-            ));
-        }
-        for (i, r) in offline.iter().enumerate() {
-            check_id(&format!("offline[{i}]"), r)?;
-        }
-        Ok(Message {
+        let message = Message {
             from: self.from,
             to: self.to,
-            chat_type,
+            chat_type: self.chat_type.unwrap_or(ChatType::Chat),
             msg_type,
             body,
             ext: self.ext.unwrap_or_default(),
             source: self.source.unwrap_or(Source::Client),
             platform: self.platform,
             client_ip,
-            offline,
-        })
+            offline: self.offline.unwrap_or_default(),
+        };
+        message.check()?;
+        Ok(message)
     }
 }
 
+/// `{"msg": text}`: the body of a text message.
+fn text_body(text: String) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("msg".into(), Value::String(text));
+    body
+}
+
 impl Message {
-    /// A text message from `from` to `to`, for code that builds messages directly.
+    /// A one-to-one text message from `from` to `to`, sent by a client SDK: the same as the
+    /// REST body `{"from", "to", "msg": text}`.
     pub fn text(from: &str, to: &str, text: &str) -> Self {
-        let mut body = Map::new();
-        body.insert("msg".into(), Value::String(text.into()));
+        Self::new(from, to, MessageType::Txt, text_body(text.into()))
+    }
+
+    /// A one-to-one message of any type from a client SDK, with its `body` fields (for `txt`,
+    /// `{"msg": "…"}`; otherwise e.g. `url`, `filename`): the REST body
+    /// `{"from", "to", "type", "body"}`. [`check`](Self::check) says whether it is valid.
+    pub fn new(from: &str, to: &str, msg_type: MessageType, body: Map<String, Value>) -> Self {
         Message {
             from: from.into(),
             to: to.into(),
             chat_type: ChatType::Chat,
-            msg_type: MessageType::Txt,
+            msg_type,
             body,
             ext: Map::new(),
             source: Source::Client,
@@ -240,6 +244,134 @@ impl Message {
             client_ip: None,
             offline: Vec::new(),
         }
+    }
+
+    /// `chat_type`: sent to a user (`chat`, the default), a group or a chatroom, whose id is
+    /// then `to`.
+    pub fn with_chat_type(mut self, chat_type: ChatType) -> Self {
+        self.chat_type = chat_type;
+        self
+    }
+
+    /// `ext`: custom extension fields, passed through in the callbacks (agora `payload.ext`,
+    /// tencent `CloudCustomData`).
+    pub fn with_ext(mut self, ext: Map<String, Value>) -> Self {
+        self.ext = ext;
+        self
+    }
+
+    /// `source`: sent by a client SDK (the default; pre-send rules are asked) or through the
+    /// provider's REST API.
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// `platform`: the sender's platform (tencent `OptPlatform`).
+    pub fn with_platform(mut self, platform: Platform) -> Self {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// `client_ip`: the sender's address (tencent `ClientIP`).
+    pub fn with_client_ip(mut self, ip: IpAddr) -> Self {
+        self.client_ip = Some(ip);
+        self
+    }
+
+    /// `offline`: recipients that are offline, each of which gets a `chat_offline` callback
+    /// per post-send rule (at most [`MAX_OFFLINE`]).
+    pub fn with_offline<I>(mut self, recipients: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.offline = recipients.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every rule a message obeys, whether it came from REST or was built in code: `from`,
+    /// `to` and each `offline` recipient are 1 to [`MAX_ID_CHARS`] characters without control
+    /// characters; a `txt` message has its text as a string `msg` in its body; a `type` in the
+    /// body equals the message type; at most [`MAX_OFFLINE`] offline recipients. The error
+    /// names the field as the REST body would.
+    pub fn check(&self) -> Result<(), MessageError> {
+        check_id("from", &self.from)?;
+        check_id("to", &self.to)?;
+        if self.msg_type == MessageType::Txt && !matches!(self.body.get("msg"), Some(Value::String(_))) {
+            return Err(bad("body.msg", "a txt message needs its text as a string"));
+        }
+        if let Some(t) = self.body.get("type")
+            && t.as_str() != Some(self.msg_type.as_str())
+        {
+            return Err(bad(
+                "body.type",
+                format!(
+                    "must be absent or equal to the message type {:?}",
+                    self.msg_type.as_str()
+                ),
+            ));
+        }
+        if self.offline.len() > MAX_OFFLINE {
+            return Err(bad(
+                "offline",
+                format!("at most {MAX_OFFLINE} recipients, got {}", self.offline.len()),
+            ));
+        }
+        for (i, r) in self.offline.iter().enumerate() {
+            check_id(&format!("offline[{i}]"), r)?;
+        }
+        Ok(())
+    }
+
+    /// The sender's user id (`from` on the wire; tencent `From_Account`).
+    pub fn from(&self) -> &str {
+        &self.from
+    }
+
+    /// The recipient: a user id for `chat`, else the group or chatroom id.
+    pub fn to(&self) -> &str {
+        &self.to
+    }
+
+    /// One-to-one, group or chatroom.
+    pub fn chat_type(&self) -> ChatType {
+        self.chat_type
+    }
+
+    /// The body type.
+    pub fn msg_type(&self) -> MessageType {
+        self.msg_type
+    }
+
+    /// The body fields: `{"msg": ...}` for txt, the object given otherwise.
+    pub fn body(&self) -> &Map<String, Value> {
+        &self.body
+    }
+
+    /// Custom extension fields, empty if none.
+    pub fn ext(&self) -> &Map<String, Value> {
+        &self.ext
+    }
+
+    /// Sent by a client SDK or through the provider's REST API.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The sender's platform, if given.
+    pub fn platform(&self) -> Option<Platform> {
+        self.platform
+    }
+
+    /// The sender's address, if given.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// The offline recipients.
+    pub fn offline(&self) -> &[String] {
+        &self.offline
     }
 
     /// The `group_id` on the wire: the message's `to` for groups and chatrooms.
@@ -345,5 +477,51 @@ mod tests {
         assert_eq!(parse(r#"{"to":"u2","msg":"x"}"#).unwrap_err().field, "from");
         assert_eq!(parse(r#"[1]"#).unwrap_err().field, "(body)");
         assert_eq!(parse(r#"{"from":"u1","to":"u2","msg":7}"#).unwrap_err().field, "msg");
+        assert_eq!(
+            parse(r#"{"from":"u1","to":"u2","body":{"msg":7}}"#).unwrap_err().field,
+            "body.msg"
+        );
+        assert_eq!(
+            parse(r#"{"from":"u1","to":"u2","type":"img","body":{"type":"txt"}}"#)
+                .unwrap_err()
+                .field,
+            "body.type"
+        );
+    }
+
+    #[test]
+    fn messages_built_in_code_are_checked_like_rest_ones() {
+        let ok = Message::text("alice", "bob", "hi");
+        assert!(ok.check().is_ok());
+        let field = |m: Message| m.check().unwrap_err().field;
+        assert_eq!(field(Message::text("alice", "", "hi")), "to");
+        assert_eq!(field(Message::text(&"a".repeat(MAX_ID_CHARS + 1), "bob", "hi")), "from");
+        assert_eq!(field(Message::text("al\nice", "bob", "hi")), "from");
+        assert_eq!(
+            field(Message::new("alice", "bob", MessageType::Txt, Map::new())),
+            "body.msg"
+        );
+        let mut body = Map::new();
+        body.insert("type".into(), Value::String("txt".into()));
+        assert_eq!(field(Message::new("alice", "bob", MessageType::Img, body)), "body.type");
+        assert_eq!(field(ok.clone().with_offline(["carol", ""])), "offline[1]");
+        assert_eq!(field(ok.clone().with_offline(vec!["x"; MAX_OFFLINE + 1])), "offline");
+        let full = ok
+            .with_chat_type(ChatType::ChatRoom)
+            .with_source(Source::Rest)
+            .with_platform(Platform::Ios)
+            .with_client_ip([10, 0, 0, 1].into())
+            .with_ext(Map::from_iter([("k".to_string(), Value::from(1))]));
+        assert!(full.check().is_ok());
+        assert_eq!(full.group_id(), Some("bob"));
+        assert_eq!(
+            (full.from(), full.to(), full.chat_type(), full.msg_type(), full.source()),
+            ("alice", "bob", ChatType::ChatRoom, MessageType::Txt, Source::Rest)
+        );
+        assert_eq!(full.platform(), Some(Platform::Ios));
+        assert_eq!(full.client_ip(), Some([10, 0, 0, 1].into()));
+        assert_eq!(full.body()["msg"], "hi");
+        assert_eq!(full.ext()["k"], 1);
+        assert!(full.offline().is_empty());
     }
 }
