@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::ban::BanStart;
-use crate::clock::{Clock, SharedClock, SystemClock};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::agora;
 use crate::dialect::tencent::{self, MsgIds};
@@ -507,9 +507,4 @@ pub fn post_send_matches(rule: &RuleConfig, msg: &Message) -> bool {
         && rule.allows_chat_type(msg.chat_type)
         && rule.allows_message_type(msg.msg_type)
         && (rule.include_rest || msg.source != Source::Rest)
-}
-
-/// Unix time in milliseconds, from the system clock.
-pub fn now_ms() -> u64 {
-    SystemClock.now_ms()
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::{ApiError, AppState, Ctx};
+use super::{ApiError, AppState, Ctx, ErrorKind};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -52,17 +52,9 @@ pub(super) async fn healthz(State(sim): State<AppState>) -> Response {
 }
 
 pub async fn not_found(ctx: Ctx) -> ApiError {
-    ctx.error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route; see the README for the REST API",
-    )
+    ctx.error(ErrorKind::NotFound, "no such route; see the README for the REST API")
 }
 
 pub async fn method_not_allowed(ctx: Ctx) -> ApiError {
-    ctx.error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that HTTP method",
-    )
+    ctx.error(ErrorKind::MethodNotAllowed, "this route does not take that HTTP method")
 }
