@@ -21,7 +21,6 @@ use crate::domain::{Dialect, EventType, Platform, RuleKind, Source};
 use crate::event::Event;
 use crate::message::Message;
 use crate::presend;
-use crate::replay::ReplayGuards;
 use crate::runtime::{AppRuntime, Apps, RuleRuntime};
 use crate::store::{Store, StoreError, spawn_sweeper};
 
@@ -84,7 +83,6 @@ pub struct Simulator {
     pub dispatcher: Dispatcher,
     /// The time source of bans, date keys, `timestamp`s and retention.
     pub clock: SharedClock,
-    pub(crate) replays: ReplayGuards,
     /// `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
     next_msg_id: AtomicU64,
@@ -173,7 +171,6 @@ impl Simulator {
             apps,
             dispatcher,
             clock,
-            replays: ReplayGuards::default(),
             metrics,
             next_msg_id: AtomicU64::new(seed),
             next_seq: AtomicU32::new(1),
