@@ -1,5 +1,5 @@
-//! The simulation's ingestion routes (SPEC §8.3): `POST /app-id/{app_id}/messages` and
-//! `POST /app-id/{app_id}/events`, both with `?wait=true`.
+//! The simulation's ingestion routes (docs/behaviour.md §8.3): `POST /app-id/{app_id}/messages`
+//! and `POST /app-id/{app_id}/events`, both with `?wait=true`.
 
 use std::sync::Arc;
 
@@ -46,8 +46,8 @@ pub(super) struct EventAnswer {
     callbacks: Option<Vec<CallbackReport>>,
 }
 
-/// What both routes check first, in the SPEC §8 order: 413, 404, 401, 429, 503 while
-/// stopping, then the `wait` parameter and the body (400).
+/// What both routes check first, in the order of docs/behaviour.md §8: 413, 404, 401, 429,
+/// 503 while stopping, then the `wait` parameter and the body (400).
 struct Ingest {
     app: Arc<AppRuntime>,
     wait: bool,

@@ -1,10 +1,10 @@
-//! The REST API (SPEC §8): the provider's envelope, its error body, Bearer auth, the per-app
-//! rate limit, and one `router()` per area merged in [`router`].
+//! The REST API (docs/behaviour.md §8): the provider's envelope, its error body, Bearer auth,
+//! the per-app rate limit, and one `router()` per area merged in [`router`].
 //!
-//! Checks run in the SPEC's order: body over `max_body_bytes` → 413, unknown app → 404, token
-//! → 401, rate limit → 429, store off → 403, then the request itself → 400. Every error is an
-//! [`ErrorKind`] (see `error.rs`), which also writes the routes' error responses in the
-//! OpenAPI document.
+//! Checks run in the order of docs/behaviour.md §8: body over `max_body_bytes` → 413, unknown
+//! app → 404, token → 401, rate limit → 429, store off → 403 (on ingestion: stopping → 503),
+//! then the request itself → 400. Every error is an [`ErrorKind`] (`error.rs`), which also
+//! writes the routes' error responses in the OpenAPI document.
 
 mod error;
 mod messages;
@@ -114,7 +114,7 @@ impl Ctx {
         axum::Json(env).into_response()
     }
 
-    /// 404 / 401 / 429 for an app-scoped route (SPEC §8 order), or the app.
+    /// 404 / 401 / 429 for an app-scoped route (the order of docs/behaviour.md §8), or the app.
     pub fn authorize<'a>(
         &self,
         sim: &'a Simulator,
@@ -173,7 +173,7 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// The provider's success envelope (SPEC §8), `extra` flattened beside `data`.
+/// The provider's success envelope (docs/behaviour.md §8), `extra` flattened beside `data`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<D, E = NoExtra> {
     /// The route family: `/messages`, `/events` or `/callbacks`.

@@ -1,4 +1,4 @@
-//! The exception store's routes: the provider's `storage/info` (SPEC §8.1) and
+//! The exception store's routes: the provider's `storage/info` (docs/behaviour.md §8.1) and
 //! `storage/retry` (§8.2), and this project's `storage/items` (§8.3).
 
 use axum::Router;

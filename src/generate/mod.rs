@@ -26,23 +26,24 @@ pub struct GenerateOptions {
     pub config: PathBuf,
     /// `--app`: the id of the app whose rules get the traffic.
     pub app: String,
-    /// Messages per second; 0 = as fast as the pipeline takes them.
+    /// `--rate`: messages per second; 0 = as fast as the pipeline takes them.
     pub rate: u32,
     /// `--duration`: stop sending after this long; with `count`, whichever comes first.
     pub duration: Option<Duration>,
     /// `--count`: stop after this many messages; with `duration`, whichever comes first.
     pub count: Option<u64>,
-    /// `--seed`: the [`Traffic`](traffic::Traffic) seed (random when not given); shown in the report.
+    /// `--seed`: the seed of the traffic and of the callIds (random when not given); shown in
+    /// the report.
     pub seed: u64,
     /// `--report`: where to write the [`Report`] as JSON.
     pub report: Option<PathBuf>,
     /// The traffic mix (`--chat-types`, `--message-types`, ... on the command line).
     pub mix: Mix,
-    /// Drive a running `serve` over REST instead of in-process.
+    /// `--server`: the base URL of a running `serve` to drive over REST instead of in-process.
     pub server: Option<String>,
     /// `--token`: the app's Bearer token; required with `server`.
     pub token: Option<String>,
-    /// REST requests in flight at once in `--server` mode.
+    /// `--connections`: REST requests in flight at once in `--server` mode.
     pub connections: usize,
 }
 

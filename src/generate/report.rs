@@ -58,7 +58,7 @@ impl Tally {
     }
 }
 
-/// The `--report` JSON (SPEC §9: `rate_achieved`, `outcomes`, `latency_ms`).
+/// The `--report` JSON (docs/behaviour.md §9: `rate_achieved`, `outcomes`, `latency_ms`).
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// `app`: the app id the traffic went to.
@@ -80,14 +80,15 @@ pub struct Report {
     /// `duration_secs`: the traffic's length, in seconds: from the first message sent to the last
     /// callback's final outcome (starting the simulator and stopping it are not counted).
     pub duration_secs: f64,
-    /// Final outcomes (SPEC §5).
+    /// Final outcomes (docs/behaviour.md §5).
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Last-attempt outcomes: why callbacks were stored or dropped.
     pub last_attempts: BTreeMap<&'static str, u64>,
     /// `latency_ms`: ingest-to-final-outcome latency in milliseconds, keyed `p50`, `p90`,
     /// `p99`, `p99.9` and `max`.
     pub latency_ms: BTreeMap<&'static str, f64>,
-    /// `peak_rss_mb`: this process's peak resident memory in MiB (see [`peak_rss_mb`]); NaN off Linux.
+    /// `peak_rss_mb`: this process's peak resident memory in MiB (see [`peak_rss_mb`]); NaN off
+    /// Linux.
     pub peak_rss_mb: f64,
 }
 

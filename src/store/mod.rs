@@ -1,4 +1,5 @@
-//! The exception store (docs/behaviour.md §7): undelivered callbacks, durably, in sled under `data_dir`.
+//! The exception store (docs/behaviour.md §7): undelivered callbacks, durably, in sled under
+//! `data_dir`.
 //!
 //! Undelivered callbacks are kept by app, 10-minute date key and retry count (a [`Bucket`]);
 //! `storage/info` reads the bucket counts (kept in memory too, loaded once at open), and a
@@ -63,6 +64,8 @@ impl From<sled::Error> for StoreError {
 }
 
 /// One kept callback: everything needed to re-send the same bytes and explain why it was kept.
+/// On disk it is a versioned record of its own (`format.rs`), not this type's serde form: its
+/// fields can be renamed without breaking existing stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredCallback {
     /// The app it belongs to.
