@@ -5,8 +5,7 @@
 //! callback leaves the store; one that fails again moves to (`date`, `retry + 1`). Replays to
 //! the rule's own URL obey and feed its ban; replays to a `targetUrl` do neither.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -53,32 +52,6 @@ pub enum ReplayError {
     Store(#[from] StoreError),
 }
 
-/// The buckets being replayed right now.
-#[derive(Debug, Default, Clone)]
-pub struct ReplayGuards(Arc<Mutex<HashSet<Bucket>>>);
-
-/// Holds a bucket's replay slot; frees it when dropped.
-struct Guard {
-    set: Arc<Mutex<HashSet<Bucket>>>,
-    bucket: Bucket,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.set.lock().expect("replay guard lock").remove(&self.bucket);
-    }
-}
-
-impl ReplayGuards {
-    fn begin(&self, bucket: &Bucket) -> Option<Guard> {
-        let fresh = self.0.lock().expect("replay guard lock").insert(bucket.clone());
-        fresh.then(|| Guard {
-            set: self.0.clone(),
-            bucket: bucket.clone(),
-        })
-    }
-}
-
 /// What a replay needs: the store, the dispatcher's attempts, the client of rules that left
 /// the config, and how many callbacks may be in flight.
 #[derive(Debug, Clone)]
@@ -93,8 +66,6 @@ pub struct Replayer {
     pub concurrency: usize,
     /// Replay counters of `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// The buckets being replayed.
-    pub replays: ReplayGuards,
 }
 
 impl Replayer {
@@ -113,7 +84,7 @@ impl Replayer {
             date,
             retry,
         };
-        let _guard = self.replays.begin(&bucket).ok_or(ReplayError::Busy { date, retry })?;
+        let _lock = self.store.begin_replay(&bucket).ok_or(ReplayError::Busy { date, retry })?;
         let store = &self.store;
         if store.bucket_size(&bucket) == 0 {
             return Err(ReplayError::NoSuchBucket { date, retry });

@@ -152,7 +152,6 @@ impl Simulator {
             default_client: apps.default_client.clone(),
             concurrency: config.delivery.concurrency,
             metrics: metrics.clone(),
-            replays: Default::default(),
         };
         let ids = match seed {
             Some(seed) => Ids::seeded(now, seed),

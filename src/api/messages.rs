@@ -1,5 +1,5 @@
-//! The simulation's ingestion routes (SPEC §8.3): `POST /app-id/{app_id}/messages` and
-//! `POST /app-id/{app_id}/events`, both with `?wait=true`.
+//! The simulation's ingestion routes (docs/behaviour.md §8.3): `POST /app-id/{app_id}/messages`
+//! and `POST /app-id/{app_id}/events`, both with `?wait=true`.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use axum::routing::post;
 use serde::Serialize;
 
 use super::{
-    ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, bad_request, body_error, field_error, query_pairs,
+    ApiError, AppState, Ctx, Envelope, ErrorKind, bad_request, body_error, error_responses, field_error, query_pairs,
 };
 use crate::dispatch::{CallbackReport, EnqueueError};
 use crate::event::EventRequest;
@@ -46,8 +46,8 @@ pub(super) struct EventAnswer {
     callbacks: Option<Vec<CallbackReport>>,
 }
 
-/// What both routes check first, in the SPEC §8 order: 413, 404, 401, 429, 503 while
-/// stopping, then the `wait` parameter and the body (400).
+/// What both routes check first, in the order of docs/behaviour.md §8: 413, 404, 401, 429,
+/// 503 while stopping, then the `wait` parameter and the body (400).
 struct Ingest {
     app: Arc<AppRuntime>,
     wait: bool,
@@ -90,10 +90,14 @@ fn ingest(
     Ok(Ingest { app, wait, body })
 }
 
+error_responses!(
+    /// The errors of the ingestion routes, in the order they are checked.
+    IngestErrors: PayloadTooLarge, AppNotFound, Unauthorized, TooManyRequests, QueueFull, ShuttingDown, BadRequest
+);
+
 fn shutting_down(ctx: &Ctx) -> ApiError {
     ctx.error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "shutting_down",
+        ErrorKind::ShuttingDown,
         "the simulator is stopping and takes no new messages",
     )
 }
@@ -101,8 +105,7 @@ fn shutting_down(ctx: &Ctx) -> ApiError {
 fn enqueue_error(ctx: &Ctx, sim: &Simulator, e: EnqueueError) -> ApiError {
     match e {
         EnqueueError::Full => ctx.error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
+            ErrorKind::QueueFull,
             format!(
                 "the delivery queue is full ({} callbacks, delivery.queue_capacity); retry later",
                 sim.config.delivery.queue_capacity
@@ -124,9 +127,7 @@ async fn callbacks(submitted: Submitted, wait: bool) -> Option<Vec<CallbackRepor
     request_body = MessageRequest,
     responses(
         (status = 200, description = "Accepted (or blocked by pre-send: `accepted` false)", body = Envelope<MessageAnswer>),
-        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 503, description = "The simulator is stopping", body = ErrorBody),
-        AppErrors),
+        IngestErrors),
     security(("bearer" = [])))]
 pub(super) async fn post_message(
     State(sim): State<AppState>,
@@ -161,9 +162,7 @@ pub(super) async fn post_message(
     request_body = EventRequest,
     responses(
         (status = 200, description = "Queued", body = Envelope<EventAnswer>),
-        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        (status = 503, description = "The simulator is stopping", body = ErrorBody),
-        AppErrors),
+        IngestErrors),
     security(("bearer" = [])))]
 pub(super) async fn post_event(
     State(sim): State<AppState>,

@@ -1,9 +1,12 @@
-//! The REST API (SPEC §8): the provider's envelope, its error body, Bearer auth, the per-app
-//! rate limit, and one `router()` per area merged in [`router`].
+//! The REST API (docs/behaviour.md §8): the provider's envelope, its error body, Bearer auth,
+//! the per-app rate limit, and one `router()` per area merged in [`router`].
 //!
-//! Checks run in the SPEC's order: body over `max_body_bytes` → 413, unknown app → 404, token
-//! → 401, rate limit → 429, store off → 403, then the request itself → 400.
+//! Checks run in the order of docs/behaviour.md §8: body over `max_body_bytes` → 413, unknown
+//! app → 404, token → 401, rate limit → 429, store off → 403 (on ingestion: stopping → 503),
+//! then the request itself → 400. Every error is an [`ErrorKind`] (`error.rs`), which also
+//! writes the routes' error responses in the OpenAPI document.
 
+mod error;
 mod messages;
 mod openapi;
 mod ops;
@@ -21,7 +24,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::clock::{Clock, SystemClock};
+use error::error_responses;
+pub use error::{ApiError, ErrorBody, ErrorKind};
+
 use crate::runtime::AppRuntime;
 use crate::sim::Simulator;
 
@@ -42,7 +47,8 @@ pub fn router(sim: Arc<Simulator>) -> Router {
         .with_state(sim)
 }
 
-/// What every answer needs from its request: when it started, and where it was sent.
+/// What every answer needs from its request: when it started (by the simulator's clock, for
+/// `timestamp`, and by a monotonic one, for `duration`), and where it was sent.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     started: Instant,
@@ -51,10 +57,10 @@ pub struct Ctx {
     uri: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+impl FromRequestParts<AppState> for Ctx {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, sim: &AppState) -> Result<Self, Self::Rejection> {
         let host = parts
             .headers
             .get(header::HOST)
@@ -63,7 +69,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         Ok(Ctx {
             started: Instant::now(),
-            timestamp: SystemClock.now_ms(),
+            timestamp: sim.clock.now_ms(),
             action: parts.method.as_str().to_ascii_lowercase(),
             uri: format!("http://{host}{pq}"),
         })
@@ -75,12 +81,12 @@ impl Ctx {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// An error answer (SPEC §8 error body).
-    pub fn error(&self, status: StatusCode, code: &'static str, description: impl Into<String>) -> ApiError {
+    /// An error answer of `kind`, with `description` saying what is wrong and what to do.
+    pub fn error(&self, kind: ErrorKind, description: impl Into<String>) -> ApiError {
         ApiError {
-            status,
+            kind,
             body: ErrorBody {
-                error: code,
+                error: kind.code(),
                 error_description: description.into(),
                 timestamp: self.timestamp,
                 duration: self.duration_ms(),
@@ -108,7 +114,7 @@ impl Ctx {
         axum::Json(env).into_response()
     }
 
-    /// 404 / 401 / 429 for an app-scoped route (SPEC §8 order), or the app.
+    /// 404 / 401 / 429 for an app-scoped route (the order of docs/behaviour.md §8), or the app.
     pub fn authorize<'a>(
         &self,
         sim: &'a Simulator,
@@ -117,8 +123,7 @@ impl Ctx {
     ) -> Result<&'a Arc<AppRuntime>, ApiError> {
         let Some(app) = sim.apps.get(app_id) else {
             return Err(self.error(
-                StatusCode::NOT_FOUND,
-                "app_not_found",
+                ErrorKind::AppNotFound,
                 format!(
                     "no app {:?} is configured; check the app id in the URL",
                     truncate(app_id)
@@ -127,23 +132,20 @@ impl Ctx {
         };
         let Some(given) = bearer(headers) else {
             return Err(self.error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorKind::Unauthorized,
                 "missing `Authorization: Bearer <token>` header",
             ));
         };
         let expected = app.config.token.expose().as_bytes();
         if !bool::from(given.as_bytes().ct_eq(expected)) {
             return Err(self.error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorKind::Unauthorized,
                 format!("the Bearer token is not valid for app {:?}", app_id),
             ));
         }
         if app.limiter.check().is_err() {
             return Err(self.error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
+                ErrorKind::TooManyRequests,
                 format!(
                     "more than {} requests per second for app {:?}; slow down (see [api] rate_per_sec and burst)",
                     sim.config.api.rate_per_sec, app_id
@@ -171,7 +173,7 @@ fn truncate(s: &str) -> String {
     }
 }
 
-/// The provider's success envelope (SPEC §8), `extra` flattened beside `data`.
+/// The provider's success envelope (docs/behaviour.md §8), `extra` flattened beside `data`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<D, E = NoExtra> {
     /// The route family: `/messages`, `/events` or `/callbacks`.
@@ -193,59 +195,18 @@ pub struct Envelope<D, E = NoExtra> {
     pub extra: E,
 }
 
-/// The answers every app route can give, in the SPEC §8 order, for the OpenAPI document
-/// (the variants describe; `ApiError` builds the actual answers).
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)]
-pub enum AppErrors {
-    /// Malformed body, query, date key, bucket or URL: the description names the field.
-    #[response(status = 400, description = "Malformed request: the description names the field")]
-    BadRequest(ErrorBody),
-    /// Missing or wrong `Authorization: Bearer {token}`.
-    #[response(status = 401, description = "Missing or wrong Bearer token")]
-    Unauthorized(ErrorBody),
-    /// No such app.
-    #[response(status = 404, description = "Unknown app")]
-    UnknownApp(ErrorBody),
-    /// The app's rate limit (and, on ingestion, a full delivery queue).
-    #[response(status = 429, description = "Rate limit (or, on ingestion, a full delivery queue)")]
-    TooManyRequests(ErrorBody),
-}
+error_responses!(
+    /// The errors of every app route: malformed request, token, unknown app, rate limit.
+    AppErrors: BadRequest, Unauthorized, AppNotFound, TooManyRequests
+);
 
 /// No fields beside `data`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NoExtra {}
 
-/// The error body (SPEC §8).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A short code: `bad_request`, `unauthorized`, `app_not_found`, `too_many_requests`, …
-    error: &'static str,
-    /// What is wrong and what to do, naming the field.
-    error_description: String,
-    /// When the request arrived, Unix ms.
-    timestamp: u64,
-    /// How long the request took, ms.
-    duration: u64,
-}
-
-/// An error answer: status plus the SPEC §8 error body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
-    }
-}
-
-/// Maps a body that could not be read: too large → 413, anything else → 400.
 /// 400 `bad_request` with this description.
 fn bad_request(ctx: &Ctx, msg: String) -> ApiError {
-    ctx.error(StatusCode::BAD_REQUEST, "bad_request", msg)
+    ctx.error(ErrorKind::BadRequest, msg)
 }
 
 /// 400 naming the field of a request body that is wrong, and why.
@@ -253,11 +214,11 @@ fn field_error(ctx: &Ctx, e: crate::message::MessageError) -> ApiError {
     bad_request(ctx, format!("field `{}`: {}", e.field, e.reason))
 }
 
+/// Maps a body that could not be read: too large → 413, anything else → 400.
 fn body_error(ctx: &Ctx, rejection: &axum::extract::rejection::BytesRejection, max: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ctx.error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorKind::PayloadTooLarge,
             format!("the request body is larger than {max} bytes (server.max_body_bytes)"),
         )
     } else {
@@ -286,4 +247,53 @@ fn query_pairs(ctx: &Ctx, raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(St
         }
     }
     Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::Value;
+    use tower_service::Service;
+
+    use crate::clock::ManualClock;
+    use crate::config::{AppBuilder, Config, RuleBuilder};
+    use crate::sim::Simulator;
+
+    async fn get(router: &mut axum::Router, uri: &str) -> (u16, Value) {
+        let req = Request::get(uri)
+            .header("authorization", "Bearer tok")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router.call(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn answers_carry_the_simulators_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::builder()
+            .data_dir(dir.path())
+            .app(AppBuilder::new("app", "tok").rule(RuleBuilder::post_send("sync", "http://127.0.0.1:9/cb", "s")))
+            .build()
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(1_500_000_000_123));
+        let sim = Arc::new(Simulator::build_with(config, clock.clone(), None).unwrap());
+        let mut router = super::router(sim.clone());
+        let (status, ok) = get(&mut router, "/app-id/app/callbacks/rules").await;
+        assert_eq!((status, &ok["timestamp"]), (200, &Value::from(1_500_000_000_123u64)));
+        clock.advance(1000);
+        let (status, err) = get(&mut router, "/app-id/nope/callbacks/rules").await;
+        assert_eq!(status, 404);
+        assert_eq!(err["error"], "app_not_found");
+        assert_eq!(err["timestamp"], 1_500_000_001_123u64);
+        let (status, err) = get(&mut router, "/no/such/route").await;
+        assert_eq!((status, &err["error"]), (404, &Value::from("not_found")));
+        assert_eq!(err["timestamp"], 1_500_000_001_123u64);
+        sim.store().close().await;
+    }
 }

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
         super::ops::metrics,
         super::ops::openapi,
     ),
-    components(schemas(super::NoExtra)),
+    components(schemas(super::NoExtra, super::ErrorBody)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -74,6 +74,41 @@ mod tests {
                 "schema {s} missing: {:?}",
                 schemas.keys().collect::<Vec<_>>()
             );
+        }
+    }
+
+    #[test]
+    fn each_route_documents_the_errors_it_answers() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        for (path, method, statuses) in [
+            ("/app-id/{app_id}/messages", "post", "200 400 401 404 413 429 503"),
+            ("/app-id/{app_id}/events", "post", "200 400 401 404 413 429 503"),
+            ("/app-id/{app_id}/callbacks/rules", "get", "200 400 401 404 429"),
+            (
+                "/app-id/{app_id}/callbacks/storage/info",
+                "get",
+                "200 400 401 403 404 429",
+            ),
+            (
+                "/app-id/{app_id}/callbacks/storage/items",
+                "get",
+                "200 400 401 403 404 429",
+            ),
+            (
+                "/app-id/{app_id}/callbacks/storage/retry",
+                "post",
+                "200 400 401 403 404 409 413 429",
+            ),
+        ] {
+            let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+            let got: Vec<&str> = responses.keys().map(String::as_str).collect();
+            assert_eq!(got.join(" "), statuses, "{method} {path}");
+            for (status, r) in responses.iter().filter(|(s, _)| *s != "200") {
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
         }
     }
 }

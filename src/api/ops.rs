@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::{ApiError, AppState, Ctx};
+use super::{ApiError, AppState, Ctx, ErrorKind};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,7 +33,7 @@ pub(super) async fn openapi() -> Response {
     axum::Json(super::openapi::document()).into_response()
 }
 
-/// 200 `{"status":"ok"}` while serving; 503 `{"status":"stopping"}` during a graceful stop.
+/// 200 `{"status":"ok","queued":N,"in_flight":N}` while serving; 503 `stopping` in a graceful stop.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses(
     (status = 200, description = "`{\"status\": \"ok\", \"queued\": N, \"in_flight\": N}`"),
     (status = 503, description = "Stopping")))]
@@ -51,18 +51,12 @@ pub(super) async fn healthz(State(sim): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Any other route: 404 `not_found`.
 pub async fn not_found(ctx: Ctx) -> ApiError {
-    ctx.error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such route; see the README for the REST API",
-    )
+    ctx.error(ErrorKind::NotFound, "no such route; see the README for the REST API")
 }
 
+/// A known route with another method: 405 `method_not_allowed`.
 pub async fn method_not_allowed(ctx: Ctx) -> ApiError {
-    ctx.error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that HTTP method",
-    )
+    ctx.error(ErrorKind::MethodNotAllowed, "this route does not take that HTTP method")
 }

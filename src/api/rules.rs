@@ -1,4 +1,5 @@
-//! `GET /app-id/{app_id}/callbacks/rules` (SPEC §8.3): each rule with its live state and counts.
+//! `GET /app-id/{app_id}/callbacks/rules` (docs/behaviour.md §8.3): each rule with its live
+//! state and counts.
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;

@@ -1,4 +1,4 @@
-//! The exception store's routes: the provider's `storage/info` (SPEC §8.1) and
+//! The exception store's routes: the provider's `storage/info` (docs/behaviour.md §8.1) and
 //! `storage/retry` (§8.2), and this project's `storage/items` (§8.3).
 
 use axum::Router;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
-    ApiError, AppErrors, AppState, Ctx, Envelope, ErrorBody, bad_request, body_error, field_error, query_pairs,
+    ApiError, AppState, Ctx, Envelope, ErrorKind, bad_request, body_error, error_responses, field_error, query_pairs,
 };
 use crate::clock::rfc3339;
 use crate::domain::{CallbackUrl, DateKey, Outcome};
@@ -35,6 +35,16 @@ pub fn router() -> Router<AppState> {
         .route("/app-id/{app_id}/callbacks/storage/items", get(items))
 }
 
+error_responses!(
+    /// The errors of `storage/info` and `storage/items`.
+    StoreReadErrors: AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest
+);
+
+error_responses!(
+    /// The errors of `storage/retry`.
+    RetryErrors: PayloadTooLarge, AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest, ReplayInProgress
+);
+
 /// 404 / 401 / 429, then 403 when the app keeps no exception store.
 fn store_app<'a>(
     ctx: &Ctx,
@@ -46,8 +56,7 @@ fn store_app<'a>(
     let app = ctx.authorize(sim, app_id, headers)?;
     if !app.config.exception_store {
         return Err(ctx.error(
-            StatusCode::FORBIDDEN,
-            "store_disabled",
+            ErrorKind::StoreDisabled,
             format!("app {app_id:?} has exception_store = false: failed callbacks are dropped, nothing is stored"),
         ));
     }
@@ -57,8 +66,7 @@ fn store_app<'a>(
 fn store_error(ctx: &Ctx, e: &StoreError) -> ApiError {
     tracing::error!(error = %e, "exception store request failed");
     ctx.error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
+        ErrorKind::StoreUnavailable,
         "the exception store could not be read or written; see the simulator's log",
     )
 }
@@ -68,8 +76,7 @@ fn store_error(ctx: &Ctx, e: &StoreError) -> ApiError {
     params(("app_id" = String, Path, description = "The app id")),
     responses(
         (status = 200, description = "The buckets", body = Envelope<Vec<BucketInfo>>),
-        (status = 403, description = "The app keeps no exception store", body = ErrorBody),
-        AppErrors),
+        StoreReadErrors),
     security(("bearer" = [])))]
 pub(super) async fn info(
     State(sim): State<AppState>,
@@ -102,10 +109,7 @@ pub(super) struct RetryRequest {
     request_body = RetryRequest,
     responses(
         (status = 200, description = "`data` is \"success\" or \"failure\"; `delivered` and `failed` beside it", body = Envelope<String, ReplayOutcome>),
-        (status = 403, description = "The app keeps no exception store", body = ErrorBody),
-        (status = 409, description = "This bucket is being replayed", body = ErrorBody),
-        (status = 413, description = "Body over server.max_body_bytes", body = ErrorBody),
-        AppErrors),
+        RetryErrors),
     security(("bearer" = [])))]
 pub(super) async fn retry(
     State(sim): State<AppState>,
@@ -138,7 +142,7 @@ pub(super) async fn retry(
         .await
         .map_err(|e| match &e {
             ReplayError::NoSuchBucket { .. } => bad(e.to_string()),
-            ReplayError::Busy { .. } => ctx.error(StatusCode::CONFLICT, "replay_in_progress", e.to_string()),
+            ReplayError::Busy { .. } => ctx.error(ErrorKind::ReplayInProgress, e.to_string()),
             ReplayError::Store(se) => store_error(&ctx, se),
         })?;
     let data = if outcome.failed == 0 { "success" } else { "failure" };
@@ -171,8 +175,7 @@ pub(super) struct ItemView {
            ("limit" = Option<u32>, Query, description = "At most this many (default 100, max 10000)")),
     responses(
         (status = 200, description = "The items (an empty list for an empty bucket)", body = Envelope<Vec<ItemView>>),
-        (status = 403, description = "The app keeps no exception store", body = ErrorBody),
-        AppErrors),
+        StoreReadErrors),
     security(("bearer" = [])))]
 pub(super) async fn items(
     State(sim): State<AppState>,

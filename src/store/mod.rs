@@ -1,21 +1,24 @@
-//! The exception store (SPEC §7): undelivered callbacks, durably, in sled under `data_dir`.
+//! The exception store (docs/behaviour.md §7): undelivered callbacks, durably, in sled under
+//! `data_dir`.
 //!
-//! Layout of the `callbacks` tree (all keys sort by app, then date, then retry, then order):
+//! Undelivered callbacks are kept by app, 10-minute date key and retry count (a [`Bucket`]);
+//! `storage/info` reads the bucket counts (kept in memory too, loaded once at open), and a
+//! replay or listing streams one bucket with a prefix scan, never loading it whole. The keys and
+//! the versioned on-disk record are in `format.rs`; the `bans` tree holds each rule's
+//! [`BanRecord`].
 //!
-//! - `i` app `\0` date(12 ASCII digits) retry(u32 BE) seq(u64 BE) → the item, as JSON;
-//! - `b` app `\0` date retry → the bucket's item count (u64 BE).
+//! Every change goes through one writer task (`writer.rs`) that applies what has queued up as
+//! one sled batch and flushes once (group commit): a write is reported done only after it is on
+//! disk, so after a `kill -9` everything reported stored is there.
 //!
-//! So `storage/info` reads the counts (kept in memory too, loaded once at open), and a replay or
-//! listing streams one bucket with a prefix scan, never loading it whole. The `bans` tree holds
-//! each rule's [`BanRecord`].
-//!
-//! Every change goes through one writer task that applies what has queued up as one sled batch
-//! and flushes once (group commit): a write is reported done only after it is on disk, so after
-//! a `kill -9` everything reported stored is there.
+//! The store also owns the one-replay-per-bucket rule: [`Store::begin_replay`].
+
+mod format;
+mod writer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::FixedOffset;
@@ -25,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ban::BanRecord;
 use crate::domain::{AppId, DateKey, EventType, Outcome};
+use format::{ban_key, bucket_prefix, decode_bucket, decode_item};
+use writer::{Cmd, Op, Writer};
 
-/// Most commands the writer folds into one batch and one flush.
-const MAX_GROUP: usize = 4096;
 /// sled's page cache (its default is 1 GiB): the store is written far more than it is read.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Queue of commands waiting for the writer.
@@ -61,6 +64,8 @@ impl From<sled::Error> for StoreError {
 }
 
 /// One kept callback: everything needed to re-send the same bytes and explain why it was kept.
+/// On disk it is a versioned record of its own (`format.rs`), not this type's serde form: its
+/// fields can be renamed without breaking existing stores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredCallback {
     /// The app it belongs to.
@@ -119,50 +124,6 @@ pub struct BucketInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ItemKey(sled::IVec);
 
-fn bucket_prefix(tag: u8, app: &str, date: &DateKey, retry: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + app.len() + 1 + 12 + 4 + 8);
-    k.push(tag);
-    k.extend_from_slice(app.as_bytes());
-    k.push(0);
-    k.extend_from_slice(date.as_bytes());
-    k.extend_from_slice(&retry.to_be_bytes());
-    k
-}
-
-fn decode_bucket(key: &[u8]) -> Option<Bucket> {
-    let rest = &key[1..];
-    let nul = rest.iter().position(|&b| b == 0)?;
-    let app = AppId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
-    let tail = &rest[nul + 1..];
-    let date = DateKey::from_bytes(tail.get(..12)?)?;
-    let retry = u32::from_be_bytes(tail.get(12..16)?.try_into().ok()?);
-    Some(Bucket { app, date, retry })
-}
-
-enum Op {
-    Put {
-        item: StoredCallback,
-        date: DateKey,
-        retry: u32,
-    },
-    Delete(ItemKey),
-    Move {
-        from: ItemKey,
-        item: StoredCallback,
-        retry: u32,
-    },
-    SaveBan {
-        key: Vec<u8>,
-        record: BanRecord,
-    },
-    PurgeBefore(u64),
-}
-
-struct Cmd {
-    ops: Vec<Op>,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
-}
-
 /// The store: reads are direct, writes go through the writer task.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -179,6 +140,21 @@ struct Inner {
     writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: CancellationToken,
     offset: FixedOffset,
+    /// The buckets being replayed right now.
+    replaying: Arc<Mutex<HashSet<Bucket>>>,
+}
+
+/// A bucket's replay slot, from [`Store::begin_replay`]; frees the bucket when dropped.
+#[derive(Debug)]
+pub struct ReplayLock {
+    replaying: Arc<Mutex<HashSet<Bucket>>>,
+    bucket: Bucket,
+}
+
+impl Drop for ReplayLock {
+    fn drop(&mut self) {
+        self.replaying.lock().expect("replay lock set").remove(&self.bucket);
+    }
 }
 
 impl Store {
@@ -224,6 +200,7 @@ impl Store {
                 writer_task: std::sync::Mutex::new(Some(writer_task)),
                 closed,
                 offset,
+                replaying: Arc::default(),
             }),
         })
     }
@@ -340,8 +317,18 @@ impl Store {
         let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
         self.inner.items.scan_prefix(prefix).map(|entry| {
             let (k, v) = entry?;
-            let item = serde_json::from_slice(&v).map_err(|e| StoreError::Io(format!("undecodable item: {e}")))?;
-            Ok((ItemKey(k), item))
+            Ok((ItemKey(k), decode_item(&v)?))
+        })
+    }
+
+    /// Takes `bucket`'s replay slot: `None` while another replay of it holds the slot. One
+    /// replay per bucket at a time, so that no callback is sent twice by two replays.
+    pub fn begin_replay(&self, bucket: &Bucket) -> Option<ReplayLock> {
+        let replaying = &self.inner.replaying;
+        let fresh = replaying.lock().expect("replay lock set").insert(bucket.clone());
+        fresh.then(|| ReplayLock {
+            replaying: replaying.clone(),
+            bucket: bucket.clone(),
         })
     }
 
@@ -361,13 +348,6 @@ impl Store {
         self.inner.db.flush_async().await?;
         Ok(())
     }
-}
-
-fn ban_key(app: &AppId, rule: &str) -> Vec<u8> {
-    let mut k = app.as_str().as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(rule.as_bytes());
-    k
 }
 
 /// Starts the retention sweep: every `interval`, buckets older than `retention` go.
@@ -392,187 +372,65 @@ pub fn spawn_sweeper(store: Store, retention: Duration, interval: Duration, cloc
     });
 }
 
-/// The length of a date-key window (SPEC §7).
-const WINDOW_MS: u64 = 10 * 60 * 1000;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-struct Writer {
-    offset: FixedOffset,
-    db: sled::Db,
-    items: sled::Tree,
-    bans: sled::Tree,
-    counts: Arc<RwLock<BTreeMap<Bucket, u64>>>,
-}
-
-impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Cmd>, closed: CancellationToken) {
-        let mut group = Vec::new();
-        loop {
-            let first = tokio::select! {
-                biased;
-                c = rx.recv() => c,
-                _ = closed.cancelled() => {
-                    // Take what was sent before the close, then stop.
-                    rx.close();
-                    rx.recv().await
-                }
-            };
-            let Some(first) = first else { break };
-            group.push(first);
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(c) => group.push(c),
-                    Err(_) => break,
-                }
-            }
-            let result = self.apply(&mut group).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, commands = group.len(), "exception store write failed");
-            }
-            for cmd in group.drain(..) {
-                if let Some(done) = cmd.done {
-                    let _ = done.send(result.clone());
-                }
-            }
+    fn bucket(date: &str, retry: u32) -> Bucket {
+        Bucket {
+            app: AppId::parse("app1").unwrap(),
+            date: DateKey::parse(date).unwrap(),
+            retry,
         }
-        let _ = self.db.flush_async().await;
     }
 
-    async fn apply(&self, group: &mut [Cmd]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut delta: BTreeMap<Bucket, i64> = BTreeMap::new();
-        let mut removed: HashSet<sled::IVec> = HashSet::new();
-        let mut bans = sled::Batch::default();
-        let mut any_ban = false;
-        let purges: Vec<u64> = group
-            .iter()
-            .flat_map(|c| c.ops.iter())
-            .filter_map(|op| if let Op::PurgeBefore(c) = op { Some(*c) } else { None })
-            .collect();
-        for cmd in group.iter_mut() {
-            for op in cmd.ops.drain(..) {
-                match op {
-                    Op::Put { item, date, retry } => {
-                        let bucket = Bucket {
-                            app: item.app.clone(),
-                            date,
-                            retry,
-                        };
-                        self.put(&mut batch, &bucket, &item)?;
-                        *delta.entry(bucket).or_default() += 1;
-                    }
-                    Op::Delete(key) => {
-                        if let Some(b) = self.remove(&mut batch, &mut removed, key)? {
-                            *delta.entry(b).or_default() -= 1;
-                        }
-                    }
-                    Op::Move { from, item, retry } => {
-                        if let Some(old) = self.remove(&mut batch, &mut removed, from)? {
-                            *delta.entry(old.clone()).or_default() -= 1;
-                            let bucket = Bucket { retry, ..old };
-                            self.put(&mut batch, &bucket, &item)?;
-                            *delta.entry(bucket).or_default() += 1;
-                        }
-                    }
-                    Op::SaveBan { key, record } => {
-                        let v = serde_json::to_vec(&record).expect("a ban record serializes");
-                        bans.insert(key, v);
-                        any_ban = true;
-                    }
-                    Op::PurgeBefore(_) => {}
-                }
-            }
-        }
-        if let Some(cutoff) = purges.into_iter().max() {
-            self.purge(&mut batch, &mut removed, &mut delta, cutoff)?;
-        }
-        let mut new_counts = Vec::new();
+    #[tokio::test]
+    async fn one_replay_per_bucket_until_its_lock_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+        let a = bucket("202109091440", 0);
+        let lock = store.begin_replay(&a).expect("a free bucket");
+        assert!(store.begin_replay(&a).is_none(), "the same bucket twice");
+        let _other = store
+            .begin_replay(&bucket("202109091440", 1))
+            .expect("another retry count");
+        drop(lock);
+        assert!(store.begin_replay(&a).is_some(), "freed when the lock dropped");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_records_were_versioned_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bucket("202311142210", 0);
         {
-            let counts = self.counts.read().expect("counts lock");
-            for (bucket, d) in &delta {
-                let n = (*counts.get(bucket).unwrap_or(&0) as i64 + d).max(0) as u64;
-                let key = bucket_prefix(b'b', bucket.app.as_str(), &bucket.date, bucket.retry);
-                if n == 0 {
-                    batch.remove(key);
-                } else {
-                    batch.insert(key, &n.to_be_bytes());
-                }
-                new_counts.push((bucket.clone(), n));
-            }
+            // What the store wrote then: the item as plain JSON, and the bucket's count.
+            let db = sled::open(dir.path().join("store.sled")).unwrap();
+            let tree = db.open_tree("callbacks").unwrap();
+            let mut key = bucket_prefix(b'i', "app1", &b.date, 0);
+            key.extend_from_slice(&7u64.to_be_bytes());
+            let legacy = r#"{"app":"app1","callId":"app1#6b1f","rule":"sync","url":"http://127.0.0.1:9/cb","eventType":"chat","to":"bob","body":"{\"msg\":\"hi\"}","query":null,"outcome":"timeout","attempts":2,"status":null,"stored_at_ms":1700000000000}"#;
+            tree.insert(key, legacy.as_bytes()).unwrap();
+            tree.insert(bucket_prefix(b'b', "app1", &b.date, 0), &1u64.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
         }
-        self.items.apply_batch(batch)?;
-        if any_ban {
-            self.bans.apply_batch(bans)?;
-        }
-        self.db.flush_async().await?;
-        let mut counts = self.counts.write().expect("counts lock");
-        for (bucket, n) in new_counts {
-            if n == 0 {
-                counts.remove(&bucket);
-            } else {
-                counts.insert(bucket, n);
-            }
-        }
-        Ok(())
-    }
-
-    fn put(&self, batch: &mut sled::Batch, bucket: &Bucket, item: &StoredCallback) -> Result<(), StoreError> {
-        let mut key = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
-        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-        let v = serde_json::to_vec(item).expect("a stored callback serializes");
-        batch.insert(key, v);
-        Ok(())
-    }
-
-    /// Removes an item if it exists (and was not removed earlier in this group).
-    fn remove(
-        &self,
-        batch: &mut sled::Batch,
-        removed: &mut HashSet<sled::IVec>,
-        key: ItemKey,
-    ) -> Result<Option<Bucket>, StoreError> {
-        if removed.contains(&key.0) || !self.items.contains_key(&key.0)? {
-            return Ok(None);
-        }
-        let bucket = decode_bucket(&key.0);
-        batch.remove(key.0.clone());
-        removed.insert(key.0);
-        Ok(bucket)
-    }
-
-    fn purge(
-        &self,
-        batch: &mut sled::Batch,
-        removed: &mut HashSet<sled::IVec>,
-        delta: &mut BTreeMap<Bucket, i64>,
-        cutoff: u64,
-    ) -> Result<(), StoreError> {
-        let old: Vec<Bucket> = {
-            let counts = self.counts.read().expect("counts lock");
-            counts
-                .keys()
-                .filter(|b| self.window_end(b) <= cutoff)
-                .cloned()
-                .collect()
-        };
-        for bucket in old {
-            let mut n = 0i64;
-            for entry in self
-                .items
-                .scan_prefix(bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry))
-            {
-                let (k, _) = entry?;
-                if removed.insert(k.clone()) {
-                    batch.remove(k);
-                    n += 1;
-                }
-            }
-            tracing::info!(app = %bucket.app, date = %bucket.date, retry = bucket.retry, items = n, "retention: bucket purged");
-            *delta.entry(bucket).or_default() -= n;
-        }
-        Ok(())
-    }
-
-    fn window_end(&self, b: &Bucket) -> u64 {
-        b.date.start_ms(self.offset) + WINDOW_MS
+        let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+        assert_eq!(store.bucket_size(&b), 1);
+        let items: Vec<StoredCallback> = store.scan(&b).map(|e| e.unwrap().1).collect();
+        assert_eq!(items.len(), 1);
+        let item = &items[0];
+        assert_eq!(
+            (item.call_id.as_str(), item.body.as_str()),
+            ("app1#6b1f", r#"{"msg":"hi"}"#)
+        );
+        assert_eq!((item.outcome, item.attempts, item.status), (Outcome::Timeout, 2, None));
+        // Moved by a replay, it is written again in the current format and still reads the same.
+        let (key, item) = store.scan(&b).next().unwrap().unwrap();
+        store.move_to_retry(key, item.clone(), 1).await.unwrap();
+        store.flush().await.unwrap();
+        let moved: Vec<StoredCallback> = store.scan(&bucket("202311142210", 1)).map(|e| e.unwrap().1).collect();
+        assert_eq!(moved, vec![item]);
+        store.close().await;
     }
 }

@@ -1,0 +1,231 @@
+//! The store's single writer: every change goes through it; it applies what has queued up as
+//! one sled batch and flushes once (group commit), and only then reports the changes done.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use chrono::FixedOffset;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::format::{bucket_prefix, decode_bucket, encode_item};
+use super::{Bucket, ItemKey, StoreError, StoredCallback};
+use crate::ban::BanRecord;
+use crate::domain::DateKey;
+
+/// Most commands the writer folds into one batch and one flush.
+const MAX_GROUP: usize = 4096;
+
+/// The length of a date-key window (docs/behaviour.md §7).
+const WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// One change to the store.
+pub(super) enum Op {
+    /// Stores a new item in the bucket of its app, `date` and `retry`.
+    Put {
+        item: StoredCallback,
+        date: DateKey,
+        retry: u32,
+    },
+    /// Removes an item.
+    Delete(ItemKey),
+    /// Moves an item, changed, to the bucket with `retry` (same app and date).
+    Move {
+        from: ItemKey,
+        item: StoredCallback,
+        retry: u32,
+    },
+    /// Saves a rule's ban record.
+    SaveBan { key: Vec<u8>, record: BanRecord },
+    /// Removes every bucket whose window ended at or before this Unix ms.
+    PurgeBefore(u64),
+}
+
+/// Changes to apply together; `done` hears when they are on disk (or why not).
+pub(super) struct Cmd {
+    pub(super) ops: Vec<Op>,
+    pub(super) done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// The writer task's state: the trees it writes and the bucket counts it keeps up to date.
+pub(super) struct Writer {
+    pub(super) offset: FixedOffset,
+    pub(super) db: sled::Db,
+    pub(super) items: sled::Tree,
+    pub(super) bans: sled::Tree,
+    pub(super) counts: Arc<RwLock<BTreeMap<Bucket, u64>>>,
+}
+
+impl Writer {
+    /// Applies commands until the store closes, then flushes.
+    pub(super) async fn run(self, mut rx: mpsc::Receiver<Cmd>, closed: CancellationToken) {
+        let mut group = Vec::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                c = rx.recv() => c,
+                _ = closed.cancelled() => {
+                    // Take what was sent before the close, then stop.
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some(first) = first else { break };
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            let result = self.apply(&mut group).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, commands = group.len(), "exception store write failed");
+            }
+            for cmd in group.drain(..) {
+                if let Some(done) = cmd.done {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+        let _ = self.db.flush_async().await;
+    }
+
+    async fn apply(&self, group: &mut [Cmd]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut delta: BTreeMap<Bucket, i64> = BTreeMap::new();
+        let mut removed: HashSet<sled::IVec> = HashSet::new();
+        let mut bans = sled::Batch::default();
+        let mut any_ban = false;
+        let purges: Vec<u64> = group
+            .iter()
+            .flat_map(|c| c.ops.iter())
+            .filter_map(|op| if let Op::PurgeBefore(c) = op { Some(*c) } else { None })
+            .collect();
+        for cmd in group.iter_mut() {
+            for op in cmd.ops.drain(..) {
+                match op {
+                    Op::Put { item, date, retry } => {
+                        let bucket = Bucket {
+                            app: item.app.clone(),
+                            date,
+                            retry,
+                        };
+                        self.put(&mut batch, &bucket, &item)?;
+                        *delta.entry(bucket).or_default() += 1;
+                    }
+                    Op::Delete(key) => {
+                        if let Some(b) = self.remove(&mut batch, &mut removed, key)? {
+                            *delta.entry(b).or_default() -= 1;
+                        }
+                    }
+                    Op::Move { from, item, retry } => {
+                        if let Some(old) = self.remove(&mut batch, &mut removed, from)? {
+                            *delta.entry(old.clone()).or_default() -= 1;
+                            let bucket = Bucket { retry, ..old };
+                            self.put(&mut batch, &bucket, &item)?;
+                            *delta.entry(bucket).or_default() += 1;
+                        }
+                    }
+                    Op::SaveBan { key, record } => {
+                        let v = serde_json::to_vec(&record).expect("a ban record serializes");
+                        bans.insert(key, v);
+                        any_ban = true;
+                    }
+                    Op::PurgeBefore(_) => {}
+                }
+            }
+        }
+        if let Some(cutoff) = purges.into_iter().max() {
+            self.purge(&mut batch, &mut removed, &mut delta, cutoff)?;
+        }
+        let mut new_counts = Vec::new();
+        {
+            let counts = self.counts.read().expect("counts lock");
+            for (bucket, d) in &delta {
+                let n = (*counts.get(bucket).unwrap_or(&0) as i64 + d).max(0) as u64;
+                let key = bucket_prefix(b'b', bucket.app.as_str(), &bucket.date, bucket.retry);
+                if n == 0 {
+                    batch.remove(key);
+                } else {
+                    batch.insert(key, &n.to_be_bytes());
+                }
+                new_counts.push((bucket.clone(), n));
+            }
+        }
+        self.items.apply_batch(batch)?;
+        if any_ban {
+            self.bans.apply_batch(bans)?;
+        }
+        self.db.flush_async().await?;
+        let mut counts = self.counts.write().expect("counts lock");
+        for (bucket, n) in new_counts {
+            if n == 0 {
+                counts.remove(&bucket);
+            } else {
+                counts.insert(bucket, n);
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&self, batch: &mut sled::Batch, bucket: &Bucket, item: &StoredCallback) -> Result<(), StoreError> {
+        let mut key = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        batch.insert(key, encode_item(item));
+        Ok(())
+    }
+
+    /// Removes an item if it exists (and was not removed earlier in this group).
+    fn remove(
+        &self,
+        batch: &mut sled::Batch,
+        removed: &mut HashSet<sled::IVec>,
+        key: ItemKey,
+    ) -> Result<Option<Bucket>, StoreError> {
+        if removed.contains(&key.0) || !self.items.contains_key(&key.0)? {
+            return Ok(None);
+        }
+        let bucket = decode_bucket(&key.0);
+        batch.remove(key.0.clone());
+        removed.insert(key.0);
+        Ok(bucket)
+    }
+
+    fn purge(
+        &self,
+        batch: &mut sled::Batch,
+        removed: &mut HashSet<sled::IVec>,
+        delta: &mut BTreeMap<Bucket, i64>,
+        cutoff: u64,
+    ) -> Result<(), StoreError> {
+        let old: Vec<Bucket> = {
+            let counts = self.counts.read().expect("counts lock");
+            counts
+                .keys()
+                .filter(|b| self.window_end(b) <= cutoff)
+                .cloned()
+                .collect()
+        };
+        for bucket in old {
+            let mut n = 0i64;
+            for entry in self
+                .items
+                .scan_prefix(bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry))
+            {
+                let (k, _) = entry?;
+                if removed.insert(k.clone()) {
+                    batch.remove(k);
+                    n += 1;
+                }
+            }
+            tracing::info!(app = %bucket.app, date = %bucket.date, retry = bucket.retry, items = n, "retention: bucket purged");
+            *delta.entry(bucket).or_default() -= n;
+        }
+        Ok(())
+    }
+
+    fn window_end(&self, b: &Bucket) -> u64 {
+        b.date.start_ms(self.offset) + WINDOW_MS
+    }
+}
