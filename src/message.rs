@@ -6,7 +6,6 @@
 use std::net::IpAddr;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::{ChatType, MessageType, Platform, Source};
@@ -381,35 +380,6 @@ impl Message {
             ChatType::GroupChat | ChatType::ChatRoom => Some(&self.to),
         }
     }
-
-    /// The agora `payload`: `{"bodies": [{"type": ..., ...body}], "ext": {...}}`, serialized once
-    /// per message and shared by all its callbacks.
-    pub(crate) fn agora_payload(&self) -> Box<RawValue> {
-        #[derive(serde::Serialize)]
-        struct BodyItem<'a> {
-            #[serde(rename = "type")]
-            kind: &'a str,
-            #[serde(flatten)]
-            fields: &'a Map<String, Value>,
-        }
-        #[derive(serde::Serialize)]
-        struct Payload<'a> {
-            bodies: [BodyItem<'a>; 1],
-            ext: &'a Map<String, Value>,
-        }
-        let mut fields = std::borrow::Cow::Borrowed(&self.body);
-        if fields.contains_key("type") {
-            fields.to_mut().remove("type");
-        }
-        let payload = Payload {
-            bodies: [BodyItem {
-                kind: self.msg_type.as_str(),
-                fields: &fields,
-            }],
-            ext: &self.ext,
-        };
-        serde_json::value::to_raw_value(&payload).expect("a payload always serializes")
-    }
 }
 
 #[cfg(test)]
@@ -425,10 +395,7 @@ mod tests {
         let m = parse(r#"{"from":"u1","to":"u2","msg":"hello"}"#).unwrap();
         assert_eq!(m.chat_type, ChatType::Chat);
         assert_eq!(m.source, Source::Client);
-        assert_eq!(
-            m.agora_payload().get(),
-            r#"{"bodies":[{"type":"txt","msg":"hello"}],"ext":{}}"#
-        );
+        assert_eq!(m.body["msg"], "hello");
         assert_eq!(m.group_id(), None);
     }
 
@@ -437,8 +404,8 @@ mod tests {
         let m = parse(r#"{"from":"u1","to":"g1","chat_type":"groupchat","type":"img","body":{"url":"http://x/1.png","filename":"1.png"},"ext":{"k":1}}"#).unwrap();
         assert_eq!(m.group_id(), Some("g1"));
         assert_eq!(
-            m.agora_payload().get(),
-            r#"{"bodies":[{"type":"img","filename":"1.png","url":"http://x/1.png"}],"ext":{"k":1}}"#
+            (m.msg_type, m.body.len(), &m.ext["k"]),
+            (MessageType::Img, 2, &Value::from(1))
         );
     }
 

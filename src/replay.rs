@@ -84,7 +84,10 @@ impl Replayer {
             date,
             retry,
         };
-        let _lock = self.store.begin_replay(&bucket).ok_or(ReplayError::Busy { date, retry })?;
+        let _lock = self
+            .store
+            .begin_replay(&bucket)
+            .ok_or(ReplayError::Busy { date, retry })?;
         let store = &self.store;
         if store.bucket_size(&bucket) == 0 {
             return Err(ReplayError::NoSuchBucket { date, retry });

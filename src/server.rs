@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::dispatch::{CallbackReport, EnqueueError};
 use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome, RuleStatus};
 use crate::event::Event;
-use crate::message::Message;
+use crate::message::{Message, MessageError};
 use crate::replay::{ReplayError, ReplayOutcome};
 use crate::runtime::{AppRuntime, StatsSnapshot};
 use crate::sim::{BuildError, Simulator};
@@ -76,6 +76,10 @@ pub enum SimError {
     /// The exception store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A message or event built in code breaks a rule the REST API enforces (the field and
+    /// why, as a 400 would say).
+    #[error("invalid message: {0}")]
+    Message(#[from] MessageError),
     /// An argument is invalid, e.g. a replay target URL that is not `http(s)://`.
     #[error("{0}")]
     Invalid(String),
@@ -222,6 +226,7 @@ impl Server {
     /// (`POST /app-id/{app}/messages?wait=true`).
     pub async fn send(&self, app: &str, msg: Message) -> Result<Sent, SimError> {
         let app = self.app(app)?;
+        msg.check()?;
         let mut s = self.sim.submit(app, msg, true).await?;
         let (msg_id, accepted, code) = (std::mem::take(&mut s.msg_id), s.accepted, s.code.take());
         Ok(Sent {
@@ -238,6 +243,7 @@ impl Server {
     /// [`SimError::Queue`]`(`[`EnqueueError::Full`]`)`: wait and try again.
     pub async fn submit(&self, app: &str, msg: Message) -> Result<Receipt, SimError> {
         let app = self.app(app)?;
+        msg.check()?;
         let s = self.sim.submit(app, msg, false).await?;
         Ok(Receipt {
             msg_id: s.msg_id,
@@ -251,6 +257,7 @@ impl Server {
     /// (`POST /app-id/{app}/events?wait=true`).
     pub async fn send_event(&self, app: &str, event: Event) -> Result<Sent, SimError> {
         let app = self.app(app)?;
+        event.check()?;
         let s = self.sim.submit_event(app, event, true).await?;
         Ok(Sent {
             msg_id: String::new(),

@@ -2,8 +2,6 @@
 //! documents the behaviour, the value is the provider's; where none does, it is this project's
 //! choice. `docs/behaviour.md §2` lists them as a commented file.
 
-use std::time::Duration;
-
 use crate::domain::OnFailure;
 
 // [server]
@@ -78,18 +76,8 @@ pub(crate) const EXCEPTION_STORE: bool = true;
 /// `apps[].max_rules`: Agora allows four pre-send and post-send rules together by default.
 pub(crate) const MAX_RULES: u64 = 4;
 
-/// Agora post-send `timeout_secs`: Agora waits 60 s for the answer before it counts a failure.
-pub(crate) const AGORA_TIMEOUT: Duration = Duration::from_secs(60);
-/// Agora post-send `retries`: a failed callback is retried once, immediately, then given up.
-pub(crate) const AGORA_RETRIES: u32 = 1;
-/// Agora post-send `bans`: failures feed the rule's ban window.
-pub(crate) const AGORA_BANS: bool = true;
-/// Tencent `timeout_secs`: Tencent waits 2 s for every callback ...
-pub(crate) const TENCENT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Tencent `retries`: ... and does not retry it ...
-pub(crate) const TENCENT_RETRIES: u32 = 0;
-/// Tencent `bans`: ... nor ban anything for failures.
-pub(crate) const TENCENT_BANS: bool = false;
+// The delivery policy (`timeout_secs`, `retries`, `bans`) and the pre-send `timeout_ms`
+// default to the provider's: `dialect::defaults`.
 
 // [[apps.rules]]
 
@@ -98,11 +86,6 @@ pub(crate) const ENABLED: bool = true;
 /// `rules[].include_rest`: Easemob's post-send callbacks cover messages sent through its REST
 /// API as well as the SDK's; a rule can opt out.
 pub(crate) const INCLUDE_REST: bool = true;
-/// Agora pre-send `timeout_ms`: Agora waits 200 ms for a pre-send verdict by default.
-pub(crate) const AGORA_PRE_SEND_TIMEOUT_MS: u64 = 200;
-/// Tencent pre-send `timeout_ms`: a Tencent before-send callback waits 2 s, like every Tencent
-/// callback.
-pub(crate) const TENCENT_PRE_SEND_TIMEOUT_MS: u64 = 2000;
 /// `rules[].on_failure`: Agora's default failure policy lets the message through, and Tencent
 /// sends the message normally when a before-send callback times out.
 pub(crate) const ON_FAILURE: OnFailure = OnFailure::Pass;

@@ -400,20 +400,14 @@ pub struct DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// The dialect's policy: agora waits 60 s, retries once at once and bans; tencent waits
+    /// The provider's policy: agora waits 60 s, retries once at once and bans; tencent waits
     /// 2 s, never retries and never bans.
     pub fn default_for(dialect: Dialect) -> Self {
-        match dialect {
-            Dialect::Agora => Self {
-                timeout: defaults::AGORA_TIMEOUT,
-                retries: defaults::AGORA_RETRIES,
-                bans: defaults::AGORA_BANS,
-            },
-            Dialect::Tencent => Self {
-                timeout: defaults::TENCENT_TIMEOUT,
-                retries: defaults::TENCENT_RETRIES,
-                bans: defaults::TENCENT_BANS,
-            },
+        let d = crate::dialect::defaults(dialect);
+        Self {
+            timeout: d.timeout,
+            retries: d.retries,
+            bans: d.bans,
         }
     }
 

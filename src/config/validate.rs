@@ -265,19 +265,20 @@ impl Validator<'_> {
             None => RuleKind::PostSend,
             Some(k) => RuleKind::parse(k).map_err(|e| self.err(format!("{at}.kind"), e.0))?,
         };
-        let secret = match (&r.secret, dialect) {
+        let provider = crate::dialect::defaults(dialect);
+        let secret = match (&r.secret, provider.signs) {
             (Some(s), _) if !s.is_empty() => Secret::new(s),
-            (_, Dialect::Tencent) => Secret::new(""),
-            (Some(_), Dialect::Agora) => {
+            (_, false) => Secret::new(""),
+            (Some(_), true) => {
                 return Err(self.err(
                     format!("{at}.secret"),
                     "must not be empty: callbacks are signed with it",
                 ));
             }
-            (None, Dialect::Agora) => {
+            (None, true) => {
                 return Err(self.err(
                     format!("{at}.secret"),
-                    "is required for agora rules: callbacks are signed with MD5(callId + secret + timestamp)",
+                    format!("is required for {dialect} rules: callbacks are signed with it"),
                 ));
             }
         };
@@ -296,10 +297,7 @@ impl Validator<'_> {
         only(r.on_failure.is_some(), "on_failure", RuleKind::PreSend)?;
         only(r.notify_sender.is_some(), "notify_sender", RuleKind::PreSend)?;
 
-        let default_timeout_ms = match dialect {
-            Dialect::Agora => defaults::AGORA_PRE_SEND_TIMEOUT_MS,
-            Dialect::Tencent => defaults::TENCENT_PRE_SEND_TIMEOUT_MS,
-        };
+        let default_timeout_ms = provider.pre_send_timeout.as_millis() as u64;
         let pre_send = PreSendConfig {
             timeout: Duration::from_millis(self.int(
                 &format!("{at}.timeout_ms"),

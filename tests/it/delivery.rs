@@ -399,3 +399,27 @@ async fn a_hung_receiver_does_not_hold_up_another_rule() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn messages_and_events_built_in_code_get_the_rest_checks() {
+    let sink = Sink::recording(Some("sec_sync")).await.unwrap();
+    let sim = start_app(app1().rule(rule("sync", &sink.url("/cb")))).await;
+    let err = sim.send(APP, Message::text("", "u2", "hi")).await.unwrap_err();
+    assert!(
+        matches!(&err, callback_sim::SimError::Message(e) if e.field == "from"),
+        "{err}"
+    );
+    let long = "x".repeat(257);
+    let err = sim.submit(APP, Message::text("u1", &long, "hi")).await.unwrap_err();
+    assert!(err.to_string().contains("to"), "{err}");
+    let offline = Message::text("u1", "u2", "hi").with_offline(vec!["ok".into(), String::new()]);
+    let err = sim.send(APP, offline).await.unwrap_err();
+    assert!(
+        matches!(&err, callback_sim::SimError::Message(e) if e.field == "offline[1]"),
+        "{err}"
+    );
+    // Nothing was sent for any of them; a valid one still goes through.
+    assert_eq!(count(&sink), 0);
+    let sent = sim.send(APP, Message::text("u1", "u2", "hi")).await.unwrap();
+    assert_eq!(sent.callbacks[0].outcome, FinalOutcome::Delivered);
+}
