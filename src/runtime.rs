@@ -53,39 +53,75 @@ impl RuleStats {
         self.by_final[o.index()].load(Ordering::Relaxed)
     }
 
-    /// A snapshot: `{"delivered": n, ...}` for every outcome, and the same for final outcomes.
+    /// A snapshot of every count.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
-            counts: Outcome::ALL.iter().map(|o| (o.as_str(), self.outcome(*o))).collect(),
-            finals: FinalOutcome::ALL
-                .iter()
-                .map(|o| (o.as_str(), self.final_outcome(*o)))
-                .collect(),
+            counts: std::array::from_fn(|i| self.by_outcome[i].load(Ordering::Relaxed)),
+            finals: std::array::from_fn(|i| self.by_final[i].load(Ordering::Relaxed)),
         }
     }
 }
 
-/// Counters as the rules endpoint shows them.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A rule's counts as the rules endpoint shows them: `counts` per outcome and `final` per
+/// final outcome, each as a JSON object keyed by the outcome's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
-    /// Attempts per outcome; `banned` and `shutdown` count callbacks not attempted.
+    /// Attempts per outcome, in [`Outcome::ALL`] order; `banned` and `shutdown` count
+    /// callbacks not attempted.
+    #[serde(serialize_with = "by_name::outcomes")]
     #[schema(value_type = std::collections::BTreeMap<String, u64>)]
-    pub counts: std::collections::BTreeMap<&'static str, u64>,
-    /// Callbacks per final outcome.
-    #[serde(rename = "final")]
+    counts: [u64; Outcome::ALL.len()],
+    /// Callbacks per final outcome, in [`FinalOutcome::ALL`] order.
+    #[serde(rename = "final", serialize_with = "by_name::finals")]
     #[schema(value_type = std::collections::BTreeMap<String, u64>)]
-    pub finals: std::collections::BTreeMap<&'static str, u64>,
+    finals: [u64; FinalOutcome::ALL.len()],
 }
 
 impl StatsSnapshot {
     /// Attempts that ended with `o` (callbacks not attempted, for `banned` and `shutdown`).
     pub fn outcome(&self, o: Outcome) -> u64 {
-        self.counts.get(o.as_str()).copied().unwrap_or(0)
+        self.counts[o.index()]
     }
 
     /// Callbacks whose final outcome is `o`.
     pub fn final_outcome(&self, o: FinalOutcome) -> u64 {
-        self.finals.get(o.as_str()).copied().unwrap_or(0)
+        self.finals[o.index()]
+    }
+}
+
+/// Counts serialized as `{"name": n, ...}`, names in alphabetical order (as the API always
+/// showed them).
+mod by_name {
+    use serde::Serializer;
+    use serde::ser::SerializeMap;
+
+    use crate::domain::{FinalOutcome, Outcome};
+
+    fn map<S: Serializer>(s: S, mut pairs: Vec<(&'static str, u64)>) -> Result<S::Ok, S::Error> {
+        pairs.sort_unstable();
+        let mut m = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in pairs {
+            m.serialize_entry(k, &v)?;
+        }
+        m.end()
+    }
+
+    pub(super) fn outcomes<S: Serializer>(c: &[u64; Outcome::ALL.len()], s: S) -> Result<S::Ok, S::Error> {
+        map(
+            s,
+            Outcome::ALL.iter().map(|o| o.as_str()).zip(c.iter().copied()).collect(),
+        )
+    }
+
+    pub(super) fn finals<S: Serializer>(c: &[u64; FinalOutcome::ALL.len()], s: S) -> Result<S::Ok, S::Error> {
+        map(
+            s,
+            FinalOutcome::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .zip(c.iter().copied())
+                .collect(),
+        )
     }
 }
 
@@ -266,4 +302,30 @@ impl Apps {
 
 fn nonzero(n: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_typed_and_serialize_by_name() {
+        let stats = RuleStats::default();
+        stats.count_outcome(Outcome::Timeout);
+        stats.count_outcome(Outcome::Timeout);
+        stats.count_final(FinalOutcome::Stored);
+        let snap = stats.snapshot();
+        assert_eq!((snap.outcome(Outcome::Timeout), snap.outcome(Outcome::Dns)), (2, 0));
+        assert_eq!(snap.final_outcome(FinalOutcome::Stored), 1);
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(
+            json.starts_with(r#"{"counts":{"bad_response":0,"banned":0,"connect":0,"delivered":0,"dns":0,"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""timeout":2"#)
+                && json.ends_with(r#""final":{"delivered":0,"dropped":0,"stored":1,"violation":0}}"#),
+            "{json}"
+        );
+    }
 }
