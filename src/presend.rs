@@ -2,7 +2,9 @@
 //!
 //! Every enabled, matching `pre_send` rule is asked at once, before delivery, with the body a
 //! post-send callback would have. One attempt, the rule's `timeout_ms`, no retry, no ban, no
-//! store. The verdicts combine: any block blocks. The provider reads its answer
+//! store. The verdicts combine: any block blocks. A graceful stop waits for the calls in flight
+//! and cuts them short after its grace period, like every attempt (docs/behaviour.md §9); a call
+//! cut short is an unusable answer (`shutdown`). The provider reads its answer
 //! ([`Wire::pre_send_verdict`]); what an unusable answer means — the rule's `on_failure` — is
 //! [`decide`], tested below.
 
@@ -10,12 +12,12 @@ use std::sync::Arc;
 
 use crate::config::RuleConfig;
 use crate::dialect::{MessageFacts, Prepared, Rewrite, Wire};
-use crate::dispatch::CallbackReport;
+use crate::dispatch::{Attempter, CallbackReport};
 use crate::domain::{EventType, FinalOutcome, MessageType, OnFailure, Outcome, RuleKind};
 use crate::ids::Ids;
 use crate::message::Message;
 use crate::runtime::{AppRuntime, RuleRuntime};
-use crate::transport::{AttemptLimits, AttemptResult, Target, attempt};
+use crate::transport::{AttemptLimits, AttemptResult, Target};
 
 /// An answer over 1,000 characters (rewrite included) is not usable.
 pub const MAX_ANSWER_CHARS: usize = 1000;
@@ -90,14 +92,18 @@ pub struct Verdict {
 }
 
 /// Asks every matching pre-send rule of `app`, at once, about the message `facts` describe;
-/// `None` when there is none to ask.
-pub async fn ask(app: &AppRuntime, facts: MessageFacts<'_>, ids: &Ids) -> Option<Verdict> {
+/// `None` when there is none to ask. The calls go through `attempter`: a stop waits for them
+/// and cuts them short.
+pub async fn ask(app: &AppRuntime, facts: MessageFacts<'_>, ids: &Ids, attempter: &Attempter) -> Option<Verdict> {
     let rules: Vec<&Arc<RuleRuntime>> = app.rules.iter().filter(|r| matches(&r.config, facts.msg)).collect();
     if rules.is_empty() {
         return None;
     }
+    let _running = attempter.track();
     let prepared = app.wire.message(facts, RuleKind::PreSend);
-    let asks = rules.iter().map(|rule| ask_one(&*prepared, facts.msg, rule, ids));
+    let asks = rules
+        .iter()
+        .map(|rule| ask_one(&*prepared, facts.msg, rule, ids, attempter));
     let decisions = futures_util::future::join_all(asks).await;
     let mut verdict = Verdict {
         accepted: true,
@@ -122,7 +128,13 @@ pub async fn ask(app: &AppRuntime, facts: MessageFacts<'_>, ids: &Ids) -> Option
     Some(verdict)
 }
 
-async fn ask_one(prepared: &dyn Prepared, msg: &Message, rule: &RuleRuntime, ids: &Ids) -> (Decision, CallbackReport) {
+async fn ask_one(
+    prepared: &dyn Prepared,
+    msg: &Message,
+    rule: &RuleRuntime,
+    ids: &Ids,
+    attempter: &Attempter,
+) -> (Decision, CallbackReport) {
     let started = std::time::Instant::now();
     let call_id = ids.call_id(&rule.app);
     let to = prepared.recipients()[0];
@@ -134,7 +146,9 @@ async fn ask_one(prepared: &dyn Prepared, msg: &Message, rule: &RuleRuntime, ids
     };
     let url = &rule.config.url;
     let uri = encoded.query.as_deref().map(|q| url.uri_with_query(Some(q)));
-    let result = attempt(&rule.client, Target::new(url, uri.as_ref()), encoded.body, limits).await;
+    let result = attempter
+        .attempt(&rule.client, Target::new(url, uri.as_ref()), encoded.body, limits)
+        .await;
     let decision = decide(&*rule.wire, &rule.config, msg.msg_type, &result);
     rule.stats.count_outcome(decision.outcome);
     let outcome = if decision.usable {

@@ -1,31 +1,43 @@
 //! Replaying a bucket of the exception store (docs/behaviour.md §8.2): the same bytes, the
 //! normal delivery policy, to `targetUrl` or the rule's own URL.
 //!
-//! The bucket is streamed from sled, `delivery.concurrency` callbacks at a time. A delivered
-//! callback leaves the store; one that fails again moves to (`date`, `retry + 1`). Replays to
-//! the rule's own URL obey and feed its ban; replays to a `targetUrl` do neither.
+//! A replay is a task of its own, tracked by the dispatcher: it runs to its end whatever
+//! happens to the client that asked for it, and a graceful stop waits for it (docs/behaviour.md
+//! §7, §9). The bucket is streamed from sled, `delivery.concurrency` callbacks at a time. A
+//! delivered callback leaves the store; one that fails again moves to (`date`, `retry + 1`).
+//! Replays to the rule's own URL obey and feed its ban; replays to a `targetUrl` do neither.
+//! Once the simulator stops, no further callback is taken from the bucket, and a callback
+//! whose attempt the stop cut short stays where it was.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
+use crate::clock::{SharedClock, rfc3339};
 use crate::dispatch::{Attempter, PolicyAttempt, Via};
-use crate::domain::{CallbackUrl, DateKey};
+use crate::domain::{CallbackUrl, DateKey, Outcome};
 use crate::metrics::Metrics;
 use crate::runtime::AppRuntime;
-use crate::store::{Bucket, ItemKey, Store, StoreError, StoredCallback};
+use crate::store::{Bucket, ItemKey, ReplayLock, Store, StoreError, StoredCallback};
 use crate::transport::{Client, Target};
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayOutcome {
     /// Callbacks delivered (and removed from the store); `delivered` in the storage/retry answer.
     pub delivered: u64,
     /// Callbacks that failed again (and moved to `retry + 1`); `failed` in the answer.
     pub failed: u64,
+    /// Callbacks left where they were because the simulator stopped during the replay: not
+    /// sent, or their attempt cut short; `interrupted` in the answer.
+    pub interrupted: u64,
+    /// Why callbacks were not delivered when the counts alone do not say it — the rule was
+    /// banned, the simulator stopped — and where they are now; `warnings` in the answer.
+    pub warnings: Vec<String>,
 }
 
 /// Why a replay did not run.
@@ -47,6 +59,9 @@ pub enum ReplayError {
         /// The bucket's retry count.
         retry: u32,
     },
+    /// The simulator is stopping and starts no replay (503).
+    #[error("the simulator is stopping and starts no replay")]
+    ShuttingDown,
     /// The store failed to read or write.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -58,7 +73,7 @@ pub enum ReplayError {
 pub struct Replayer {
     /// The exception store.
     pub store: Store,
-    /// Policy-driven attempts, stopped with the dispatcher.
+    /// Policy-driven attempts, and the replay tasks, stopped with the dispatcher.
     pub attempter: Attempter,
     /// The client of replays whose rule left the config.
     pub default_client: Client,
@@ -66,12 +81,68 @@ pub struct Replayer {
     pub concurrency: usize,
     /// Replay counters of `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The time source of bans (when a banned rule's ban ends, for the answer).
+    pub clock: SharedClock,
+}
+
+/// How one replayed callback ended.
+enum Replayed {
+    Delivered,
+    /// Failed again: moved to the next retry count.
+    Failed,
+    /// Not sent because this rule is banned: moved to the next retry count.
+    Banned(String),
+    /// Cut short by a stop: left where it was.
+    Interrupted,
+}
+
+/// The counts of a replay as its callbacks end.
+#[derive(Default)]
+struct Tally {
+    out: ReplayOutcome,
+    /// Callbacks not sent because their rule was banned, by rule.
+    banned: BTreeMap<String, u64>,
+    /// The first store failure; the replay still waits for every callback.
+    store_error: Option<StoreError>,
+}
+
+impl Tally {
+    fn add(&mut self, r: Result<Result<Replayed, StoreError>, JoinError>) {
+        match r {
+            Ok(Ok(Replayed::Delivered)) => self.out.delivered += 1,
+            Ok(Ok(Replayed::Failed)) => self.out.failed += 1,
+            Ok(Ok(Replayed::Banned(rule))) => {
+                self.out.failed += 1;
+                *self.banned.entry(rule).or_default() += 1;
+            }
+            Ok(Ok(Replayed::Interrupted)) => self.out.interrupted += 1,
+            Ok(Err(e)) => {
+                self.out.failed += 1;
+                self.store_error.get_or_insert(e);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replay task failed");
+                self.out.failed += 1;
+            }
+        }
+    }
+}
+
+/// "1 callback was", "2 callbacks were".
+fn callbacks_were(n: u64) -> String {
+    if n == 1 {
+        "1 callback was".to_string()
+    } else {
+        format!("{n} callbacks were")
+    }
 }
 
 impl Replayer {
     /// Replays bucket (`date`, `retry`) of `app`; returns when every callback has an outcome.
-    /// Each callback is its own task (so replays use every core), at most `delivery.concurrency`
-    /// at once, while the bucket is read lazily from the store.
+    /// The replay is a task of its own: it runs to its end even if this future is dropped (a
+    /// client that went away), and a stop waits for it. Each callback is a task too (so
+    /// replays use every core), at most `delivery.concurrency` at once, while the bucket is
+    /// read lazily from the store.
     pub async fn replay(
         &self,
         app: Arc<AppRuntime>,
@@ -79,46 +150,63 @@ impl Replayer {
         retry: u32,
         target: Option<CallbackUrl>,
     ) -> Result<ReplayOutcome, ReplayError> {
+        if self.attempter.is_stopping() {
+            return Err(ReplayError::ShuttingDown);
+        }
         let bucket = Bucket {
             app: app.config.id.clone(),
             date,
             retry,
         };
-        let _lock = self
+        let lock = self
             .store
             .begin_replay(&bucket)
             .ok_or(ReplayError::Busy { date, retry })?;
-        let store = &self.store;
-        if store.bucket_size(&bucket) == 0 {
+        if self.store.bucket_size(&bucket) == 0 {
             return Err(ReplayError::NoSuchBucket { date, retry });
         }
+        let this = self.clone();
+        let task = self
+            .attempter
+            .spawn(async move { this.run(app, bucket, target, lock).await })
+            .ok_or(ReplayError::ShuttingDown)?;
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "replay task failed");
+            Err(StoreError::Io(format!("the replay ended unexpectedly: {e}")).into())
+        })
+    }
+
+    /// The replay itself, holding the bucket's replay slot until it ends.
+    async fn run(
+        self,
+        app: Arc<AppRuntime>,
+        bucket: Bucket,
+        target: Option<CallbackUrl>,
+        _lock: ReplayLock,
+    ) -> Result<ReplayOutcome, ReplayError> {
+        let (date, retry) = (bucket.date, bucket.retry);
+        let store = &self.store;
         tracing::info!(app = %app.config.id, %date, retry, target = target.as_ref().map(|t| t.to_string()), "replay started");
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let target = target.map(Arc::new);
         let mut tasks = JoinSet::new();
-        let mut out = ReplayOutcome::default();
-        let mut tally = |r: Result<Result<bool, StoreError>, tokio::task::JoinError>| -> Result<(), ReplayError> {
-            match r {
-                Ok(Ok(true)) => out.delivered += 1,
-                Ok(Ok(false)) => out.failed += 1,
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => {
-                    tracing::error!(error = %e, "replay task failed");
-                    out.failed += 1;
-                }
-            }
-            Ok(())
-        };
-        for entry in store.scan(&bucket) {
+        let mut tally = Tally::default();
+        let mut items = store.scan(&bucket);
+        while let Some(entry) = items.next() {
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             while let Some(done) = tasks.try_join_next() {
-                tally(done)?;
+                tally.add(done);
+            }
+            if self.attempter.is_stopping() {
+                // Not taken: the rest of the bucket stays where it is.
+                tally.out.interrupted += 1 + items.count() as u64;
+                break;
             }
             let (key, item) = match entry {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "replay: unreadable stored callback left in place");
-                    tally(Ok(Ok(false)))?;
+                    tally.add(Ok(Ok(Replayed::Failed)));
                     continue;
                 }
             };
@@ -130,33 +218,64 @@ impl Replayer {
             });
         }
         while let Some(done) = tasks.join_next().await {
-            tally(done)?;
+            tally.add(done);
         }
-        store.flush().await?;
-        let result = if out.failed == 0 { "success" } else { "failure" };
+        let flushed = store.flush().await;
+        let Tally {
+            mut out,
+            banned,
+            store_error,
+        } = tally;
+        let now = self.clock.now_ms();
+        for (rule, n) in banned {
+            let until = app.rule(&rule).and_then(|r| r.banned_until(now));
+            let state = match until {
+                Some(until) => format!("is banned until {}", rfc3339(until)),
+                None => "was banned".to_string(),
+            };
+            out.warnings.push(format!(
+                "rule {rule} {state}: {} not sent and moved to retry {}; replay them once the ban ends (GET callbacks/rules shows it), or to a targetUrl, which ignores bans",
+                callbacks_were(n),
+                retry + 1
+            ));
+        }
+        if out.interrupted > 0 {
+            out.warnings.push(format!(
+                "the simulator is stopping: {} not replayed or cut short; they stay in bucket date={date} retry={retry}",
+                callbacks_were(out.interrupted),
+            ));
+        }
+        let result = if out.failed == 0 && out.interrupted == 0 {
+            "success"
+        } else {
+            "failure"
+        };
+        let id = app.config.id.as_str();
         self.metrics
-            .counter(
-                "callback_sim_replays_total",
-                &[("app", app.config.id.as_str()), ("result", result)],
-            )
+            .counter("callback_sim_replays_total", &[("app", id), ("result", result)])
             .increment(1);
-        self.metrics
-            .counter(
-                "callback_sim_replayed_callbacks_total",
-                &[("app", app.config.id.as_str()), ("outcome", "delivered")],
-            )
-            .increment(out.delivered);
-        self.metrics
-            .counter(
-                "callback_sim_replayed_callbacks_total",
-                &[("app", app.config.id.as_str()), ("outcome", "failed")],
-            )
-            .increment(out.failed);
-        tracing::info!(app = %app.config.id, %date, retry, delivered = out.delivered, failed = out.failed, "replay finished");
+        for (outcome, n) in [
+            ("delivered", out.delivered),
+            ("failed", out.failed),
+            ("interrupted", out.interrupted),
+        ] {
+            self.metrics
+                .counter(
+                    "callback_sim_replayed_callbacks_total",
+                    &[("app", id), ("outcome", outcome)],
+                )
+                .increment(n);
+        }
+        tracing::info!(app = %app.config.id, %date, retry, delivered = out.delivered, failed = out.failed,
+            interrupted = out.interrupted, "replay finished");
+        if let Some(e) = store_error.or(flushed.err()) {
+            return Err(e.into());
+        }
         Ok(out)
     }
 
-    /// Re-sends one stored callback; true when delivered (and removed from the store).
+    /// Re-sends one stored callback: delivered (and removed from the store), failed again
+    /// (and moved to `retry + 1`), or cut short by a stop (and left where it was).
     async fn replay_one(
         &self,
         app: &AppRuntime,
@@ -164,7 +283,7 @@ impl Replayer {
         key: ItemKey,
         mut item: StoredCallback,
         retry: u32,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Replayed, StoreError> {
         let store = &self.store;
         let rule = app.rule(&item.rule);
         let stored_url;
@@ -176,7 +295,7 @@ impl Replayer {
                     stored_url = u;
                     (&stored_url, false)
                 }
-                Err(_) => return Ok(false),
+                Err(_) => return Ok(Replayed::Failed),
             },
         };
         let uri = base.uri_with_query(item.query.as_deref());
@@ -200,13 +319,22 @@ impl Replayer {
         status = last.status, detail = last.detail.as_deref(), "callback");
         if delivered {
             store.delete(key).await?;
-        } else {
-            item.body = String::from_utf8(body.to_vec()).expect("stored bodies are UTF-8");
-            item.outcome = last.outcome;
-            item.attempts = attempts;
-            item.status = last.status;
-            store.move_to_retry(key, item, retry + 1).await?;
+            return Ok(Replayed::Delivered);
         }
-        Ok(delivered)
+        if last.outcome == Outcome::Shutdown {
+            // Not delivered, and not tried to the end either: it stays as it was.
+            return Ok(Replayed::Interrupted);
+        }
+        let banned = last.outcome == Outcome::Banned;
+        item.body = String::from_utf8(body.to_vec()).expect("stored bodies are UTF-8");
+        item.outcome = last.outcome;
+        item.attempts = attempts;
+        item.status = last.status;
+        let rule = banned.then(|| item.rule.clone());
+        store.move_to_retry(key, item, retry + 1).await?;
+        Ok(match rule {
+            Some(rule) => Replayed::Banned(rule),
+            None => Replayed::Failed,
+        })
     }
 }

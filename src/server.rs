@@ -291,7 +291,8 @@ impl Server {
     }
 
     /// Replays bucket (`date`, `retry`) to `target` or the rules' own URLs (`storage/retry`),
-    /// and returns when it is done.
+    /// and returns when it is done. The replay runs to its end even if this future is dropped;
+    /// a [`shutdown`](Self::shutdown) cuts it short (see [`ReplayOutcome::interrupted`]).
     pub async fn replay(
         &self,
         app: &str,
@@ -342,10 +343,11 @@ impl Server {
         self.sim.dispatcher.observe(Box::new(watch));
     }
 
-    /// Graceful stop (docs/behaviour.md §9): new messages get 503 while queued callbacks end as `shutdown`
-    /// and attempts in flight get their grace period (at most 5 s); pending `?wait=true`
-    /// requests are answered and the store is flushed; then the HTTP server stops. Calling it
-    /// again waits for the same stop.
+    /// Graceful stop (docs/behaviour.md §9): new messages and replays get 503 while queued
+    /// callbacks end as `shutdown` and attempts in flight — deliveries, replays, pre-send
+    /// calls — get one grace period (at most 5 s); pending `?wait=true` requests and replays
+    /// are answered and the store is flushed; then the HTTP server stops. Calling it again
+    /// waits for the same stop.
     pub async fn shutdown(&self) {
         self.stopped
             .get_or_init(|| {

@@ -15,7 +15,7 @@ use crate::ban::BanStart;
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::{MessageFacts, Prepared};
-use crate::dispatch::{CallbackReport, Dispatcher, EnqueueError, Job, spawn_unban_log};
+use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, spawn_unban_log};
 use crate::domain::{FinalOutcome, Outcome, RuleKind, Source};
 use crate::event::Event;
 use crate::ids::Ids;
@@ -102,6 +102,8 @@ pub struct Simulator {
     /// `GET /metrics`.
     pub metrics: Arc<Metrics>,
     ids: Ids,
+    /// Pre-send calls go through it: a stop waits for them and cuts them short.
+    attempter: Attempter,
 }
 
 impl Simulator {
@@ -146,9 +148,11 @@ impl Simulator {
             store.clone(),
             clock.clone(),
         );
+        let attempter = dispatcher.attempter();
         let replayer = Replayer {
             store,
-            attempter: dispatcher.attempter(),
+            attempter: attempter.clone(),
+            clock: clock.clone(),
             default_client: apps.default_client.clone(),
             concurrency: config.delivery.concurrency,
             metrics: metrics.clone(),
@@ -165,6 +169,7 @@ impl Simulator {
             clock,
             metrics,
             ids,
+            attempter,
         })
     }
 
@@ -192,7 +197,7 @@ impl Simulator {
                 seq,
                 random,
             };
-            if let Some(verdict) = presend::ask(app, facts, &self.ids).await {
+            if let Some(verdict) = presend::ask(app, facts, &self.ids, &self.attempter).await {
                 submitted.pre_send = verdict.reports;
                 if !verdict.accepted {
                     submitted.accepted = false;
@@ -313,8 +318,9 @@ impl Simulator {
         self.metrics.render(&sample)
     }
 
-    /// Stops the dispatcher — queued callbacks are stored as `shutdown`, in-flight ones get
-    /// [`SHUTDOWN_GRACE`] — and flushes the store.
+    /// Stops the dispatcher — queued callbacks are stored as `shutdown`; deliveries, replays
+    /// and pre-send calls in flight get [`SHUTDOWN_GRACE`] together — and then, once every
+    /// replay has made its store changes, flushes and closes the store.
     pub async fn shutdown(&self) {
         self.dispatcher.shutdown(SHUTDOWN_GRACE).await;
         if let Err(e) = self.store().flush().await {

@@ -97,7 +97,7 @@ mod tests {
             (
                 "/app-id/{app_id}/callbacks/storage/retry",
                 "post",
-                "200 400 401 403 404 409 413 429",
+                "200 400 401 403 404 409 413 429 503",
             ),
         ] {
             let responses = doc["paths"][path][method]["responses"].as_object().unwrap();

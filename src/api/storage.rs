@@ -42,7 +42,8 @@ error_responses!(
 
 error_responses!(
     /// The errors of `storage/retry`.
-    RetryErrors: PayloadTooLarge, AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest, ReplayInProgress
+    RetryErrors: PayloadTooLarge, AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest, ReplayInProgress,
+        ShuttingDown, StoreUnavailable
 );
 
 /// 404 / 401 / 429, then 403 when the app keeps no exception store.
@@ -103,12 +104,14 @@ pub(super) struct RetryRequest {
     target_url: Option<String>,
 }
 
-/// Replays a bucket (the provider's `storage/retry`); answers when the replay is done.
+/// Replays a bucket (the provider's `storage/retry`); answers when the replay is done. The
+/// replay runs to its end even if the client goes away; a stop cuts it short and it answers
+/// what it did (`interrupted`, and a warning saying so).
 #[utoipa::path(post, path = "/app-id/{app_id}/callbacks/storage/retry", tag = "provider",
     params(("app_id" = String, Path, description = "The app id")),
     request_body = RetryRequest,
     responses(
-        (status = 200, description = "`data` is \"success\" or \"failure\"; `delivered` and `failed` beside it", body = Envelope<String, ReplayOutcome>),
+        (status = 200, description = "`data` is \"success\" when every callback was delivered, else \"failure\"; beside it the counts `delivered`, `failed` (moved to retry + 1) and `interrupted` (left in the bucket by a stop), and `warnings` saying why callbacks were not delivered when the counts do not (a banned rule, a stop)", body = Envelope<String, ReplayOutcome>),
         RetryErrors),
     security(("bearer" = [])))]
 pub(super) async fn retry(
@@ -143,9 +146,14 @@ pub(super) async fn retry(
         .map_err(|e| match &e {
             ReplayError::NoSuchBucket { .. } => bad(e.to_string()),
             ReplayError::Busy { .. } => ctx.error(ErrorKind::ReplayInProgress, e.to_string()),
+            ReplayError::ShuttingDown => ctx.error(ErrorKind::ShuttingDown, e.to_string()),
             ReplayError::Store(se) => store_error(&ctx, se),
         })?;
-    let data = if outcome.failed == 0 { "success" } else { "failure" };
+    let data = if outcome.failed == 0 && outcome.interrupted == 0 {
+        "success"
+    } else {
+        "failure"
+    };
     Ok(ctx.ok_with("/callbacks", app.config.id.as_str(), data, outcome))
 }
 

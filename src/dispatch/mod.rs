@@ -9,9 +9,12 @@
 //! default), each classified as an outcome (docs/behaviour.md §5), then the final outcome,
 //! counters, one log line and the report to whoever waits for it (`settle`).
 //!
+//! Attempts outside the lanes — replays and pre-send calls — go through an [`Attempter`]: they
+//! are cut short by the same stop, and the stop waits for them.
+//!
 //! Stopping ([`Dispatcher::shutdown`]) stops the intake and the workers, finishes every queued
-//! job as `shutdown`, lets deliveries in flight run for a grace period and then cuts them
-//! short as `shutdown`.
+//! job as `shutdown`, lets deliveries, replays and pre-send calls in flight run for one grace
+//! period and then cuts every attempt still running short as `shutdown` (docs/behaviour.md §9).
 
 mod policy;
 mod settle;
@@ -24,6 +27,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 pub use self::policy::{PolicyAttempt, Via, spawn_unban_log};
 pub use self::settle::CallbackReport;
@@ -75,8 +79,8 @@ struct Shared {
     capacity: usize,
     /// Deliveries running now.
     in_flight: AtomicUsize,
-    /// Calls of `enqueue` under way: stopping waits for them, so that none adds a job after
-    /// the lanes were emptied.
+    /// Calls of `enqueue` (and replays being started) under way: stopping waits for them, so
+    /// that none adds a job after the lanes were emptied, nor starts a replay it does not wait for.
     enqueuing: AtomicUsize,
     rules: Vec<Arc<RuleRuntime>>,
     /// The post-send rules' lanes, by [`RuleRuntime::index`] (`None` for pre-send rules).
@@ -86,7 +90,10 @@ struct Shared {
     /// Cuts attempts in flight short (after the grace period of a stop). Each worker waits on
     /// a child of its own, so that no two workers share a waiter list.
     abort: CancellationToken,
+    /// The delivery workers.
     tracker: TaskTracker,
+    /// Replays and pre-send calls: attempts outside the lanes that a stop waits for.
+    outside: TaskTracker,
     store: Store,
     clock: SharedClock,
     observer: std::sync::OnceLock<Observer>,
@@ -166,6 +173,7 @@ impl Dispatcher {
             stop_intake: Signal::default(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            outside: TaskTracker::new(),
             store,
             clock,
             observer: std::sync::OnceLock::new(),
@@ -229,25 +237,33 @@ impl Dispatcher {
     }
 
     /// Stops taking jobs, finishes the queued ones as `shutdown`, waits up to `grace` for the
-    /// deliveries in flight and cuts the rest short. Every job ends with a final outcome.
+    /// deliveries, replays and pre-send calls in flight and cuts their attempts short after
+    /// it. Every job ends with a final outcome; every replay has made its store changes.
     pub async fn shutdown(&self, grace: Duration) {
         let s = &self.shared;
         s.stop_intake.fire();
-        // An `enqueue` that saw the intake open finishes adding its jobs first.
+        // An `enqueue` that saw the intake open finishes adding its jobs first (and a replay
+        // that saw it open is tracked before the wait below).
         while s.enqueuing.load(Ordering::SeqCst) != 0 {
             tokio::task::yield_now().await;
         }
         // Idle workers wake up and leave; busy ones leave after their delivery.
         s.close_lanes();
         s.tracker.close();
-        if tokio::time::timeout(grace, s.tracker.wait()).await.is_err() {
+        s.outside.close();
+        let all_done = || async { tokio::join!(s.tracker.wait(), s.outside.wait()) };
+        if tokio::time::timeout(grace, all_done()).await.is_err() {
             tracing::warn!(
                 in_flight = self.in_flight(),
-                "deliveries still running after the grace period; stopping them as shutdown"
+                replays_and_pre_send = s.outside.len(),
+                "attempts still running after the grace period; stopping them as shutdown"
             );
             s.abort.cancel();
-            s.tracker.wait().await;
+            all_done().await;
         }
+        // An attempt that starts from now on (a pre-send call that passed its check just as
+        // the stop began) ends at once.
+        s.abort.cancel();
         // The jobs still waiting in the lanes end as `shutdown`.
         let left: Vec<Job> = s
             .lanes
@@ -275,6 +291,48 @@ impl Attempter {
     /// rule is not attempted and every failure feeds its ban window.
     pub async fn attempt_policy(&self, a: PolicyAttempt<'_>) -> (AttemptResult, u32) {
         self.0.attempt_policy(a, &self.0.abort).await
+    }
+
+    /// One attempt through `client`'s pool (a pre-send call): `shutdown` when a stop cuts it
+    /// short. Hold a [`track`](Self::track) token meanwhile, so that the stop waits for it.
+    pub async fn attempt(
+        &self,
+        client: &transport::Client,
+        to: Target<'_>,
+        body: Bytes,
+        limits: transport::AttemptLimits,
+    ) -> AttemptResult {
+        tokio::select! {
+            biased;
+            r = transport::attempt(client, to, body, limits) => r,
+            _ = self.0.abort.cancelled() => {
+                policy::not_attempted(Outcome::Shutdown, "attempt cut short: the simulator is stopping")
+            }
+        }
+    }
+
+    /// While the token lives, a stop waits for its holder (up to the grace period, after
+    /// which its attempts are cut short).
+    pub fn track(&self) -> TaskTrackerToken {
+        self.0.outside.token()
+    }
+
+    /// Runs `task` (a replay) on its own, to its end whatever happens to whoever awaits the
+    /// handle; a stop waits for it. `None` once the simulator is stopping.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<T>> {
+        let s = &self.0;
+        s.enqueuing.fetch_add(1, Ordering::SeqCst);
+        let handle = (!s.stop_intake.is_set()).then(|| s.outside.spawn(task));
+        s.enqueuing.fetch_sub(1, Ordering::SeqCst);
+        handle
+    }
+
+    /// True once the simulator is stopping: replays take no new callback from their bucket.
+    pub fn is_stopping(&self) -> bool {
+        self.0.stop_intake.is_set()
     }
 }
 

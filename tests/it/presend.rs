@@ -192,3 +192,30 @@ async fn a_payload_of_another_shape_is_ignored_and_reported() {
     .await;
     assert_eq!(pre_report(&a)["warnings"].as_array().unwrap().len(), 1, "{a}");
 }
+
+#[tokio::test]
+async fn a_stop_cuts_a_slow_pre_send_call_short_after_the_grace() {
+    let (sim, pre, post) = setup(Reply::hang(), |r| r.timeout_ms(15_000)).await;
+    let asking = tokio::spawn({
+        let url = format!("{}/app-id/{APP}/messages?wait=true", sim.base_url());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&text())
+                .send()
+                .await
+                .expect("the message is answered");
+            status_json(resp).await
+        }
+    });
+    arrived(&pre, 1).await;
+    let asked = std::time::Instant::now();
+    sim.shutdown().await;
+    let took = asked.elapsed();
+    assert!(took < std::time::Duration::from_secs(8), "the stop took {took:?}");
+    // The message was not accepted: the stop came before its callbacks could be queued.
+    let (s, a) = asking.await.unwrap();
+    assert_eq!((s.as_u16(), a["error"].as_str()), (503, Some("shutting_down")), "{a}");
+    assert_eq!(count(&post), 0);
+}

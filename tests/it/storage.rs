@@ -1,6 +1,7 @@
 //! Bans, the exception store and its REST API, graceful stop, and durability.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use callback_sim::{
     CallbackReport, Clock, DateKey, FinalOutcome, ManualClock, Message, Outcome, Reply, RuleStatus, Server, Sim,
@@ -254,6 +255,16 @@ async fn failed_replays_move_to_the_next_retry_and_rule_url_replays_obey_the_ban
     let (_, v) = post(&sim, RETRY, TOKEN, json!({"date": date, "retry": 2})).await;
     assert_eq!(v["failed"], 2, "{v}");
     assert_eq!(count(&broken), hits);
+    // ... and the answer says why nothing was sent, and where the callbacks went.
+    let why = v["warnings"][0].as_str().unwrap_or_else(|| panic!("no warning in {v}"));
+    for part in [
+        "rule r is banned until",
+        "2 callbacks were not sent",
+        "retry 3",
+        "targetUrl",
+    ] {
+        assert!(why.contains(part), "{part:?} not in {why:?}");
+    }
     let (_, items) = get(
         &sim,
         &format!("/app-id/app1/callbacks/storage/items?date={date}&retry=3"),
@@ -606,4 +617,96 @@ async fn a_graceful_stop_also_stores_callbacks_waiting_in_a_rule_lane() {
     assert_eq!(stats.outcome(Outcome::Shutdown), 3);
     assert_eq!(stored_total(&sim), 3);
     assert_eq!(sim.queued(), 0);
+}
+
+/// POSTs a replay of app1's bucket `date` (retry 0) to `target` with its own client, so that
+/// the caller can run it in a task of its own; `timeout` bounds the client's wait.
+async fn replay_over_rest(
+    base: String,
+    date: String,
+    target: String,
+    timeout: Duration,
+) -> reqwest::Result<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{RETRY}"))
+        .bearer_auth(TOKEN)
+        .timeout(timeout)
+        .json(&json!({"date": date, "retry": 0, "targetUrl": target}))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await?))
+}
+
+#[tokio::test]
+async fn a_replay_runs_to_its_end_when_its_client_goes_away() {
+    let broken = sink(Reply::status(503)).await;
+    let slow = sink(Reply::ok().after(Duration::from_millis(1500))).await;
+    let sim = start_app(app1().retries(0).rule(rule("r", &broken.url("/cb")))).await;
+    let (_, date) = fill_store(&sim, 5).await;
+    // The client gives up long before the receiver answers.
+    let gone = replay_over_rest(sim.base_url(), date.clone(), slow.url("/"), Duration::from_millis(300)).await;
+    assert!(gone.as_ref().is_err_and(|e| e.is_timeout()), "{gone:?}");
+    arrived(&slow, 5).await;
+    eventually("the replay to finish and empty the bucket", || async {
+        (stored_total(&sim) == 0).then_some(())
+    })
+    .await;
+    // Nothing is left to send twice.
+    let (s, v) = post(&sim, RETRY, TOKEN, json!({"date": date})).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(count(&slow), 5);
+}
+
+#[tokio::test]
+async fn a_stop_during_a_replay_takes_the_grace_at_most_and_keeps_what_was_cut() {
+    let broken = sink(Reply::status(503)).await;
+    // The first 5 replayed callbacks are answered at once, the other 15 after 20 s.
+    let target = sink(Reply::ok().after(Duration::from_secs(20))).await;
+    for _ in 0..5 {
+        target.reply_next(Reply::ok());
+    }
+    let sim = start_app(app1().retries(0).timeout_secs(60.0).rule(rule("r", &broken.url("/cb")))).await;
+    let (_, date) = fill_store(&sim, 20).await;
+    let replay = tokio::spawn(replay_over_rest(
+        sim.base_url(),
+        date.clone(),
+        target.url("/"),
+        Duration::from_secs(60),
+    ));
+    arrived(&target, 20).await;
+    eventually("the 5 answered at once to leave the store", || async {
+        (stored_total(&sim) == 15).then_some(())
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    sim.shutdown().await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    let (s, v) = replay.await.unwrap().expect("the replay is answered");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["data"].as_str(),
+            v["delivered"].as_u64(),
+            v["failed"].as_u64(),
+            v["interrupted"].as_u64()
+        ),
+        (Some("failure"), Some(5), Some(0), Some(15)),
+        "{v}"
+    );
+    assert!(v["warnings"][0].as_str().unwrap().contains("stopping"), "{v}");
+    // The cut ones stay where they were; the delivered ones are gone.
+    let key = DateKey::parse(&date).unwrap();
+    assert_eq!(sim.items(APP, key, 0, 100).unwrap().len(), 15);
+    assert_eq!(stored_total(&sim), 15);
+    // A replay asked once the stop began is refused.
+    let refused = sim.replay(APP, key, 0, None).await;
+    assert!(
+        matches!(
+            refused,
+            Err(callback_sim::SimError::Replay(callback_sim::ReplayError::ShuttingDown))
+        ),
+        "{refused:?}"
+    );
 }
