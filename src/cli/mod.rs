@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 
 use self::logging::LogFormat;
 use crate::domain::Dialect;
@@ -47,6 +47,7 @@ enum Command {
         config: PathBuf,
     },
     /// Realistic traffic at a fixed rate, with a live view and a latency report.
+    #[command(group(ArgGroup::new("budget").args(["duration", "count"]).required(true).multiple(true)))]
     Generate {
         /// The config file (apps, rules, delivery settings).
         #[arg(long, default_value = "config.toml")]
@@ -60,15 +61,18 @@ enum Command {
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
-        /// Stop after this many messages.
-        #[arg(long)]
+        /// Stop after this many messages (at least 1).
+        #[arg(long, value_parser = at_least_one::<u64>)]
         count: Option<u64>,
         /// Seed of the traffic and of the callIds (random when absent; the report shows it).
         #[arg(long)]
         seed: Option<u64>,
-        /// Write the report as JSON here.
+        /// Write the report as JSON here (checked before the run).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// The in-process simulator's store (default: a temp dir, removed at the end).
+        #[arg(long, value_name = "DIR", conflicts_with = "server")]
+        data_dir: Option<PathBuf>,
         /// Chance that a recipient is offline (one chat_offline callback each).
         #[arg(long, default_value_t = 0.2)]
         offline_ratio: f64,
@@ -91,11 +95,11 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
         /// The app's token, with --server.
-        #[arg(long)]
+        #[arg(long, requires = "server")]
         token: Option<String>,
-        /// REST requests in flight at once, with --server.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
+        /// REST requests in flight at once, with --server (default 64).
+        #[arg(long, requires = "server", value_parser = at_least_one::<usize>)]
+        connections: Option<usize>,
     },
     /// Print the agora signature MD5(callId + secret + timestamp).
     Sign {
@@ -145,6 +149,18 @@ enum Command {
     },
 }
 
+/// `generate --connections` when not given: REST requests in flight at once with `--server`.
+const DEFAULT_CONNECTIONS: usize = 64;
+
+/// A whole number of at least 1 (`generate --count`, `--connections`).
+fn at_least_one<T: std::str::FromStr + PartialEq + From<u8>>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n == T::from(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number of at least 1".into()),
+    }
+}
+
 fn parse_dialect(s: &str) -> Result<Dialect, String> {
     Dialect::parse(s).map_err(|e| e.0)
 }
@@ -181,6 +197,7 @@ pub fn main() -> ExitCode {
                 count,
                 seed,
                 report,
+                data_dir,
                 offline_ratio,
                 chat_types,
                 message_types,
@@ -236,15 +253,16 @@ pub fn main() -> ExitCode {
                             seed: seed.unwrap_or_else(rand::random),
                             report,
                             mix,
+                            data_dir,
                             server,
                             token,
-                            connections,
+                            connections: connections.unwrap_or(DEFAULT_CONNECTIONS),
                         };
                         match generate::run(opts).await {
                             Ok(_) => ExitCode::SUCCESS,
                             Err(e) => {
                                 eprintln!("error: {e}");
-                                ExitCode::from(1)
+                                ExitCode::from(e.exit_code())
                             }
                         }
                     }

@@ -2,8 +2,9 @@
 //! view, and at the end the table and the `--report` JSON ([`Report`]), with the peak RSS.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,10 +20,20 @@ pub(super) struct Tally {
     finals: [AtomicU64; FinalOutcome::ALL.len()],
     last: [AtomicU64; Outcome::ALL.len()],
     pub(super) done: AtomicU64,
+    /// Messages a pre-send rule blocked (docs/behaviour.md §4.2): they make no post-send
+    /// callbacks.
+    pub(super) blocked: AtomicU64,
+    /// 429 answers of a `--server` (each one waited out and retried).
+    pub(super) throttled: AtomicU64,
     latency_us: Mutex<Histogram<u64>>,
-    /// When the first message went out, and when the last callback ended: the rates are
-    /// measured over that span, not over the start (opening the store) and the stop.
-    pub(super) began: std::sync::OnceLock<Instant>,
+    /// The instant the send times below count from.
+    origin: Instant,
+    /// When the first and the last message went out, in µs since `origin` (`u64::MAX` and 0
+    /// until one has): the achieved rate is measured between them.
+    first_sent_us: AtomicU64,
+    last_sent_us: AtomicU64,
+    /// When the last callback ended: the callback rate is measured from the first message sent
+    /// to then, not over the start (opening the store) and the stop.
     pub(super) ended: std::sync::OnceLock<Instant>,
 }
 
@@ -32,10 +43,34 @@ impl Tally {
             finals: Default::default(),
             last: Default::default(),
             done: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
-            began: std::sync::OnceLock::new(),
+            origin: Instant::now(),
+            first_sent_us: AtomicU64::new(u64::MAX),
+            last_sent_us: AtomicU64::new(0),
             ended: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Notes that a message went out at `at` (in-process: handed to the simulator; over REST:
+    /// the request that was accepted).
+    pub(super) fn sent_at(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.origin).as_micros() as u64;
+        self.first_sent_us.fetch_min(us, Ordering::Relaxed);
+        self.last_sent_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// When the first and the last message went out, if any did.
+    fn send_span(&self) -> Option<(Instant, Instant)> {
+        let first = self.first_sent_us.load(Ordering::Relaxed);
+        let last = self.last_sent_us.load(Ordering::Relaxed);
+        (first != u64::MAX).then(|| {
+            (
+                self.origin + Duration::from_micros(first),
+                self.origin + Duration::from_micros(last.max(first)),
+            )
+        })
     }
 
     pub(super) fn record(&self, fin: FinalOutcome, last: Outcome, latency: Duration) {
@@ -46,6 +81,11 @@ impl Tally {
             let _ = h.record(us);
         }
         self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Callbacks whose final outcome was `stored`.
+    pub(super) fn stored(&self) -> u64 {
+        self.finals[FinalOutcome::Stored.index()].load(Ordering::Relaxed)
     }
 
     fn percentile_ms(&self, q: f64) -> f64 {
@@ -69,10 +109,20 @@ pub struct Report {
     pub seed: u64,
     /// `rate_asked`: messages per second asked for (0 = as fast as possible).
     pub rate_asked: u32,
-    /// `rate_achieved`: messages sent per second of the run.
+    /// `rate_achieved`: messages per second between the first message sent and the last
+    /// (`messages − 1` intervals over `sending_secs`; a run of one message: `messages` over
+    /// `duration_secs`).
     pub rate_achieved: f64,
     /// `messages`: messages sent.
     pub messages: u64,
+    /// `sending_secs`: from the first message sent to the last, in seconds.
+    pub sending_secs: f64,
+    /// `blocked`: messages a pre-send rule blocked (docs/behaviour.md §4.2); they make no
+    /// post-send callbacks.
+    pub blocked: u64,
+    /// `throttled`: 429 answers of the `--server` (rate limit or full queue), each waited out
+    /// and the message sent again; 0 in-process.
+    pub throttled: u64,
     /// `callbacks`: callbacks that reached their final outcome.
     pub callbacks: u64,
     /// `callbacks_per_sec`: `callbacks` per second of the run.
@@ -142,7 +192,7 @@ pub(super) fn spawn_progress(
             let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
             last = (Instant::now(), n);
             let f = |o: FinalOutcome| tally.finals[o.index()].load(Ordering::Relaxed);
-            let line = format!(
+            let mut line = format!(
                 "delivered {} violation {} stored {} dropped {} | {rate:.0} msg/s | p99 {:.2} ms",
                 f(FinalOutcome::Delivered),
                 f(FinalOutcome::Violation),
@@ -150,6 +200,12 @@ pub(super) fn spawn_progress(
                 f(FinalOutcome::Dropped),
                 tally.percentile_ms(0.99)
             );
+            for (what, n) in [("blocked", &tally.blocked), ("throttled", &tally.throttled)] {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    line.push_str(&format!(" | {what} {n}"));
+                }
+            }
             match &bar {
                 Some(b) => {
                     b.set_position(n);
@@ -164,17 +220,27 @@ pub(super) fn spawn_progress(
 impl Report {
     /// The report of a run that sent `sent` messages, from what `tally` saw.
     pub(super) fn new(opts: &GenerateOptions, mode: &'static str, sent: u64, tally: &Tally, started: Instant) -> Self {
-        let began = tally.began.get().copied().unwrap_or(started);
         let ended = tally.ended.get().copied().unwrap_or_else(Instant::now);
-        let elapsed = ended.duration_since(began).as_secs_f64().max(1e-6);
+        let (first, last) = tally.send_span().unwrap_or((started, started));
+        let elapsed = ended.saturating_duration_since(first).as_secs_f64().max(1e-6);
+        let sending = last.duration_since(first).as_secs_f64();
+        // n messages make n − 1 intervals: counting n over them would overstate a short run.
+        let rate_achieved = if sent >= 2 && sending > 0.0 {
+            (sent - 1) as f64 / sending
+        } else {
+            sent as f64 / elapsed
+        };
         let done = tally.done.load(Ordering::Relaxed);
         Report {
             app: opts.app.clone(),
             mode,
             seed: opts.seed,
             rate_asked: opts.rate,
-            rate_achieved: sent as f64 / elapsed,
+            rate_achieved,
             messages: sent,
+            sending_secs: sending,
+            blocked: tally.blocked.load(Ordering::Relaxed),
+            throttled: tally.throttled.load(Ordering::Relaxed),
             callbacks: done,
             callbacks_per_sec: done as f64 / elapsed,
             duration_secs: elapsed,
@@ -201,13 +267,6 @@ impl Report {
         }
     }
 
-    /// Writes the report as pretty JSON to `path`.
-    pub(super) fn write(&self, path: &Path) -> Result<(), GenerateError> {
-        let text = serde_json::to_string_pretty(self).expect("a report serializes");
-        std::fs::write(path, text + "\n")
-            .map_err(|e| GenerateError(format!("cannot write the report to {}: {e}", path.display())))
-    }
-
     /// Prints the final table.
     pub(super) fn print_table(&self) {
         let r = self;
@@ -218,10 +277,19 @@ impl Report {
         };
         println!();
         println!(
-            "messages   {} in {:.2} s: {:.0}/s achieved, {asked} asked",
-            r.messages, r.duration_secs, r.rate_achieved
+            "messages   {} sent over {:.2} s: {:.0}/s achieved, {asked} asked",
+            r.messages, r.sending_secs, r.rate_achieved
         );
-        println!("callbacks  {} ({:.0}/s)", r.callbacks, r.callbacks_per_sec);
+        if r.blocked > 0 {
+            println!("blocked    {} (by pre-send)", r.blocked);
+        }
+        if r.mode == "rest" {
+            println!("throttled  {} (429 answers, waited out and sent again)", r.throttled);
+        }
+        println!(
+            "callbacks  {} in {:.2} s ({:.0}/s)",
+            r.callbacks, r.duration_secs, r.callbacks_per_sec
+        );
         println!("outcome        count");
         for (k, v) in &r.outcomes {
             println!("  {k:<12} {v}");
@@ -238,5 +306,51 @@ impl Report {
             l["p50"], l["p90"], l["p99"], l["p99.9"], l["max"]
         );
         println!("peak RSS     {:.1} MB", r.peak_rss_mb);
+    }
+}
+
+/// The `--report` file, opened before the run so that a path that cannot be written is
+/// refused before anything is sent.
+pub(super) struct ReportFile {
+    path: PathBuf,
+    file: File,
+    /// Whether opening it created it (then a failed run removes it again).
+    created: bool,
+}
+
+impl ReportFile {
+    /// Opens `path` for writing without truncating it (an existing report stays as it is until
+    /// this run has one to write).
+    pub(super) fn open(path: &Path) -> Result<Self, GenerateError> {
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| GenerateError::Usage(format!("cannot write the report to {}: {e}", path.display())))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            created: !existed,
+        })
+    }
+
+    /// Writes `report` as pretty JSON, replacing what the file held.
+    pub(super) fn write(mut self, report: &Report) -> Result<(), GenerateError> {
+        let text = serde_json::to_string_pretty(report).expect("a report serializes") + "\n";
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.write_all(text.as_bytes()))
+            .map_err(|e| GenerateError::Run(format!("cannot write the report to {}: {e}", self.path.display())))?;
+        println!("report written to {}", self.path.display());
+        Ok(())
+    }
+
+    /// The run failed: leave no empty report behind.
+    pub(super) fn abandon(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

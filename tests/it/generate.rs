@@ -1,44 +1,68 @@
-//! `callback-sim generate`: pacing, reproducibility and the report.
+//! `callback-sim generate`: pacing, reproducibility, the report, and the runs a new user tries
+//! (beside a `serve`, against a throttling `serve`, with a slow pre-send receiver).
 
 use std::process::Command;
+use std::time::Duration;
 
-use callback_sim::Reply;
+use callback_sim::{Config, Reply, Server};
 use serde_json::Value;
 
 use crate::helpers::*;
 
-fn config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+/// A post-send rule `name` to `url`, as TOML under `[[apps]]`.
+fn rule_toml(name: &str, url: &str) -> String {
+    format!("  [[apps.rules]]\n  name = \"{name}\"\n  url = \"{url}\"\n  secret = \"s\"\n")
+}
+
+/// Writes `gen.toml` in `dir`: app1 with `rules` (TOML), its store in `dir/data`.
+fn config_with(dir: &std::path::Path, rules: &str) -> std::path::PathBuf {
     let path = dir.join("gen.toml");
     std::fs::write(
         &path,
-        format!("[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[apps]]\nid = \"app1\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"{url}\"\n  secret = \"s\"\n"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[[apps]]\nid = \"app1\"\ntoken = \"t\"\n{rules}"
+        ),
     )
     .unwrap();
     path
 }
 
+/// Writes `gen.toml` in `dir`: app1 with one rule delivering to `url`.
+fn config_file(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    config_with(dir, &rule_toml("r", url))
+}
+
 /// Runs `generate` for app1 of a config delivering to `url`, with `flags`, writing a report
 /// in `dir`; returns the process output and the report.
 async fn generate(dir: &std::path::Path, url: &str, flags: &[&str]) -> (std::process::Output, Value) {
-    let cfg = config(dir, url);
+    generate_with(dir, &rule_toml("r", url), flags).await
+}
+
+/// [`generate`] for app1 with these `rules` (TOML).
+async fn generate_with(dir: &std::path::Path, rules: &str, flags: &[&str]) -> (std::process::Output, Value) {
+    let cfg = config_with(dir, rules);
     let report = dir.join("r.json");
-    let mut args: Vec<String> = ["generate", "--app", "app1", "--config"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args = strings(&["generate", "--app", "app1", "--config"]);
     args.push(cfg.display().to_string());
     args.push("--report".into());
     args.push(report.display().to_string());
     args.extend(flags.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(BIN).args(&args).output().unwrap();
-        let report = std::fs::read_to_string(&report)
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap_or(Value::Null);
-        (out, report)
-    })
-    .await
-    .unwrap()
+    let out = run_bin(args).await;
+    let report = std::fs::read_to_string(&report)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(Value::Null);
+    (out, report)
+}
+
+/// Runs the binary with `args`, off the async runtime.
+async fn run_bin(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
 }
 
 #[tokio::test]
@@ -128,20 +152,201 @@ fn json_without_times(mut b: Value) -> Value {
 }
 
 #[tokio::test]
-async fn bad_flags_are_refused_with_a_reason() {
+async fn bad_flags_and_configs_are_refused_with_a_reason_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[[apps]]\nid = \"x\"\n").unwrap();
+    let good = config_file(dir.path(), "http://127.0.0.1:9/cb");
+    let (broken, good) = (broken.to_str().unwrap(), good.to_str().unwrap());
     // A run of one message, and the flag under test after it.
     let one = ["generate", "--app", "x", "--rate", "10", "--count", "1"];
-    let with = |extra: &[&'static str]| [&one[..], extra].concat();
+    let with = |extra: &[&str]| strings(&[&one[..], extra].concat());
+    let app1 = |extra: &[&str]| strings(&[&["generate", "--app", "app1", "--rate", "10"][..], extra].concat());
     for (args, hint) in [
-        (one[..5].to_vec(), "--count"),
+        (strings(&one[..5]), "--count"),
+        (strings(&[&one[..5], &["--count", "0"]].concat()), "--count"),
         (with(&["--offline-ratio", "2"]), "--offline-ratio"),
         (with(&["--chat-types", "dm=1"]), "--chat-types"),
         (with(&["--config", "/nonexistent.toml"]), "/nonexistent.toml"),
+        (with(&["--token", "t"]), "--server"),
+        (with(&["--connections", "3"]), "--server"),
+        (
+            with(&["--server", "http://127.0.0.1:9", "--data-dir", "d"]),
+            "--data-dir",
+        ),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(hint), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    for (args, hint) in [
+        (app1(&["--count", "1", "--config", broken]), "token"),
+        (with(&["--config", good]), "\"x\""),
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(hint), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn in_process_runs_beside_a_serve_of_the_same_config() {
+    let rx = sink(Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), &rx.url("/cb"));
+    // What `serve --config gen.toml` holds: the store under the config's data_dir.
+    let serve = Server::start(Config::load(&cfg).unwrap()).await.unwrap();
+    let (out, r) = generate(
+        dir.path(),
+        &rx.url("/cb"),
+        &["--rate", "0", "--count", "20", "--seed", "1"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(r["messages"].as_u64(), Some(20), "{r}");
+    serve.shutdown().await;
+    // --data-dir keeps the run's store where asked.
+    let kept = dir.path().join("kept");
+    let (out, _) = generate(
+        dir.path(),
+        &rx.url("/cb"),
+        &["--rate", "0", "--count", "5", "--data-dir", kept.to_str().unwrap()],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        kept.join("store.sled").is_dir(),
+        "{:?}",
+        std::fs::read_dir(&kept).map(|d| d.count())
+    );
+}
+
+#[tokio::test]
+async fn server_mode_backs_off_on_429_and_counts_them() {
+    let rx = sink(Reply::ok()).await;
+    // 20 requests a second, no burst: 30 messages from 4 connections meet many 429s.
+    let sim = start(config().api_rate(20, 1).app(app1().rule(rule("r", &rx.url("/cb"))))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = run_bin(strings(&[
+        "generate",
+        "--app",
+        APP,
+        "--rate",
+        "0",
+        "--count",
+        "30",
+        "--seed",
+        "5",
+        "--server",
+        &sim.base_url(),
+        "--token",
+        TOKEN,
+        "--connections",
+        "4",
+        "--report",
+        report.to_str().unwrap(),
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["messages"].as_u64(), Some(30), "{r}");
+    assert!(r["throttled"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["outcomes"]["delivered"], r["callbacks"], "{r}");
+    assert_eq!(count(&rx) as u64, r["callbacks"].as_u64().unwrap());
+    assert!(stdout.contains("throttled"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_slow_pre_send_receiver_does_not_cap_the_rate() {
+    // Every message is asked (all from clients) and blocked after 100 ms.
+    let pre = sink(
+        Reply::ok()
+            .with_body(r#"{"valid": false}"#)
+            .after(Duration::from_millis(100)),
+    )
+    .await;
+    let post = sink(Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "{}  [[apps.rules]]\n  name = \"mod\"\n  kind = \"pre_send\"\n  url = \"{}\"\n  secret = \"p\"\n  timeout_ms = 5000\n",
+        rule_toml("r", &post.url("/cb")),
+        pre.url("/pre")
+    );
+    let (out, r) = generate_with(
+        dir.path(),
+        &rules,
+        &["--rate", "100", "--count", "40", "--seed", "2", "--rest-ratio", "0"],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate = r["rate_achieved"].as_f64().unwrap();
+    assert!(rate > 80.0, "achieved {rate}/s of 100/s: {r}");
+    assert_eq!(r["blocked"].as_u64(), Some(40), "{r}");
+    assert_eq!(count(&pre), 40);
+    assert_eq!(count(&post), 0);
+    assert!(stdout.contains("blocked"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_short_run_does_not_overstate_its_rate() {
+    let rx = sink(Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, r) = generate(dir.path(), &rx.url("/cb"), &["--rate", "10", "--count", "5"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rate = r["rate_achieved"].as_f64().unwrap();
+    assert!(
+        (5.0..=12.0).contains(&rate),
+        "5 messages at 10/s achieved {rate}/s: {r}"
+    );
+}
+
+#[tokio::test]
+async fn a_random_seed_is_printed_so_the_run_can_be_repeated() {
+    let rx = sink(Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, r) = generate(dir.path(), &rx.url("/cb"), &["--rate", "0", "--count", "3"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seed = r["seed"].as_u64().unwrap();
+    assert!(stdout.contains(&format!("--seed {seed}")), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_unwritable_report_is_refused_before_the_run() {
+    let rx = sink(Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path(), &rx.url("/cb"));
+    let bad = dir.path().join("no-such-dir").join("r.json");
+    let out = run_bin(strings(&[
+        "generate",
+        "--app",
+        "app1",
+        "--rate",
+        "0",
+        "--count",
+        "5",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--report",
+        bad.to_str().unwrap(),
+    ]))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
+    assert_eq!(count(&rx), 0, "nothing is sent");
 }
