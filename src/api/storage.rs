@@ -177,7 +177,7 @@ pub(super) struct ItemView {
 /// What a bucket holds, and why each callback was kept; `after` pages through it.
 #[utoipa::path(get, path = "/app-id/{app_id}/callbacks/storage/items", tag = "simulation",
     params(("app_id" = String, Path, description = "The app id"),
-           ("date" = String, Query, description = "The 10-minute date key"),
+           ("date" = String, Query, description = "The 10-minute date key", pattern = "^[0-9]{11}0$"),
            ("retry" = Option<u32>, Query, description = "The retry count (default 0)"),
            ("limit" = Option<u32>, Query, description = "At most this many (default 100, max 10000)"),
            ("after" = Option<String>, Query, description = "The items stored after the one with this callId (the last of the previous page); a callId not in the bucket is a 400")),
@@ -257,7 +257,7 @@ pub(super) struct Deleted {
 /// Deletes one bucket: its callbacks are gone for good (durably, before the answer).
 #[utoipa::path(delete, path = "/app-id/{app_id}/callbacks/storage", tag = "simulation",
     params(("app_id" = String, Path, description = "The app id"),
-           ("date" = String, Query, description = "The bucket's 10-minute date key"),
+           ("date" = String, Query, description = "The bucket's 10-minute date key", pattern = "^[0-9]{11}0$"),
            ("retry" = Option<u32>, Query, description = "The bucket's retry count (default 0)")),
     responses(
         (status = 200, description = "`data.deleted`: how many callbacks were deleted (0 for an empty or missing bucket)", body = Envelope<Deleted>),
