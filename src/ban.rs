@@ -117,6 +117,13 @@ impl BanTracker {
         })
     }
 
+    /// Forgets everything: lifts the current ban, empties the failure window and the ban
+    /// history, so that the next ban is of level 1 (docs/behaviour.md §6, resetting a rule).
+    pub fn reset(&mut self) {
+        self.failures.clear();
+        self.record = BanRecord::default();
+    }
+
     /// The live state at `now` (Unix milliseconds), for the rules endpoint.
     pub fn view(&self, now: u64) -> BanView {
         let window = Self::ms(self.cfg.window);
@@ -232,6 +239,34 @@ mod tests {
         }
         assert_eq!(levels, [1, 2, 3, 3, 3, 3]);
         assert_eq!(b.record().history_ms.len(), 6, "history keeps counting past the cap");
+    }
+
+    #[test]
+    fn a_reset_lifts_the_ban_and_forgets_window_and_history() {
+        let mut b = BanTracker::new(defaults());
+        let first = fail(&mut b, 0, 90).unwrap();
+        let second = fail(&mut b, first.until_ms, 90).unwrap();
+        assert_eq!(second.level, 2);
+        let t = second.since_ms + SEC;
+        b.reset();
+        assert_eq!(
+            b.view(t),
+            BanView {
+                banned_until_ms: None,
+                level: 0,
+                failures_in_window: 0
+            }
+        );
+        assert_eq!(b.record(), &BanRecord::default());
+        // Failures from before the reset no longer count toward the next ban ...
+        assert_eq!(fail(&mut b, t, 89), None);
+        assert_eq!(b.view(t + 890).failures_in_window, 89);
+        // ... and the next ban starts again at level 1.
+        assert_eq!(b.record_failure(t + 1000).unwrap().level, 1);
+        let mut partial = BanTracker::new(defaults());
+        assert_eq!(fail(&mut partial, 0, 50), None);
+        partial.reset();
+        assert_eq!(fail(&mut partial, 1000, 89), None, "the window was emptied");
     }
 
     #[test]

@@ -43,8 +43,9 @@
 //!   `callback-sim serve` runs; [`Sim`]: a `Server` on `127.0.0.1:0` with a temp data dir, for
 //!   tests. Both [`send`](Server::send) a [`Message`] (or [`send_event`](Server::send_event)
 //!   an [`Event`]) and answer a [`Sent`] with a [`CallbackReport`] per callback, list the
-//!   store's [`BucketInfo`]s and [`StoredCallback`]s, [`replay`](Server::replay) a bucket
-//!   ([`ReplayOutcome`]), show each rule's [`RuleState`], and stop gracefully on
+//!   store's [`BucketInfo`]s and [`StoredCallback`]s, [`replay`](Server::replay) or
+//!   [`delete`](Server::delete_bucket) a bucket ([`ReplayOutcome`]), show each rule's
+//!   [`RuleState`] and [`reset`](Server::reset_rule) it, and stop gracefully on
 //!   [`shutdown`](Server::shutdown) or drop. Errors: [`StartError`], [`SimError`];
 //!   [`Message::check`] says what is wrong with a message ([`MessageError`]).
 //! - **Time** — [`Clock`] and [`ManualClock`]: start a simulator with

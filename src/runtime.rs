@@ -174,6 +174,14 @@ impl RuleRuntime {
         *tracker = BanTracker::restore(tracker.config().clone(), record);
     }
 
+    /// Lifts the ban and forgets the failure window and the ban history (the next ban is of
+    /// level 1). The caller persists the now empty record.
+    pub fn reset_ban(&self) {
+        let mut tracker = self.ban.lock().expect("ban lock");
+        tracker.reset();
+        self.banned_until.store(0, Ordering::Release);
+    }
+
     /// `disabled`, `banned` or `active` at `now_ms`.
     pub fn status(&self, now_ms: u64) -> RuleStatus {
         match (self.config.enabled, self.banned_until(now_ms)) {

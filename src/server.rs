@@ -18,7 +18,7 @@ use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome, RuleStatus};
 use crate::event::Event;
 use crate::message::{Message, MessageError};
 use crate::replay::{ReplayError, ReplayOutcome};
-use crate::runtime::{AppRuntime, StatsSnapshot};
+use crate::runtime::{AppRuntime, RuleRuntime, StatsSnapshot};
 use crate::sim::{BuildError, Simulator};
 use crate::store::{Bucket, BucketInfo, StoreError, StoredCallback};
 
@@ -67,6 +67,14 @@ pub enum SimError {
     /// The app id names no app of the config.
     #[error("no app {0:?} in the config")]
     UnknownApp(String),
+    /// The app has no rule of that name.
+    #[error("app {app:?} has no rule {rule:?}")]
+    UnknownRule {
+        /// The app id.
+        app: String,
+        /// The rule name asked for.
+        rule: String,
+    },
     /// The message could not be queued (queue full, or the simulator is stopping).
     #[error(transparent)]
     Queue(#[from] EnqueueError),
@@ -135,8 +143,9 @@ pub struct RuleState {
 ///
 /// Besides the REST API at [`base_url`](Self::base_url), it offers the same operations in
 /// process: [`send`](Self::send) a message and get every callback's final outcome, read the
-/// store's [`buckets`](Self::buckets) and [`items`](Self::items), [`replay`](Self::replay) a
-/// bucket, see the [`rules`](Self::rules)' states. Stop it with [`shutdown`](Self::shutdown);
+/// store's [`buckets`](Self::buckets) and [`items`](Self::items) ([`items_after`](Self::items_after)
+/// for the next page), [`replay`](Self::replay) or [`delete`](Self::delete_bucket) a bucket,
+/// see the [`rules`](Self::rules)' states and [`reset`](Self::reset_rule) a rule. Stop it with [`shutdown`](Self::shutdown);
 /// dropping it stops it too, in the background.
 ///
 /// ```
@@ -164,6 +173,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// Checks what [`start`](Self::start) checks beyond the config itself — that every
+    /// rule's TLS files can be used — without opening the store or binding a port: what
+    /// `callback-sim serve --check` runs after loading the config. The only error is
+    /// [`StartError::TlsFiles`].
+    pub fn check(config: &Config) -> Result<(), StartError> {
+        crate::runtime::Apps::build(config, &crate::metrics::Metrics::default())
+            .map(drop)
+            .map_err(|e| StartError::TlsFiles(e.to_string()))
+    }
+
     /// Builds the simulator and binds `server.listen` (port 0 picks a free port).
     pub async fn start(config: Config) -> Result<Self, StartError> {
         Self::start_with_clock(config, Arc::new(SystemClock)).await
@@ -290,6 +309,64 @@ impl Server {
             .collect::<Result<_, _>>()?)
     }
 
+    /// The items of bucket (`date`, `retry`) stored after the one whose callId is `after`, at
+    /// most `limit` (`storage/items?after=`): the next page when `after` is the last callId of
+    /// the previous one. A callId that is not in the bucket is [`SimError::Invalid`].
+    pub fn items_after(
+        &self,
+        app: &str,
+        date: DateKey,
+        retry: u32,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredCallback>, SimError> {
+        let app = self.app(app)?;
+        let bucket = Bucket {
+            app: app.config.id.clone(),
+            date,
+            retry,
+        };
+        let store = self.sim.store();
+        let from = store
+            .find(&bucket, after)?
+            .ok_or_else(|| SimError::Invalid(format!("no callback {after:?} in bucket date={date} retry={retry}")))?;
+        Ok(store
+            .scan_after(&bucket, Some(&from))
+            .take(limit)
+            .map(|r| r.map(|(_, item)| item))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes bucket (`date`, `retry`) for good (`DELETE …/callbacks/storage`); returns how
+    /// many callbacks it held (0 for an empty or missing bucket). While the bucket is being
+    /// replayed: [`SimError::Replay`]`(`[`ReplayError::Busy`]`)`.
+    pub async fn delete_bucket(&self, app: &str, date: DateKey, retry: u32) -> Result<u64, SimError> {
+        let app = self.app(app)?;
+        let bucket = Bucket {
+            app: app.config.id.clone(),
+            date,
+            retry,
+        };
+        let store = self.sim.store();
+        let slot = store
+            .begin_replay(&bucket)
+            .ok_or(SimError::Replay(ReplayError::Busy { date, retry }))?;
+        Ok(store.delete_bucket(&slot).await?)
+    }
+
+    /// Resets rule `rule` of `app` (`POST …/callbacks/rules/{rule}/reset`): lifts its ban,
+    /// empties its failure window and forgets its ban history (its next ban is of level 1),
+    /// the saved ban record included; returns its new state.
+    pub async fn reset_rule(&self, app: &str, rule: &str) -> Result<RuleState, SimError> {
+        let runtime = self.app(app)?;
+        let r = runtime.rule(rule).ok_or_else(|| SimError::UnknownRule {
+            app: app.to_string(),
+            rule: rule.to_string(),
+        })?;
+        self.sim.reset_rule(r).await?;
+        Ok(rule_state(r, self.sim.clock.now_ms()))
+    }
+
     /// Replays bucket (`date`, `retry`) to `target` or the rules' own URLs (`storage/retry`),
     /// and returns when it is done. The replay runs to its end even if this future is dropped;
     /// a [`shutdown`](Self::shutdown) cuts it short (see [`ReplayOutcome::interrupted`]).
@@ -313,21 +390,7 @@ impl Server {
     pub fn rules(&self, app: &str) -> Result<Vec<RuleState>, SimError> {
         let app = self.app(app)?;
         let now = self.sim.clock.now_ms();
-        Ok(app
-            .rules
-            .iter()
-            .map(|r| {
-                let ban = r.ban_view(now);
-                RuleState {
-                    name: r.config.name.to_string(),
-                    state: r.status(now),
-                    banned_until_ms: ban.banned_until_ms,
-                    ban_level: ban.level,
-                    failures_in_window: ban.failures_in_window,
-                    stats: r.stats.snapshot(),
-                }
-            })
-            .collect())
+        Ok(app.rules.iter().map(|r| rule_state(r, now)).collect())
     }
 
     /// Callbacks accepted and not yet attempted (`queued` in `GET /healthz`).
@@ -355,6 +418,19 @@ impl Server {
                 stop(self.sim.clone(), self.http_stop.clone(), http)
             })
             .await;
+    }
+}
+
+/// A rule's state at `now` (Unix ms).
+fn rule_state(r: &RuleRuntime, now: u64) -> RuleState {
+    let ban = r.ban_view(now);
+    RuleState {
+        name: r.config.name.to_string(),
+        state: r.status(now),
+        banned_until_ms: ban.banned_until_ms,
+        ban_level: ban.level,
+        failures_in_window: ban.failures_in_window,
+        stats: r.stats.snapshot(),
     }
 }
 

@@ -178,6 +178,16 @@ impl Simulator {
         self.dispatcher.store()
     }
 
+    /// Resets a rule (docs/behaviour.md §6): lifts its ban, empties its failure window and
+    /// forgets its ban history, so that its next ban is of level 1; the saved ban record goes
+    /// too, durably, before this returns.
+    pub async fn reset_rule(&self, rule: &RuleRuntime) -> Result<(), StoreError> {
+        rule.reset_ban();
+        self.store().clear_ban(&rule.app, rule.config.name.as_str()).await?;
+        tracing::warn!(app = %rule.app, rule = %rule.config.name, "rule reset: ban lifted, failure window and ban history cleared");
+        Ok(())
+    }
+
     /// The one way a message enters: pre-send rules are asked first (for `source = client`);
     /// if none blocks, the app's matching post-send rules get their callbacks, queued all or
     /// none. With `wait`, the answer carries a receiver per post-send callback.

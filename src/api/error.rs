@@ -22,6 +22,8 @@ pub enum ErrorKind {
     StoreDisabled,
     /// 404 `app_not_found`: no app with that id is configured.
     AppNotFound,
+    /// 404 `rule_not_found`: the app has no rule of that name.
+    RuleNotFound,
     /// 404 `not_found`: no such route.
     NotFound,
     /// 405 `method_not_allowed`: the route does not take that method.
@@ -43,11 +45,12 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Every kind, in status order.
     #[cfg(test)]
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
         ErrorKind::StoreDisabled,
         ErrorKind::AppNotFound,
+        ErrorKind::RuleNotFound,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::ReplayInProgress,
@@ -64,7 +67,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::StoreDisabled => StatusCode::FORBIDDEN,
-            ErrorKind::AppNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::AppNotFound | ErrorKind::RuleNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::ReplayInProgress => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -80,6 +83,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::StoreDisabled => "store_disabled",
             ErrorKind::AppNotFound => "app_not_found",
+            ErrorKind::RuleNotFound => "rule_not_found",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::ReplayInProgress => "replay_in_progress",
@@ -100,6 +104,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "Missing or wrong Bearer token",
             ErrorKind::StoreDisabled => "The app keeps no exception store",
             ErrorKind::AppNotFound => "Unknown app",
+            ErrorKind::RuleNotFound => "Unknown app, or the app has no rule of that name",
             ErrorKind::NotFound => "No such route",
             ErrorKind::MethodNotAllowed => "The route does not take that HTTP method",
             ErrorKind::ReplayInProgress => "This bucket is being replayed",

@@ -11,9 +11,11 @@ use utoipa::{Modify, OpenApi};
         super::messages::post_message,
         super::messages::post_event,
         super::rules::get_rules,
+        super::rules::reset_rule,
         super::storage::info,
         super::storage::retry,
         super::storage::items,
+        super::storage::delete_bucket,
         super::ops::healthz,
         super::ops::metrics,
         super::ops::openapi,
@@ -52,6 +54,8 @@ mod tests {
             "/app-id/{app_id}/messages",
             "/app-id/{app_id}/events",
             "/app-id/{app_id}/callbacks/rules",
+            "/app-id/{app_id}/callbacks/rules/{rule}/reset",
+            "/app-id/{app_id}/callbacks/storage",
             "/app-id/{app_id}/callbacks/storage/info",
             "/app-id/{app_id}/callbacks/storage/retry",
             "/app-id/{app_id}/callbacks/storage/items",
@@ -85,6 +89,16 @@ mod tests {
             ("/app-id/{app_id}/events", "post", "200 400 401 404 413 429 503"),
             ("/app-id/{app_id}/callbacks/rules", "get", "200 400 401 404 429"),
             (
+                "/app-id/{app_id}/callbacks/rules/{rule}/reset",
+                "post",
+                "200 400 401 404 429 503",
+            ),
+            (
+                "/app-id/{app_id}/callbacks/storage",
+                "delete",
+                "200 400 401 403 404 409 429 503",
+            ),
+            (
                 "/app-id/{app_id}/callbacks/storage/info",
                 "get",
                 "200 400 401 403 404 429",
@@ -103,6 +117,13 @@ mod tests {
             let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
             let got: Vec<&str> = responses.keys().map(String::as_str).collect();
             assert_eq!(got.join(" "), statuses, "{method} {path}");
+            if path.ends_with("/reset") {
+                assert_eq!(
+                    responses["404"]["description"],
+                    super::super::ErrorKind::RuleNotFound.description(),
+                    "the 404 of a reset also means an unknown rule"
+                );
+            }
             for (status, r) in responses.iter().filter(|(s, _)| *s != "200") {
                 assert_eq!(
                     r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",

@@ -1,5 +1,5 @@
 //! The exception store's routes: the provider's `storage/info` (docs/behaviour.md §8.1) and
-//! `storage/retry` (§8.2), and this project's `storage/items` (§8.3).
+//! `storage/retry` (§8.2), and this project's `storage/items` and bucket delete (§8.3).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -7,12 +7,13 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{
     ApiError, AppState, Ctx, Envelope, ErrorKind, bad_request, body_error, error_responses, field_error, query_pairs,
+    truncate,
 };
 use crate::clock::rfc3339;
 use crate::domain::{CallbackUrl, DateKey, Outcome};
@@ -33,11 +34,17 @@ pub fn router() -> Router<AppState> {
         .route("/app-id/{app_id}/callbacks/storage/info", get(info))
         .route("/app-id/{app_id}/callbacks/storage/retry", post(retry))
         .route("/app-id/{app_id}/callbacks/storage/items", get(items))
+        .route("/app-id/{app_id}/callbacks/storage", delete(delete_bucket))
 }
 
 error_responses!(
     /// The errors of `storage/info` and `storage/items`.
     StoreReadErrors: AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest
+);
+
+error_responses!(
+    /// The errors of deleting a bucket.
+    DeleteErrors: AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest, ReplayInProgress, StoreUnavailable
 );
 
 error_responses!(
@@ -175,12 +182,13 @@ pub(super) struct ItemView {
     body: Box<RawValue>,
 }
 
-/// What a bucket holds, and why each callback was kept.
+/// What a bucket holds, and why each callback was kept; `after` pages through it.
 #[utoipa::path(get, path = "/app-id/{app_id}/callbacks/storage/items", tag = "simulation",
     params(("app_id" = String, Path, description = "The app id"),
-           ("date" = String, Query, description = "The 10-minute date key"),
+           ("date" = String, Query, description = "The 10-minute date key", pattern = "^[0-9]{11}0$"),
            ("retry" = Option<u32>, Query, description = "The retry count (default 0)"),
-           ("limit" = Option<u32>, Query, description = "At most this many (default 100, max 10000)")),
+           ("limit" = Option<u32>, Query, description = "At most this many (default 100, max 10000)"),
+           ("after" = Option<String>, Query, description = "The items stored after the one with this callId (the last of the previous page); a callId not in the bucket is a 400")),
     responses(
         (status = 200, description = "The items (an empty list for an empty bucket)", body = Envelope<Vec<ItemView>>),
         StoreReadErrors),
@@ -194,18 +202,12 @@ pub(super) async fn items(
 ) -> Result<Response, ApiError> {
     let app = store_app(&ctx, &sim, &app_id, &headers)?;
     let bad = |msg: String| bad_request(&ctx, msg);
-    let (mut date, mut retry, mut limit) = (None, 0u32, DEFAULT_ITEMS);
-    for (k, v) in query_pairs(&ctx, query.as_deref(), &["date", "retry", "limit"])? {
+    let (mut date, mut retry, mut limit, mut after) = (None, 0u32, DEFAULT_ITEMS, None);
+    for (k, v) in query_pairs(&ctx, query.as_deref(), &["date", "retry", "limit", "after"])? {
         match k.as_str() {
-            "date" => date = Some(DateKey::parse(&v).map_err(|e| bad(format!("query parameter date: {e}")))?),
-            "retry" => {
-                retry = v.parse().map_err(|_| {
-                    bad(format!(
-                        "query parameter retry must be a whole number, got {:?}",
-                        v.chars().take(40).collect::<String>()
-                    ))
-                })?
-            }
+            "date" => date = Some(parse_date(&ctx, &v)?),
+            "retry" => retry = parse_retry(&ctx, &v)?,
+            "after" => after = Some(v),
             _ => {
                 limit = v.parse().ok().filter(|n| (1..=MAX_ITEMS).contains(n)).ok_or_else(|| {
                     bad(format!(
@@ -216,19 +218,24 @@ pub(super) async fn items(
             }
         }
     }
-    let date = date.ok_or_else(|| {
-        bad(
-            "query parameter date is required (a 10-minute key such as 202109091440; GET storage/info lists them)"
-                .into(),
-        )
-    })?;
     let bucket = Bucket {
         app: app.config.id.clone(),
-        date,
+        date: require_date(&ctx, date)?,
         retry,
     };
+    let store = sim.store();
+    let from = match after {
+        None => None,
+        Some(call_id) => Some(store.find(&bucket, &call_id).map_err(|e| store_error(&ctx, &e))?.ok_or_else(|| {
+            bad(format!(
+                "query parameter after: no callback {:?} in bucket date={} retry={retry} (delivered or moved by a replay since?); list the bucket again without after",
+                truncate(&call_id),
+                bucket.date
+            ))
+        })?),
+    };
     let mut out = Vec::new();
-    for entry in sim.store().scan(&bucket).take(limit) {
+    for entry in store.scan_after(&bucket, from.as_ref()).take(limit) {
         let (_, item) = entry.map_err(|e| store_error(&ctx, &e))?;
         let body = RawValue::from_string(item.body)
             .map_err(|e| store_error(&ctx, &StoreError::Io(format!("stored body is not JSON: {e}"))))?;
@@ -246,4 +253,83 @@ pub(super) async fn items(
         });
     }
     Ok(ctx.ok("/callbacks", app.config.id.as_str(), out))
+}
+
+/// The answer of a bucket delete.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Deleted {
+    /// How many callbacks were deleted (0 for an empty or missing bucket).
+    deleted: u64,
+}
+
+/// Deletes one bucket: its callbacks are gone for good (durably, before the answer).
+#[utoipa::path(delete, path = "/app-id/{app_id}/callbacks/storage", tag = "simulation",
+    params(("app_id" = String, Path, description = "The app id"),
+           ("date" = String, Query, description = "The bucket's 10-minute date key", pattern = "^[0-9]{11}0$"),
+           ("retry" = Option<u32>, Query, description = "The bucket's retry count (default 0)")),
+    responses(
+        (status = 200, description = "`data.deleted`: how many callbacks were deleted (0 for an empty or missing bucket)", body = Envelope<Deleted>),
+        DeleteErrors),
+    security(("bearer" = [])))]
+pub(super) async fn delete_bucket(
+    State(sim): State<AppState>,
+    ctx: Ctx,
+    app_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app = store_app(&ctx, &sim, &app_id, &headers)?;
+    let (mut date, mut retry) = (None, 0u32);
+    for (k, v) in query_pairs(&ctx, query.as_deref(), &["date", "retry"])? {
+        match k.as_str() {
+            "date" => date = Some(parse_date(&ctx, &v)?),
+            _ => retry = parse_retry(&ctx, &v)?,
+        }
+    }
+    let bucket = Bucket {
+        app: app.config.id.clone(),
+        date: require_date(&ctx, date)?,
+        retry,
+    };
+    let store = sim.store();
+    let Some(slot) = store.begin_replay(&bucket) else {
+        return Err(ctx.error(
+            ErrorKind::ReplayInProgress,
+            format!(
+                "bucket date={} retry={retry} is being replayed; delete it when the replay is done",
+                bucket.date
+            ),
+        ));
+    };
+    let deleted = store.delete_bucket(&slot).await.map_err(|e| store_error(&ctx, &e))?;
+    Ok(ctx.ok("/callbacks", app.config.id.as_str(), Deleted { deleted }))
+}
+
+/// The `date` query parameter: a 10-minute key.
+fn parse_date(ctx: &Ctx, v: &str) -> Result<DateKey, ApiError> {
+    DateKey::parse(v).map_err(|e| bad_request(ctx, format!("query parameter date: {e}")))
+}
+
+/// The `retry` query parameter: a whole number.
+fn parse_retry(ctx: &Ctx, v: &str) -> Result<u32, ApiError> {
+    v.parse().map_err(|_| {
+        bad_request(
+            ctx,
+            format!(
+                "query parameter retry must be a whole number, got {:?}",
+                v.chars().take(40).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// The `date` query parameter, which the storage routes need.
+fn require_date(ctx: &Ctx, date: Option<DateKey>) -> Result<DateKey, ApiError> {
+    date.ok_or_else(|| {
+        bad_request(
+            ctx,
+            "query parameter date is required (a 10-minute key such as 202109091440; GET storage/info lists them)"
+                .into(),
+        )
+    })
 }

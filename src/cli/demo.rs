@@ -41,9 +41,17 @@ fn fail(what: &str, e: impl std::fmt::Display) -> DemoError {
     DemoError(format!("{what}: {e}"))
 }
 
-/// Runs the demo; exit code 0 when every step did what it should.
+/// Runs the demo; exit code 0 when every step did what it should, 1 when one did not, 2 when
+/// the config (`./config.toml`) is invalid or cannot be used by the demo.
 pub async fn run() -> ExitCode {
-    match tokio::time::timeout(LIMIT, demo()).await {
+    let (config, source) = match load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match tokio::time::timeout(LIMIT, demo(config, source)).await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("demo failed: {e}");
@@ -56,15 +64,33 @@ pub async fn run() -> ExitCode {
     }
 }
 
+/// `./config.toml` if there is one, else the embedded copy; its first app's first rule must be
+/// one the demo can use (it signs, so it needs a secret).
 fn load_config() -> Result<(Config, &'static str), DemoError> {
     let local = Path::new("config.toml");
-    if local.is_file() {
-        let c = Config::load(local).map_err(|e| fail("config.toml", e))?;
-        return Ok((c, "./config.toml"));
+    let (c, source) = if local.is_file() {
+        let c = Config::load(local).map_err(|e| DemoError(e.to_string()))?;
+        (c, "./config.toml")
+    } else {
+        let c = Config::parse(EMBEDDED_CONFIG, "embedded config.toml", Path::new("."))
+            .map_err(|e| DemoError(e.to_string()))?;
+        (c, "the config.toml built into the binary")
+    };
+    let app = c
+        .apps
+        .first()
+        .ok_or_else(|| DemoError(format!("{source}: the demo needs an [[apps]] entry")))?;
+    let rule = app
+        .rules
+        .first()
+        .ok_or_else(|| DemoError(format!("{source}: the demo needs a rule in the first app ({})", app.id)))?;
+    if rule.secret.expose().is_empty() {
+        return Err(DemoError(format!(
+            "{source}: the demo signs callbacks: rule {} of app {} needs a secret",
+            rule.name, app.id
+        )));
     }
-    let c = Config::parse(EMBEDDED_CONFIG, "embedded config.toml", Path::new("."))
-        .map_err(|e| fail("embedded config", e))?;
-    Ok((c, "the config.toml built into the binary"))
+    Ok((c, source))
 }
 
 struct Api {
@@ -116,11 +142,10 @@ fn count(callbacks: &[Value], rule: &str, outcome: &str) -> usize {
         .count()
 }
 
-async fn demo() -> Result<(), DemoError> {
+async fn demo(mut config: Config, source: &str) -> Result<(), DemoError> {
     let started = Instant::now();
     println!("callback-sim demo: an IM provider's callbacks, retries, bans and exception store, on loopback\n");
 
-    let (mut config, source) = load_config()?;
     let secret = config
         .apps
         .first()

@@ -6,6 +6,7 @@
 //!
 //! The binary's `main` is one line: `callback_sim::cli::main()`.
 
+mod check;
 mod commands;
 mod demo;
 mod logging;
@@ -38,13 +39,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job on the embedded default: sinks, traffic, a ban, the store, a replay (~10 s).
+    /// The main job, narrated (~10 s): sinks, traffic, a ban, the store, a replay. Uses
+    /// ./config.toml when there is one (its first app, in a temp data dir, with short bans),
+    /// else the copy built into the binary.
     Demo,
     /// Run the REST API and the dispatcher until SIGINT/SIGTERM.
     Serve {
         /// The config file.
         #[arg(long, default_value = "config.toml")]
         config: PathBuf,
+        /// Only check the config and print what it would run (exit 0, or 2 if it is invalid),
+        /// without opening a port or the store.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Realistic traffic at a fixed rate, with a live view and a latency report.
     #[command(group(ArgGroup::new("budget").args(["duration", "count"]).required(true).multiple(true)))]
@@ -146,6 +158,17 @@ enum Command {
         /// Mutual TLS: require a client certificate signed by this CA (PEM); needs --tls-cert.
         #[arg(long, value_name = "PATH", requires = "tls_cert")]
         client_ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config and print what it would run (exit 0, or 2 if it is invalid), without
+    /// opening a port or the store: the same as `serve --check`.
+    Check {
+        /// The config file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
     },
 }
 
@@ -268,7 +291,11 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Serve { config } => commands::serve(&config).await,
+            Command::Serve { config, check: true } => check::check(&config),
+            Command::Serve { config, check: false } => commands::serve(&config).await,
+            Command::Config {
+                command: ConfigCommand::Check { config },
+            } => check::check(&config),
             Command::Sign {
                 call_id,
                 secret,

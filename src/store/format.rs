@@ -90,6 +90,22 @@ pub(super) fn decode_item(bytes: &[u8]) -> Result<StoredCallback, StoreError> {
     })
 }
 
+/// Whether the record of any version holds the callback `call_id`, without decoding the rest
+/// of it (paging a bucket from a `callId` reads every record before it).
+pub(super) fn item_has_call_id(bytes: &[u8], call_id: &str) -> Result<bool, StoreError> {
+    #[derive(Deserialize)]
+    struct CallIdOnly<'a> {
+        #[serde(rename = "callId", borrow)]
+        call_id: std::borrow::Cow<'a, str>,
+    }
+    let json = match bytes.first() {
+        Some(&V1_TAG) => &bytes[1..],
+        _ => bytes,
+    };
+    let r: CallIdOnly = serde_json::from_slice(json).map_err(|e| StoreError::Io(format!("undecodable item: {e}")))?;
+    Ok(r.call_id == call_id)
+}
+
 /// The key of bucket (`app`, `date`, `retry`) under `tag`: `b` for its count, `i` for the
 /// prefix of its items.
 pub(super) fn bucket_prefix(tag: u8, app: &str, date: &DateKey, retry: u32) -> Vec<u8> {
@@ -157,6 +173,15 @@ mod tests {
         let no_query = br#"{"app":"app1","callId":"c","rule":"sync","url":"u","eventType":"chat","to":"bob","body":"{}","query":null,"outcome":"banned","attempts":0,"status":null,"stored_at_ms":5}"#;
         let got = decode_item(no_query).unwrap();
         assert_eq!((got.query, got.outcome, got.status), (None, Outcome::Banned, None));
+    }
+
+    #[test]
+    fn a_records_call_id_is_read_alone() {
+        let bytes = encode_item(&item());
+        assert!(item_has_call_id(&bytes, "app1#2f1c").unwrap());
+        assert!(!item_has_call_id(&bytes, "app1#2f1").unwrap());
+        let legacy = br#"{"app":"app1","callId":"c","rule":"sync","url":"u","eventType":"chat","to":"bob","body":"{}","query":null,"outcome":"banned","attempts":0,"status":null,"stored_at_ms":5}"#;
+        assert!(item_has_call_id(legacy, "c").unwrap());
     }
 
     #[test]

@@ -11,13 +11,16 @@
 //! one sled batch and flushes once (group commit): a write is reported done only after it is on
 //! disk, so after a `kill -9` everything reported stored is there.
 //!
-//! The store also owns the one-replay-per-bucket rule: [`Store::begin_replay`].
+//! The store also owns the one-replay-per-bucket rule: [`Store::begin_replay`]; deleting a
+//! bucket takes the same slot, so a bucket being replayed cannot be deleted.
 
 mod format;
 mod writer;
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ban::BanRecord;
 use crate::domain::{AppId, DateKey, EventType, Outcome};
-use format::{ban_key, bucket_prefix, decode_bucket, decode_item};
+use format::{ban_key, bucket_prefix, decode_bucket, decode_item, item_has_call_id};
 use writer::{Cmd, Op, Writer};
 
 /// sled's page cache (its default is 1 GiB): the store is written far more than it is read.
@@ -278,6 +281,14 @@ impl Store {
         }
     }
 
+    /// Forgets a rule's saved ban record (the rule was reset); returns once that is on disk.
+    pub async fn clear_ban(&self, app: &AppId, rule: &str) -> Result<(), StoreError> {
+        self.send(vec![Op::DeleteBan {
+            key: ban_key(app, rule),
+        }])
+        .await
+    }
+
     /// A rule's saved ban record, if any.
     pub fn load_ban(&self, app: &AppId, rule: &str) -> Option<BanRecord> {
         let v = self.inner.bans.get(ban_key(app, rule)).ok()??;
@@ -319,6 +330,52 @@ impl Store {
             let (k, v) = entry?;
             Ok((ItemKey(k), decode_item(&v)?))
         })
+    }
+
+    /// Streams a bucket's items after the one with key `after` (from the first without it),
+    /// in the order they were stored: a page of `storage/items`.
+    pub fn scan_after(
+        &self,
+        bucket: &Bucket,
+        after: Option<&ItemKey>,
+    ) -> impl Iterator<Item = Result<(ItemKey, StoredCallback), StoreError>> + Send + 'static {
+        let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
+        let start = match after {
+            Some(key) => Bound::Excluded(key.0.clone()),
+            None => Bound::Included(sled::IVec::from(prefix.as_slice())),
+        };
+        self.inner
+            .items
+            .range::<sled::IVec, _>((start, Bound::Unbounded))
+            .take_while(move |entry| entry.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((ItemKey(k), decode_item(&v)?))
+            })
+    }
+
+    /// The key of the item `call_id` in `bucket`, if it is there. Reads the bucket up to it.
+    pub fn find(&self, bucket: &Bucket, call_id: &str) -> Result<Option<ItemKey>, StoreError> {
+        let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
+        for entry in self.inner.items.scan_prefix(prefix) {
+            let (k, v) = entry?;
+            if item_has_call_id(&v, call_id)? {
+                return Ok(Some(ItemKey(k)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes every item of the bucket whose slot `slot` holds (so that no replay of it runs
+    /// meanwhile); returns how many once that is on disk.
+    pub async fn delete_bucket(&self, slot: &ReplayLock) -> Result<u64, StoreError> {
+        let deleted = Arc::new(AtomicU64::new(0));
+        self.send(vec![Op::DeleteBucket {
+            bucket: slot.bucket.clone(),
+            deleted: deleted.clone(),
+        }])
+        .await?;
+        Ok(deleted.load(Ordering::Relaxed))
     }
 
     /// Takes `bucket`'s replay slot: `None` while another replay of it holds the slot. One
@@ -396,6 +453,111 @@ mod tests {
             .expect("another retry count");
         drop(lock);
         assert!(store.begin_replay(&a).is_some(), "freed when the lock dropped");
+        store.close().await;
+    }
+
+    /// A callback of `app` stored at 2021-09-09 14:4x UTC (bucket `202109091440`), or ten
+    /// minutes later with `later`.
+    fn stored(app: &str, call_id: &str, later: bool) -> StoredCallback {
+        StoredCallback {
+            app: AppId::parse(app).unwrap(),
+            call_id: call_id.into(),
+            rule: "sync".into(),
+            url: "http://127.0.0.1:9/cb".into(),
+            event_type: EventType::Chat,
+            to: "bob".into(),
+            body: format!(r#"{{"callId":"{call_id}"}}"#),
+            query: None,
+            outcome: Outcome::Status,
+            attempts: 2,
+            status: Some(503),
+            stored_at_ms: 1_631_198_460_000 + if later { 600_000 } else { 0 },
+        }
+    }
+
+    fn ids(items: impl Iterator<Item = Result<(ItemKey, StoredCallback), StoreError>>) -> Vec<String> {
+        items.map(|e| e.unwrap().1.call_id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_bucket_pages_from_a_call_id_in_order_and_only_its_own_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+        let b = bucket("202109091440", 0);
+        let mut items: Vec<StoredCallback> = (0..25).map(|i| stored("app1", &format!("c{i}"), false)).collect();
+        // Neighbours in key order: the next date of the same app, and another app.
+        items.push(stored("app1", "next-window", true));
+        items.push(stored("app2", "other-app", false));
+        store.put(items).await.unwrap();
+        let all = ids(store.scan(&b));
+        assert_eq!(all, (0..25).map(|i| format!("c{i}")).collect::<Vec<_>>());
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ids(store.scan_after(&b, after.as_ref()).take(10));
+            if page.is_empty() {
+                break;
+            }
+            after = Some(
+                store
+                    .find(&b, page.last().unwrap())
+                    .unwrap()
+                    .expect("the last item is there"),
+            );
+            paged.extend(page);
+        }
+        assert_eq!(paged, all, "pages of 10 give every item once, in order");
+        assert_eq!(store.find(&b, "c99").unwrap(), None);
+        assert_eq!(store.find(&b, "next-window").unwrap(), None, "another bucket's item");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn deleting_a_bucket_needs_its_slot_and_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = bucket("202109091440", 0);
+        {
+            let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+            let mut items: Vec<StoredCallback> = (0..5).map(|i| stored("app1", &format!("c{i}"), false)).collect();
+            items.push(stored("app1", "next-window", true));
+            store.put(items).await.unwrap();
+            let slot = store.begin_replay(&b).unwrap();
+            assert!(store.begin_replay(&b).is_none(), "no replay while it is deleted");
+            assert_eq!(store.delete_bucket(&slot).await.unwrap(), 5);
+            assert_eq!(store.delete_bucket(&slot).await.unwrap(), 0, "nothing left to delete");
+            assert_eq!(store.bucket_size(&b), 0);
+            assert_eq!(store.buckets(&b.app).len(), 1, "the other bucket stays");
+            store.close().await;
+        }
+        let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+        assert_eq!(store.scan(&b).count(), 0);
+        assert_eq!(store.bucket_size(&b), 0);
+        assert_eq!(ids(store.scan(&bucket("202109091450", 0))), ["next-window"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_cleared_ban_record_is_gone_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = AppId::parse("app1").unwrap();
+        let record = BanRecord {
+            banned_until_ms: 5,
+            level: 2,
+            history_ms: vec![1, 2],
+        };
+        {
+            let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+            store.save_ban(&app, "sync", record.clone());
+            store.save_ban(&app, "other", record.clone());
+            store.flush().await.unwrap();
+            assert_eq!(store.load_ban(&app, "sync"), Some(record.clone()));
+            store.clear_ban(&app, "sync").await.unwrap();
+            assert_eq!(store.load_ban(&app, "sync"), None);
+            store.close().await;
+        }
+        let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+        assert_eq!(store.load_ban(&app, "sync"), None);
+        assert_eq!(store.load_ban(&app, "other"), Some(record));
         store.close().await;
     }
 

@@ -2,6 +2,7 @@
 //! one sled batch and flushes once (group commit), and only then reports the changes done.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::FixedOffset;
@@ -37,6 +38,10 @@ pub(super) enum Op {
     },
     /// Saves a rule's ban record.
     SaveBan { key: Vec<u8>, record: BanRecord },
+    /// Removes a rule's ban record (the rule was reset).
+    DeleteBan { key: Vec<u8> },
+    /// Removes every item of a bucket already on disk; `deleted` is set to how many.
+    DeleteBucket { bucket: Bucket, deleted: Arc<AtomicU64> },
     /// Removes every bucket whose window ended at or before this Unix ms.
     PurgeBefore(u64),
 }
@@ -132,6 +137,16 @@ impl Writer {
                         bans.insert(key, v);
                         any_ban = true;
                     }
+                    Op::DeleteBan { key } => {
+                        bans.remove(key);
+                        any_ban = true;
+                    }
+                    Op::DeleteBucket { bucket, deleted } => {
+                        let n = self.remove_bucket(&mut batch, &mut removed, &bucket)?;
+                        tracing::info!(app = %bucket.app, date = %bucket.date, retry = bucket.retry, items = n, "bucket deleted");
+                        *delta.entry(bucket).or_default() -= n as i64;
+                        deleted.store(n, Ordering::Relaxed);
+                    }
                     Op::PurgeBefore(_) => {}
                 }
             }
@@ -223,6 +238,28 @@ impl Writer {
             *delta.entry(bucket).or_default() -= n;
         }
         Ok(())
+    }
+
+    /// Removes every item of `bucket` on disk (not removed earlier in this group); returns
+    /// how many.
+    fn remove_bucket(
+        &self,
+        batch: &mut sled::Batch,
+        removed: &mut HashSet<sled::IVec>,
+        bucket: &Bucket,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for entry in self
+            .items
+            .scan_prefix(bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry))
+        {
+            let (k, _) = entry?;
+            if removed.insert(k.clone()) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn window_end(&self, b: &Bucket) -> u64 {

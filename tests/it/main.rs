@@ -9,6 +9,7 @@ mod delivery;
 mod generate;
 mod helpers;
 mod hostile;
+mod ops;
 mod presend;
 mod storage;
 mod tencent;
