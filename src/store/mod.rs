@@ -75,7 +75,9 @@ pub struct StoredCallback {
     pub call_id: String,
     /// The name of the rule that made it (`rule` in `storage/items`).
     pub rule: String,
-    /// Where it was meant to go.
+    /// Where it was meant to go, as written: with its password, if any, so that a replay can
+    /// send it even after its rule left the config. What shows it masks the password
+    /// (`storage/items`; [`CallbackUrl`](crate::CallbackUrl) has the rule).
     pub url: String,
     /// `eventType`: `chat`, `chat_offline`, `user_status` or `group_member_joined`.
     #[serde(rename = "eventType")]
