@@ -9,6 +9,7 @@ mod delivery;
 mod generate;
 mod helpers;
 mod hostile;
+mod ingest;
 mod masking;
 mod presend;
 mod storage;
