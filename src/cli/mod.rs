@@ -99,8 +99,10 @@ enum Command {
     },
     /// Print the agora signature MD5(callId + secret + timestamp).
     Sign {
+        /// The callback's `callId`, e.g. demo#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11.
         #[arg(long)]
         call_id: String,
+        /// The rule's signing secret (`secret` in config.toml).
         #[arg(long)]
         secret: String,
         /// Unix time in milliseconds, as in the callback's `timestamp`.

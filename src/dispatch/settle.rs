@@ -126,7 +126,7 @@ impl Shared {
             last_attempt = %last.outcome,
             attempts,
             status = last.status,
-            latency_ms = format_args!("{latency_ms:.2}"),
+            latency_ms,
             detail = last.detail.as_deref(),
             "callback"
         );

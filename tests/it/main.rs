@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod cli_flags;
 mod config_fuzz;
 mod connections;
 mod delivery;
