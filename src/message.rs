@@ -3,6 +3,7 @@
 //! `with_*` setters). Both go through [`Message::check`], which holds every rule a message
 //! obeys, so a message built in code is held to the same rules as one from REST.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -51,6 +52,7 @@ pub struct Message {
     /// The sender's address, if given (tencent `ClientIP`; a default is used when absent).
     pub(crate) client_ip: Option<IpAddr>,
     /// Recipients that are offline: each gets a `chat_offline` callback per post-send rule.
+    /// Each is listed once, and the sender never ([`distinct_offline`]).
     pub(crate) offline: Vec<String>,
 }
 
@@ -196,7 +198,7 @@ impl MessageRequest {
                     .map_err(|_| bad("client_ip", format!("must be an IPv4 or IPv6 address, got {ip:?}")))?,
             ),
         };
-        let message = Message {
+        let mut message = Message {
             from: self.from,
             to: self.to,
             chat_type: self.chat_type.unwrap_or(ChatType::Chat),
@@ -209,8 +211,20 @@ impl MessageRequest {
             offline: self.offline.unwrap_or_default(),
         };
         message.check()?;
+        distinct_offline(&message.from, &mut message.offline);
         Ok(message)
     }
+}
+
+/// Keeps each offline recipient once, in the order first given, and drops the sender, who is
+/// never offline to itself: one `chat_offline` callback per offline recipient, as the
+/// provider sends them (docs/behaviour.md §3).
+fn distinct_offline(from: &str, offline: &mut Vec<String>) {
+    if offline.is_empty() {
+        return;
+    }
+    let mut seen = HashSet::with_capacity(offline.len());
+    offline.retain(|r| r != from && seen.insert(r.clone()));
 }
 
 /// `{"msg": text}`: the body of a text message.
@@ -279,13 +293,15 @@ impl Message {
     }
 
     /// `offline`: recipients that are offline, each of which gets a `chat_offline` callback
-    /// per post-send rule (at most [`MAX_OFFLINE`]).
+    /// per post-send rule (at most [`MAX_OFFLINE`]). A recipient listed twice counts once, and
+    /// the sender is left out: it is not offline to itself.
     pub fn with_offline<I>(mut self, recipients: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
         self.offline = recipients.into_iter().map(Into::into).collect();
+        distinct_offline(&self.from, &mut self.offline);
         self
     }
 
@@ -457,6 +473,19 @@ mod tests {
     }
 
     #[test]
+    fn offline_recipients_count_once_and_never_include_the_sender() {
+        let m =
+            parse(r#"{"from":"u1","to":"g1","chat_type":"groupchat","msg":"x","offline":["a","u1","b","a","b","c"]}"#)
+                .unwrap();
+        assert_eq!(m.offline(), ["a", "b", "c"]);
+        let m = Message::text("u1", "u2", "x").with_offline(["u2", "u1", "u2"]);
+        assert_eq!(m.offline(), ["u2"]);
+        // Ids are checked as given, so an error names the index the client sent.
+        let e = parse(r#"{"from":"u1","to":"u2","msg":"x","offline":["a","a",""]}"#).unwrap_err();
+        assert_eq!(e.field, "offline[2]");
+    }
+
+    #[test]
     fn messages_built_in_code_are_checked_like_rest_ones() {
         let ok = Message::text("alice", "bob", "hi");
         assert!(ok.check().is_ok());
@@ -472,7 +501,8 @@ mod tests {
         body.insert("type".into(), Value::String("txt".into()));
         assert_eq!(field(Message::new("alice", "bob", MessageType::Img, body)), "body.type");
         assert_eq!(field(ok.clone().with_offline(["carol", ""])), "offline[1]");
-        assert_eq!(field(ok.clone().with_offline(vec!["x"; MAX_OFFLINE + 1])), "offline");
+        let too_many = (0..=MAX_OFFLINE).map(|i| format!("u{i}"));
+        assert_eq!(field(ok.clone().with_offline(too_many)), "offline");
         let full = ok
             .with_chat_type(ChatType::ChatRoom)
             .with_source(Source::Rest)

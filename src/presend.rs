@@ -171,7 +171,7 @@ async fn ask_one(
         allow = decision.allow,
         attempts = 1,
         status = result.status,
-        latency_ms = format_args!("{latency_ms:.2}"),
+        latency_ms,
         detail = result.detail.as_deref(),
         "callback"
     );

@@ -103,6 +103,8 @@ pub struct Sent {
     pub accepted: bool,
     /// What the sender is told when blocked (with `notify_sender`).
     pub code: Option<String>,
+    /// Why nothing was queued when no post-send rule takes it; empty otherwise.
+    pub warnings: Vec<String>,
     /// Pre-send callbacks first, then post-send ones: the `?wait=true` list.
     pub callbacks: Vec<CallbackReport>,
 }
@@ -119,6 +121,8 @@ pub struct Receipt {
     pub code: Option<String>,
     /// Post-send callbacks queued.
     pub queued: usize,
+    /// Why nothing was queued when no post-send rule takes the message; empty otherwise.
+    pub warnings: Vec<String>,
 }
 
 /// A rule's live state, as `GET …/callbacks/rules` shows it.
@@ -252,6 +256,7 @@ impl Server {
             msg_id,
             accepted,
             code,
+            warnings: std::mem::take(&mut s.warnings),
             callbacks: s.wait().await,
         })
     }
@@ -269,6 +274,7 @@ impl Server {
             accepted: s.accepted,
             code: s.code,
             queued: s.queued,
+            warnings: s.warnings,
         })
     }
 
@@ -277,11 +283,12 @@ impl Server {
     pub async fn send_event(&self, app: &str, event: Event) -> Result<Sent, SimError> {
         let app = self.app(app)?;
         event.check()?;
-        let s = self.sim.submit_event(app, event, true).await?;
+        let mut s = self.sim.submit_event(app, event, true).await?;
         Ok(Sent {
             msg_id: String::new(),
             accepted: true,
             code: None,
+            warnings: std::mem::take(&mut s.warnings),
             callbacks: s.wait().await,
         })
     }

@@ -53,6 +53,9 @@ pub struct Submitted {
     pub code: Option<String>,
     /// Post-send callbacks queued.
     pub queued: usize,
+    /// Why nothing was queued for a message or event that no post-send rule takes (the
+    /// `warnings` of the REST answer); empty otherwise.
+    pub warnings: Vec<String>,
     /// The pre-send callbacks, already done.
     pub pre_send: Vec<CallbackReport>,
     /// One receiver per post-send callback, when the caller asked to wait.
@@ -66,6 +69,7 @@ impl Submitted {
             accepted: true,
             code: None,
             queued: 0,
+            warnings: Vec::new(),
             pre_send: Vec::new(),
             reports: Vec::new(),
         }
@@ -233,6 +237,16 @@ impl Simulator {
         let rules = app.rules.iter().filter(|r| post_send_matches(&r.config, &msg));
         let jobs = self.jobs(&*prepared, rules, accepted_at);
         drop(prepared);
+        if jobs.is_empty() {
+            submitted.warnings.push(format!(
+                "no post_send rule of app {:?} takes this message (chat_type {}, type {}, source {}): nothing was \
+                 queued; see the enabled rules' chat_types, message_types, event_types (chat) and include_rest",
+                app.config.id.as_str(),
+                msg.chat_type,
+                msg.msg_type,
+                msg.source
+            ));
+        }
         self.enqueue(jobs, wait, &mut submitted)?;
         Ok(submitted)
     }
@@ -251,6 +265,14 @@ impl Simulator {
             .filter(|r| r.config.kind == RuleKind::PostSend && r.config.enabled);
         let jobs = self.jobs(&*prepared, rules, accepted_at);
         drop(prepared);
+        if jobs.is_empty() {
+            submitted.warnings.push(format!(
+                "no post_send rule of app {app:?} takes {kind} events: nothing was queued; add \"{kind}\" to a \
+                 rule's event_types (an empty list takes every event), or enable the rule",
+                app = app.config.id.as_str(),
+                kind = event.event_type()
+            ));
+        }
         self.enqueue(jobs, wait, &mut submitted)?;
         Ok(submitted)
     }

@@ -34,6 +34,8 @@ pub(super) struct MessageAnswer {
     accepted: bool,
     code: Option<String>,
     queued: usize,
+    /// Why nothing was queued when no post-send rule takes the message; empty otherwise.
+    warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     callbacks: Option<Vec<CallbackReport>>,
 }
@@ -42,6 +44,9 @@ pub(super) struct MessageAnswer {
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct EventAnswer {
     queued: usize,
+    /// Why nothing was queued when no post-send rule takes the event (its `event_types`);
+    /// empty otherwise.
+    warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     callbacks: Option<Vec<CallbackReport>>,
 }
@@ -150,6 +155,7 @@ pub(super) async fn post_message(
         accepted: submitted.accepted,
         code: submitted.code.take(),
         queued: submitted.queued,
+        warnings: std::mem::take(&mut submitted.warnings),
         callbacks: callbacks(submitted, wait).await,
     };
     Ok(ctx.ok("/messages", app.config.id.as_str(), answer))
@@ -176,12 +182,13 @@ pub(super) async fn post_event(
     let event = EventRequest::from_json(&body)
         .and_then(EventRequest::into_event)
         .map_err(|e| field_error(&ctx, e))?;
-    let submitted = sim
+    let mut submitted = sim
         .submit_event(&app, event, wait)
         .await
         .map_err(|e| enqueue_error(&ctx, &sim, e))?;
     let answer = EventAnswer {
         queued: submitted.queued,
+        warnings: std::mem::take(&mut submitted.warnings),
         callbacks: callbacks(submitted, wait).await,
     };
     Ok(ctx.ok("/events", app.config.id.as_str(), answer))

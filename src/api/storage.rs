@@ -16,7 +16,7 @@ use super::{
     truncate,
 };
 use crate::clock::rfc3339;
-use crate::domain::{CallbackUrl, DateKey, Outcome};
+use crate::domain::{CallbackUrl, DateKey, Outcome, mask_password};
 use crate::message::parse_json_object;
 use crate::replay::ReplayError;
 use crate::replay::ReplayOutcome;
@@ -170,6 +170,7 @@ pub(super) struct ItemView {
     #[serde(rename = "callId")]
     call_id: String,
     rule: String,
+    /// Where it was meant to go, its password shown as `***`.
     url: String,
     #[serde(rename = "eventType")]
     event_type: crate::domain::EventType,
@@ -242,7 +243,7 @@ pub(super) async fn items(
         out.push(ItemView {
             call_id: item.call_id,
             rule: item.rule,
-            url: item.url,
+            url: mask_password(&item.url).into_owned(),
             event_type: item.event_type,
             to: item.to,
             outcome: item.outcome,

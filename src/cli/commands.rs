@@ -45,8 +45,10 @@ pub fn sign(call_id: &str, secret: &str, timestamp: u64) -> ExitCode {
 
 /// `callback-sim sink`: a receiver until Ctrl-C, then a summary.
 pub async fn sink(opts: SinkOptions) -> ExitCode {
-    if !(0.0..=1.0).contains(&opts.fail_rate) {
-        eprintln!("error: --fail-rate must be between 0 and 1, got {}", opts.fail_rate);
+    if let Some(rate) = opts.fail_rate
+        && !(0.0..=1.0).contains(&rate)
+    {
+        eprintln!("error: --fail-rate must be between 0 and 1, got {rate}");
         return ExitCode::from(2);
     }
     if let Some(s) = opts.status

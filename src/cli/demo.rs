@@ -241,7 +241,7 @@ async fn demo(mut config: Config, source: &str) -> Result<(), DemoError> {
     }
 
     println!("3. The flaky receiver starts answering 503");
-    flaky.set_faults(1.0, Some(503));
+    flaky.set_faults(Some(1.0), Some(503));
     let mut failed_msgs = 0;
     let rules = loop {
         let v = api.send(message(0)).await?;

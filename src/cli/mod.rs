@@ -115,8 +115,10 @@ enum Command {
     },
     /// Print the agora signature MD5(callId + secret + timestamp).
     Sign {
+        /// The callback's `callId`, e.g. demo#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11.
         #[arg(long)]
         call_id: String,
+        /// The rule's signing secret (`secret` in config.toml).
         #[arg(long)]
         secret: String,
         /// Unix time in milliseconds, as in the callback's `timestamp`.
@@ -134,16 +136,16 @@ enum Command {
         /// Verify agora signatures with this secret.
         #[arg(long)]
         secret: Option<String>,
-        /// Fraction (0..1) of callbacks answered with --status (default 500).
-        #[arg(long, default_value_t = 0.0)]
-        fail_rate: f64,
+        /// Fraction (0..1) of callbacks answered with --status (default 500); 0 fails none.
+        #[arg(long)]
+        fail_rate: Option<f64>,
         /// Status of injected failures; without --fail-rate, every callback gets it.
         #[arg(long)]
         status: Option<u16>,
         /// Wait this many milliseconds before answering.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
-        /// Answer a body of this many characters (over 1000 is a violation).
+        /// Answer a body of this many characters (over 1000 is a violation; long ones are streamed).
         #[arg(long, default_value_t = 0)]
         body_chars: usize,
         /// Do not print each callback.

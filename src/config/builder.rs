@@ -214,7 +214,7 @@ impl fmt::Debug for RuleBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RuleBuilder")
             .field("name", &self.0.name)
-            .field("url", &self.0.url)
+            .field("url", &crate::domain::mask_password(&self.0.url))
             .finish_non_exhaustive()
     }
 }

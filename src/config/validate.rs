@@ -192,16 +192,25 @@ impl Validator<'_> {
                 "must not be empty: clients send it as `Authorization: Bearer <token>`",
             ));
         }
-        if a.token.chars().any(|c| c.is_control() || c == ' ') {
+        // A header value a client can send and the server compare: visible ASCII only.
+        if let Some(c) = a.token.chars().find(|c| !c.is_ascii_graphic()) {
             return Err(self.err(
                 format!("{at}.token"),
-                "must not contain spaces or control characters (it travels in an HTTP header)",
+                format!(
+                    "may only contain visible ASCII characters, no spaces (it travels in an HTTP header), found {c:?}"
+                ),
             ));
         }
         let dialect = match &a.dialect {
             None => Dialect::Agora,
             Some(d) => Dialect::parse(d).map_err(|e| self.err(format!("{at}.dialect"), e.0))?,
         };
+        if a.sdk_app_id.is_some() && dialect != Dialect::Tencent {
+            return Err(self.err(
+                format!("{at}.sdk_app_id"),
+                format!("only applies to tencent apps, but this app is {dialect}; remove it"),
+            ));
+        }
         let defaults = DeliveryPolicy::default_for(dialect);
         let policy = DeliveryPolicy {
             timeout: match a.timeout_secs {
@@ -370,7 +379,14 @@ impl Validator<'_> {
         let mut indices = Vec::new();
         for (k, v) in values.unwrap_or_default().iter().enumerate() {
             let t = parse(v).map_err(|e| self.err(format!("{at}[{k}]"), e.0))?;
-            indices.push(index(t));
+            let i = index(t);
+            if let Some(first) = indices.iter().position(|&seen| seen == i) {
+                return Err(self.err(
+                    format!("{at}[{k}]"),
+                    format!("{v:?} is listed twice (also at [{first}]); list each name once"),
+                ));
+            }
+            indices.push(i);
         }
         Ok(Filter::from_indices(indices))
     }
@@ -493,6 +509,45 @@ mod tests {
         assert_eq!(e.key, "apps[0].rules[0].secret");
         let e = err(&MINIMAL.replace("secret = \"s\"", "secret = \"s\"\nca_file = \"/nonexistent/ca.pem\""));
         assert_eq!(e.key, "apps[0].rules[0].ca_file");
+    }
+
+    #[test]
+    fn keys_that_would_silently_do_nothing_are_refused() {
+        // A token no client can send as it is written.
+        for token in [r#""tök""#, r#""t\u00A0k""#, r#""t k""#, r#""t\tk""#] {
+            let e = err(&MINIMAL.replace("token = \"t\"", &format!("token = {token}")));
+            assert_eq!(e.key, "apps[0].token", "{token:?}");
+            assert!(e.reason.contains("visible ASCII"), "{e}");
+        }
+        assert!(parse(&MINIMAL.replace("token = \"t\"", "token = \"Ab0-._~+/=!\"")).is_ok());
+        // sdk_app_id is only read by tencent apps.
+        let e = err(&MINIMAL.replace("token = \"t\"", "token = \"t\"\nsdk_app_id = 1400000001"));
+        assert_eq!(e.key, "apps[0].sdk_app_id");
+        assert!(e.reason.contains("tencent"), "{e}");
+        let tencent = "token = \"t\"\ndialect = \"tencent\"\nsdk_app_id = 1400000001";
+        assert_eq!(
+            parse(&MINIMAL.replace("token = \"t\"", tencent)).unwrap().apps[0].sdk_app_id,
+            1_400_000_001
+        );
+        // A name listed twice in a filter.
+        for (list, key) in [
+            (
+                "chat_types = [\"chat\", \"groupchat\", \"chat\"]",
+                "apps[0].rules[0].chat_types[2]",
+            ),
+            (
+                "message_types = [\"img\", \"img\"]",
+                "apps[0].rules[0].message_types[1]",
+            ),
+            (
+                "event_types = [\"user_status\", \"chat\", \"user_status\"]",
+                "apps[0].rules[0].event_types[2]",
+            ),
+        ] {
+            let e = err(&MINIMAL.replace("secret = \"s\"", &format!("secret = \"s\"\n{list}")));
+            assert_eq!(e.key, key, "{list}");
+            assert!(e.reason.contains("twice"), "{e}");
+        }
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Shared {
                 app: job.rule.app.clone(),
                 call_id: job.call_id.to_string(),
                 rule: job.rule.config.name.to_string(),
-                url: job.rule.config.url.to_string(),
+                url: job.rule.config.url.expose().to_string(),
                 event_type: job.event_type,
                 to: job.to.to_string(),
                 body: String::from_utf8_lossy(&job.body).into_owned(),
@@ -126,7 +126,7 @@ impl Shared {
             last_attempt = %last.outcome,
             attempts,
             status = last.status,
-            latency_ms = format_args!("{latency_ms:.2}"),
+            latency_ms,
             detail = last.detail.as_deref(),
             "callback"
         );

@@ -33,8 +33,8 @@ mod vocabulary;
 
 pub use date_key::DateKey;
 pub use names::{AppId, RuleName};
-pub use url::CallbackUrl;
 pub(crate) use url::http1_host;
+pub use url::{CallbackUrl, mask_password};
 pub use vocabulary::{
     ChatType, Dialect, EventType, FinalOutcome, GroupType, JoinType, MessageType, OnFailure, Outcome, Platform,
     RuleKind, RuleStatus, Source,

@@ -1,5 +1,7 @@
-//! [`CallbackUrl`]: where a rule's callbacks go, parsed once into what every attempt sends.
+//! [`CallbackUrl`]: where a rule's callbacks go, parsed once into what every attempt sends,
+//! and shown everywhere with its password masked ([`mask_password`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
@@ -8,45 +10,66 @@ use super::DomainError;
 
 /// An absolute `http://` or `https://` URL with a host: where callbacks go.
 ///
-/// Parsed once: besides the URL as written (shown and stored), it keeps what every attempt
+/// Parsed once: besides the URL as written (stored, and sent), it keeps what every attempt
 /// sends — the request URI, without the `user:password@` part, which becomes an
 /// `Authorization: Basic` header instead (as HTTP clients do, reqwest before us) — and, for
 /// `http://` (always HTTP/1.1), the `Host` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A password in it is never shown (docs/behaviour.md §4): `Display`, `Debug` and `Serialize`
+/// give the URL with the password as `***` (`http://user:***@host/`), which is what logs, the
+/// REST answers and error messages carry. [`expose`](Self::expose) gives the URL as written,
+/// for the few places that send it or keep it to send later (the exception store).
+#[derive(Clone, PartialEq, Eq)]
 pub struct CallbackUrl {
     url: reqwest::Url,
+    /// The URL as shown: `url` with its password, if any, masked.
+    shown: Box<str>,
     uri: http::Uri,
     authorization: Option<http::HeaderValue>,
     host: Option<http::HeaderValue>,
 }
 
 impl CallbackUrl {
-    /// Validates a URL: `http://` or `https://` (any case), a host, and no `#fragment`.
+    /// Validates a URL: `http://` or `https://` (any case), a host, and no `#fragment`. An
+    /// error quotes the text with its password masked.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let lower = s.to_ascii_lowercase();
+        let quoted = || mask_password(s);
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-            return Err(DomainError(format!("must start with http:// or https://, got {s:?}")));
+            return Err(DomainError(format!(
+                "must start with http:// or https://, got {:?}",
+                quoted()
+            )));
         }
-        let url = reqwest::Url::parse(s).map_err(|e| DomainError(format!("is not a valid URL ({e}): {s:?}")))?;
+        let url =
+            reqwest::Url::parse(s).map_err(|e| DomainError(format!("is not a valid URL ({e}): {:?}", quoted())))?;
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(DomainError(format!("has no host: {s:?}")));
+            return Err(DomainError(format!("has no host: {:?}", quoted())));
         }
         if url.fragment().is_some() {
             return Err(DomainError(format!(
-                "must not have a #fragment (it is never sent): {s:?}"
+                "must not have a #fragment (it is never sent): {:?}",
+                quoted()
             )));
         }
         let mut bare = url.clone();
         let authorization = take_credentials(&mut bare);
         let uri = http::Uri::try_from(bare.as_str())
-            .map_err(|e| DomainError(format!("is not a valid request URI ({e}): {s:?}")))?;
+            .map_err(|e| DomainError(format!("is not a valid request URI ({e}): {:?}", quoted())))?;
         let host = (url.scheme() == "http").then(|| http1_host(&uri)).flatten();
         Ok(Self {
+            shown: masked(&url).into(),
             url,
             uri,
             authorization,
             host,
         })
+    }
+
+    /// The URL as written, password included: only to send it, or to store it so that a
+    /// replay can send it later. Everything shown uses `Display` (masked) instead.
+    pub fn expose(&self) -> &str {
+        self.url.as_str()
     }
 
     /// The URI every attempt requests (no credentials in it).
@@ -135,19 +158,67 @@ fn take_credentials(url: &mut reqwest::Url) -> Option<http::HeaderValue> {
     Some(value)
 }
 
+/// The text shown for a password.
+const MASK: &str = "***";
+
+/// A parsed URL as shown: its password, if any, replaced by `***`.
+fn masked(url: &reqwest::Url) -> String {
+    if url.password().is_none() {
+        return url.as_str().to_string();
+    }
+    let mut shown = url.clone();
+    // A URL with a password has a host, so its password can be set.
+    let _ = shown.set_password(Some(MASK));
+    shown.into()
+}
+
+/// `text` with the password of the URL in it, if any, shown as `***`: for URLs that are only
+/// text (stored ones, and input that is being refused). Text that does not parse as a URL is
+/// masked from `://` to its last `@` before any `?` or `#`, so a malformed URL is not shown
+/// with its password either.
+pub fn mask_password(text: &str) -> Cow<'_, str> {
+    if let Ok(url) = reqwest::Url::parse(text) {
+        return match url.password() {
+            None => Cow::Borrowed(text),
+            Some(_) => Cow::Owned(masked(&url)),
+        };
+    }
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return Cow::Borrowed(text);
+    };
+    let rest = &text[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return Cow::Borrowed(text);
+    };
+    match rest[..at].find(':') {
+        None => Cow::Borrowed(text),
+        Some(colon) => Cow::Owned(format!("{}{MASK}{}", &text[..start + colon + 1], &text[start + at..])),
+    }
+}
+
 impl fmt::Display for CallbackUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.url.as_str())
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for CallbackUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CallbackUrl").field(&&*self.shown).finish()
     }
 }
 
 impl Serialize for CallbackUrl {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.url.as_str())
+        s.serialize_str(&self.shown)
     }
 }
 
-string_schema!(CallbackUrl, "An http:// or https:// URL.");
+string_schema!(
+    CallbackUrl,
+    "An http:// or https:// URL; a password in it is shown as *** (http://user:***@host/)."
+);
 
 #[cfg(test)]
 mod tests {
@@ -166,7 +237,7 @@ mod tests {
     #[test]
     fn callback_urls_keep_the_request_uri_and_credentials_apart() {
         let u = CallbackUrl::parse("http://us%20er:p%40ss@Example.com:8080/cb?x=2").unwrap();
-        assert_eq!(u.to_string(), "http://us%20er:p%40ss@example.com:8080/cb?x=2");
+        assert_eq!(u.expose(), "http://us%20er:p%40ss@example.com:8080/cb?x=2");
         assert_eq!(u.as_uri(), "http://example.com:8080/cb?x=2");
         // base64("us er:p@ss")
         assert_eq!(u.authorization().unwrap(), "Basic dXMgZXI6cEBzcw==");
@@ -187,6 +258,46 @@ mod tests {
         assert_eq!(host("http://h:80/").as_deref(), Some("h"));
         assert_eq!(host("http://[::1]:9/").as_deref(), Some("[::1]:9"));
         assert_eq!(host("https://h:8443/"), None);
+    }
+
+    #[test]
+    fn passwords_are_shown_masked_and_only_exposed_on_demand() {
+        let u = CallbackUrl::parse("http://alice:pa%24s@h:8080/cb?x=1").unwrap();
+        assert_eq!(u.to_string(), "http://alice:***@h:8080/cb?x=1");
+        assert_eq!(format!("{u:?}"), r#"CallbackUrl("http://alice:***@h:8080/cb?x=1")"#);
+        assert_eq!(
+            serde_json::to_string(&u).unwrap(),
+            r#""http://alice:***@h:8080/cb?x=1""#
+        );
+        assert_eq!(u.expose(), "http://alice:pa%24s@h:8080/cb?x=1");
+        // No password: nothing to mask, the user name stays.
+        let u = CallbackUrl::parse("https://alice@h/").unwrap();
+        assert_eq!(
+            (u.to_string(), u.expose()),
+            ("https://alice@h/".into(), "https://alice@h/")
+        );
+        // Refused URLs are quoted masked.
+        for bad in [
+            "ftp://u:pw1@h/",
+            "http://u:pw1@h/#frag",
+            "http://u:pw1@h:99999/",
+            "http://u:pw1@/",
+        ] {
+            let e = CallbackUrl::parse(bad).unwrap_err().0;
+            assert!(e.contains("u:***@") && !e.contains("pw1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn text_urls_are_masked_even_when_they_do_not_parse() {
+        assert_eq!(mask_password("http://u:p@h/x?a=b@c"), "http://u:***@h/x?a=b@c");
+        assert_eq!(mask_password("http://h/x"), "http://h/x");
+        assert_eq!(mask_password("http://u@h/"), "http://u@h/");
+        // Malformed: masked from the user's colon to the last @ before any query.
+        assert_eq!(mask_password("http://u:p/w@h:99999/"), "http://u:***@h:99999/");
+        assert_eq!(mask_password("gopher://u:p@h"), "gopher://u:***@h");
+        assert_eq!(mask_password("no url"), "no url");
+        assert_eq!(mask_password("http://u:p@"), "http://u:***@");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,10 @@ pub use tls::SinkTls;
 use script::{Answer, Faults, Script, StreamCounters};
 use stats::SinkStats;
 
+/// The longest `body_chars` answer made once and kept (64 KiB, the size of a streamed chunk):
+/// longer ones are streamed, so that `--body-chars 99999999999` allocates nothing up front.
+const INLINE_BODY_CHARS: usize = 64 * 1024;
+
 /// How the sink behaves.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
@@ -45,13 +49,15 @@ pub struct SinkOptions {
     pub dialect: Dialect,
     /// Verify agora signatures with this secret.
     pub secret: Option<String>,
-    /// Fraction of callbacks answered with `status` (default 500) instead of 200.
-    pub fail_rate: f64,
+    /// Fraction (0–1) of callbacks answered with `status` (default 500) instead of 200.
+    /// `None` with a `status` fails every callback; `Some(0.0)` fails none.
+    pub fail_rate: Option<f64>,
     /// The failure status; without `fail_rate`, every callback gets it.
     pub status: Option<u16>,
     /// Wait this long before answering.
     pub delay: Duration,
-    /// Answer a body of this many characters.
+    /// Answer a body of this many characters (`x`s). Bodies up to 64 KiB are made once;
+    /// longer ones are streamed as the client reads them, so any size costs no memory.
     pub body_chars: usize,
     /// Print one line per callback to stdout.
     pub print: bool,
@@ -68,7 +74,7 @@ impl Default for SinkOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dialect: Dialect::Agora,
             secret: None,
-            fail_rate: 0.0,
+            fail_rate: None,
             status: None,
             delay: Duration::ZERO,
             body_chars: 0,
@@ -86,7 +92,7 @@ struct SinkState {
     /// The dialect's wire format: how callbacks are checked and answered.
     wire: Arc<dyn Wire>,
     stats: SinkStats,
-    /// The `body_chars` answer body (empty when 0).
+    /// The `body_chars` answer body (empty when 0, or when it is streamed).
     body: Bytes,
     faults: Mutex<Faults>,
     script: Mutex<Script>,
@@ -109,13 +115,17 @@ impl SinkState {
         Reply::answering(status, body, self.opts.delay)
     }
 
-    /// The body of an answer whose reply has none: `body_chars` characters, or what a
-    /// receiver of the dialect answers with this status.
-    fn default_body(&self, status: StatusCode) -> Bytes {
-        if self.body.is_empty() {
-            Bytes::from_static(self.wire.receiver_answer(status == StatusCode::OK).as_bytes())
+    /// The body (and its content type) of an answer whose reply has none: `body_chars`
+    /// characters, or what a receiver of the dialect answers with this status.
+    fn default_body(&self, status: StatusCode) -> (Body, &'static str) {
+        if self.opts.body_chars > INLINE_BODY_CHARS {
+            let body = script::stream_body(self.opts.body_chars as u64, self.streams.clone());
+            (body, "text/plain")
+        } else if self.body.is_empty() {
+            let answer = self.wire.receiver_answer(status == StatusCode::OK).as_bytes();
+            (Body::from(Bytes::from_static(answer)), content_type(answer))
         } else {
-            self.body.clone()
+            (Body::from(self.body.clone()), "text/plain")
         }
     }
 }
@@ -173,7 +183,11 @@ impl Sink {
             // A receiver knows no app settings: the wire format only checks and answers here.
             wire: dialect::wire(opts.dialect, 0),
             stats: SinkStats::default(),
-            body: Bytes::from("x".repeat(opts.body_chars)),
+            body: if opts.body_chars <= INLINE_BODY_CHARS {
+                Bytes::from("x".repeat(opts.body_chars))
+            } else {
+                Bytes::new()
+            },
             faults: Mutex::new(Faults {
                 fail_rate: opts.fail_rate,
                 status: opts.status,
@@ -282,11 +296,12 @@ impl Sink {
     }
 
     /// Changes the injected faults from now on (see [`SinkOptions::fail_rate`] and `status`).
-    pub fn set_faults(&self, fail_rate: f64, status: Option<u16>) {
+    pub fn set_faults(&self, fail_rate: Option<f64>, status: Option<u16>) {
         *self.state.faults.lock().expect("faults lock") = Faults { fail_rate, status };
     }
 
-    /// What the [`Reply::stream`] answers produced so far, and how many of them ended.
+    /// What the streamed answers ([`Reply::stream`], and `body_chars` bodies over 64 KiB)
+    /// produced so far, and how many of them ended.
     pub fn streamed(&self) -> StreamProgress {
         self.state.streams.progress()
     }
@@ -371,19 +386,11 @@ async fn receive(State(s): State<Arc<SinkState>>, request: Request) -> Response 
     }
     let status = status.unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     match reply.into_answer() {
-        Answer::Body(answer) => {
-            let answer = if answer.is_empty() {
-                s.default_body(status)
-            } else {
-                answer
-            };
-            let ctype = if answer.first() == Some(&b'{') {
-                "application/json"
-            } else {
-                "text/plain"
-            };
-            (status, [(header::CONTENT_TYPE, ctype)], answer).into_response()
+        Answer::Body(answer) if answer.is_empty() => {
+            let (body, ctype) = s.default_body(status);
+            (status, [(header::CONTENT_TYPE, ctype)], body).into_response()
         }
+        Answer::Body(answer) => (status, [(header::CONTENT_TYPE, content_type(&answer))], answer).into_response(),
         Answer::Redirect(location) => (status, [(header::LOCATION, location)]).into_response(),
         Answer::Stream(bytes) => (
             status,
@@ -395,6 +402,15 @@ async fn receive(State(s): State<Arc<SinkState>>, request: Request) -> Response 
             s.stopping.cancelled().await;
             status.into_response()
         }
+    }
+}
+
+/// JSON for a body that looks like an object, else plain text.
+fn content_type(body: &[u8]) -> &'static str {
+    if body.first() == Some(&b'{') {
+        "application/json"
+    } else {
+        "text/plain"
     }
 }
 

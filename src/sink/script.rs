@@ -137,11 +137,11 @@ impl Script {
     }
 }
 
-/// The command line's fault injection: `fail_rate` of the callbacks (or all of them, when
-/// only a status is given) get `status` (default 500).
+/// The command line's fault injection: `fail_rate` of the callbacks get `status` (default
+/// 500); a status without a rate fails them all, and a rate of 0, given or not, fails none.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Faults {
-    pub(super) fail_rate: f64,
+    pub(super) fail_rate: Option<f64>,
     pub(super) status: Option<u16>,
 }
 
@@ -149,8 +149,8 @@ impl Faults {
     /// Draws whether this callback gets a fault, and the status it gets.
     pub(super) fn draw(&self) -> (bool, u16) {
         let fault = match (self.status, self.fail_rate) {
-            (Some(_), r) if r <= 0.0 => true,
-            (_, r) if r > 0.0 => rand::random::<f64>() < r,
+            (Some(_), None) => true,
+            (_, Some(r)) if r > 0.0 => rand::random::<f64>() < r,
             _ => false,
         };
         let status = if fault { self.status.unwrap_or(500) } else { 200 };
@@ -236,10 +236,16 @@ mod tests {
     #[test]
     fn faults_follow_the_options() {
         let draw = |fail_rate, status| Faults { fail_rate, status }.draw();
-        assert_eq!(draw(0.0, None), (false, 200));
-        assert_eq!(draw(0.0, Some(503)), (true, 503));
-        assert_eq!(draw(1.0, None), (true, 500));
-        assert_eq!(draw(1.0, Some(429)), (true, 429));
+        assert_eq!(draw(None, None), (false, 200));
+        assert_eq!(draw(Some(0.0), None), (false, 200));
+        assert_eq!(
+            draw(None, Some(503)),
+            (true, 503),
+            "a status alone fails every callback"
+        );
+        assert_eq!(draw(Some(0.0), Some(503)), (false, 200), "an explicit 0 fails none");
+        assert_eq!(draw(Some(1.0), None), (true, 500));
+        assert_eq!(draw(Some(1.0), Some(429)), (true, 429));
     }
 
     #[test]

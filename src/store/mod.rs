@@ -78,7 +78,9 @@ pub struct StoredCallback {
     pub call_id: String,
     /// The name of the rule that made it (`rule` in `storage/items`).
     pub rule: String,
-    /// Where it was meant to go.
+    /// Where it was meant to go, as written: with its password, if any, so that a replay can
+    /// send it even after its rule left the config. What shows it masks the password
+    /// (`storage/items`; [`CallbackUrl`](crate::CallbackUrl) has the rule).
     pub url: String,
     /// `eventType`: `chat`, `chat_offline`, `user_status` or `group_member_joined`.
     #[serde(rename = "eventType")]
@@ -439,6 +441,75 @@ mod tests {
             date: DateKey::parse(date).unwrap(),
             retry,
         }
+    }
+
+    fn stored_at(ms: u64) -> StoredCallback {
+        StoredCallback {
+            app: AppId::parse("app1").unwrap(),
+            call_id: format!("app1#{ms}"),
+            rule: "sync".into(),
+            url: "http://127.0.0.1:9/cb".into(),
+            event_type: EventType::Chat,
+            to: "bob".into(),
+            body: "{}".into(),
+            query: None,
+            outcome: Outcome::Timeout,
+            attempts: 2,
+            status: None,
+            stored_at_ms: ms,
+        }
+    }
+
+    /// Stores `items` with the offset `written`, reopens the store with `read`, purges what
+    /// ended before `cutoff` and returns the stored times left.
+    async fn purge_after_offset_change(
+        items: &[u64],
+        written: FixedOffset,
+        read: FixedOffset,
+        cutoff: u64,
+    ) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), written).unwrap();
+        store
+            .put(items.iter().map(|&ms| stored_at(ms)).collect())
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+        let store = Store::open(dir.path(), read).unwrap();
+        store.purge_before(cutoff).await.unwrap();
+        let app = AppId::parse("app1").unwrap();
+        let mut left = Vec::new();
+        for b in store.buckets(&app) {
+            let items = store.scan(&bucket(b.date.as_str(), b.retry));
+            left.extend(items.map(|e| e.unwrap().1.stored_at_ms));
+        }
+        left.sort();
+        store.close().await;
+        left
+    }
+
+    #[tokio::test]
+    async fn retention_follows_the_stored_time_when_the_offset_changes() {
+        const HOUR: u64 = 3600 * 1000;
+        let now = 1_700_000_000_000;
+        let (west5, east8) = (
+            FixedOffset::west_opt(5 * 3600).unwrap(),
+            FixedOffset::east_opt(8 * 3600).unwrap(),
+        );
+        // Retention of an hour. Written at -05:00 and read at +08:00, every key looks 13 h
+        // older than it is: the callback stored now stays, the one stored 2 h ago goes.
+        let left = purge_after_offset_change(&[now, now - 2 * HOUR], west5, east8, now - HOUR).await;
+        assert_eq!(left, [now]);
+        // The other way round keys look 13 h newer: a callback stored 5 h ago still goes.
+        let left = purge_after_offset_change(&[now, now - 5 * HOUR], east8, west5, now - HOUR).await;
+        assert_eq!(left, [now]);
+        // Once its window has ended, the current one goes too.
+        let left = purge_after_offset_change(&[now], west5, east8, now + 10 * 60 * 1000).await;
+        assert!(left.is_empty(), "{left:?}");
+        // Unchanged offset: as the keys say.
+        let left = purge_after_offset_change(&[now, now - 2 * HOUR], east8, east8, now - HOUR).await;
+        assert_eq!(left, [now]);
     }
 
     #[tokio::test]

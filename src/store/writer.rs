@@ -9,7 +9,7 @@ use chrono::FixedOffset;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::format::{bucket_prefix, decode_bucket, encode_item};
+use super::format::{bucket_prefix, decode_bucket, decode_stored_at, encode_item};
 use super::{Bucket, ItemKey, StoreError, StoredCallback};
 use crate::ban::BanRecord;
 use crate::domain::DateKey;
@@ -19,6 +19,10 @@ const MAX_GROUP: usize = 4096;
 
 /// The length of a date-key window (docs/behaviour.md §7).
 const WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// How far apart two readings of one date key can be when `store.utc_offset` changed between
+/// writing and reading it: offsets lie within ±23:59, so less than 48 hours.
+const MAX_OFFSET_SHIFT_MS: u64 = 48 * 3600 * 1000;
 
 /// One change to the store.
 pub(super) enum Op {
@@ -207,6 +211,10 @@ impl Writer {
         Ok(bucket)
     }
 
+    /// Removes every item whose 10-minute window ended at or before `cutoff` (docs/behaviour.md
+    /// §7). The window is the one its stored time falls in: a date key read with another
+    /// `store.utc_offset` than it was written with names another window (hours earlier or
+    /// later), so the key only picks the buckets to look at, and their stored times decide.
     fn purge(
         &self,
         batch: &mut sled::Batch,
@@ -214,28 +222,49 @@ impl Writer {
         delta: &mut BTreeMap<Bucket, i64>,
         cutoff: u64,
     ) -> Result<(), StoreError> {
-        let old: Vec<Bucket> = {
+        let candidates: Vec<Bucket> = {
             let counts = self.counts.read().expect("counts lock");
             counts
                 .keys()
-                .filter(|b| self.window_end(b) <= cutoff)
+                .filter(|b| self.window_end(&b.date) <= cutoff.saturating_add(MAX_OFFSET_SHIFT_MS))
                 .cloned()
                 .collect()
         };
-        for bucket in old {
+        for bucket in candidates {
+            let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
+            let Some(first) = self.items.scan_prefix(&prefix).next().transpose()? else {
+                continue;
+            };
+            let key_due = self.window_end(&bucket.date) <= cutoff;
+            // Per item only when the bucket was written with another offset than today's.
+            let per_item = match decode_stored_at(&first.1) {
+                Ok(at) if DateKey::from_ms(at, self.offset) == bucket.date => false,
+                // Items of a bucket were first stored within one 10-minute window: when the
+                // first is that much newer than the cutoff, none is due.
+                Ok(at) if at >= cutoff.saturating_add(WINDOW_MS) => continue,
+                Ok(_) => true,
+                // Unreadable: the key decides, as it always did.
+                Err(_) => false,
+            };
+            if !per_item && !key_due {
+                continue;
+            }
             let mut n = 0i64;
-            for entry in self
-                .items
-                .scan_prefix(bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry))
-            {
-                let (k, _) = entry?;
-                if removed.insert(k.clone()) {
+            for entry in self.items.scan_prefix(&prefix) {
+                let (k, v) = entry?;
+                let due = !per_item
+                    || decode_stored_at(&v).map_or(key_due, |at| {
+                        self.window_end(&DateKey::from_ms(at, self.offset)) <= cutoff
+                    });
+                if due && removed.insert(k.clone()) {
                     batch.remove(k);
                     n += 1;
                 }
             }
-            tracing::info!(app = %bucket.app, date = %bucket.date, retry = bucket.retry, items = n, "retention: bucket purged");
-            *delta.entry(bucket).or_default() -= n;
+            if n > 0 {
+                tracing::info!(app = %bucket.app, date = %bucket.date, retry = bucket.retry, items = n, "retention: purged");
+                *delta.entry(bucket).or_default() -= n;
+            }
         }
         Ok(())
     }
@@ -262,7 +291,8 @@ impl Writer {
         Ok(n)
     }
 
-    fn window_end(&self, b: &Bucket) -> u64 {
-        b.date.start_ms(self.offset) + WINDOW_MS
+    /// When the 10-minute window of `date` ends, read in the store's offset.
+    fn window_end(&self, date: &DateKey) -> u64 {
+        date.start_ms(self.offset) + WINDOW_MS
     }
 }

@@ -3,12 +3,15 @@
 
 mod api;
 mod cli;
+mod cli_flags;
 mod config_fuzz;
 mod connections;
 mod delivery;
 mod generate;
 mod helpers;
 mod hostile;
+mod ingest;
+mod masking;
 mod ops;
 mod presend;
 mod storage;
