@@ -148,29 +148,51 @@ pub struct RuleRuntime {
     /// Attempt durations, seconds (`/metrics`).
     pub latency: metrics::Histogram,
     ban: std::sync::Mutex<BanTracker>,
-    /// The end of the current ban (Unix ms), readable without the lock on every delivery.
-    banned_until: AtomicU64,
+    /// The end of the current ban (Unix ms; 0 when none), readable without the lock on every
+    /// delivery, and by the timer that logs the ban's end.
+    banned_until: BanEnd,
+}
+
+/// The end of a rule's current ban, shared with the timer that logs it: a ban replaced by a
+/// later one, or lifted by a reset, is not logged as ended.
+#[derive(Debug, Clone, Default)]
+pub struct BanEnd(Arc<AtomicU64>);
+
+impl BanEnd {
+    /// Unix ms at which the current ban ends; 0 when there is none.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, until_ms: u64) {
+        self.0.store(until_ms, Ordering::Release);
+    }
 }
 
 impl RuleRuntime {
     /// The end of the ban `now` is in, if any.
     pub fn banned_until(&self, now_ms: u64) -> Option<u64> {
-        let until = self.banned_until.load(Ordering::Acquire);
+        let until = self.banned_until.get();
         (now_ms < until).then_some(until)
+    }
+
+    /// The end of its current ban, as a handle that follows later bans and resets.
+    pub fn ban_end(&self) -> BanEnd {
+        self.banned_until.clone()
     }
 
     /// Counts a failed attempt; returns the ban it starts and the record to persist.
     pub fn record_failure(&self, now_ms: u64) -> Option<(BanStart, BanRecord)> {
         let mut tracker = self.ban.lock().expect("ban lock");
         let start = tracker.record_failure(now_ms)?;
-        self.banned_until.store(start.until_ms, Ordering::Release);
+        self.banned_until.set(start.until_ms);
         Some((start, tracker.record().clone()))
     }
 
     /// Continues from a ban record saved before a restart.
     pub fn restore_ban(&self, record: BanRecord) {
         let mut tracker = self.ban.lock().expect("ban lock");
-        self.banned_until.store(record.banned_until_ms, Ordering::Release);
+        self.banned_until.set(record.banned_until_ms);
         *tracker = BanTracker::restore(tracker.config().clone(), record);
     }
 
@@ -179,7 +201,7 @@ impl RuleRuntime {
     pub fn reset_ban(&self) {
         let mut tracker = self.ban.lock().expect("ban lock");
         tracker.reset();
-        self.banned_until.store(0, Ordering::Release);
+        self.banned_until.set(0);
     }
 
     /// `disabled`, `banned` or `active` at `now_ms`.
@@ -256,7 +278,7 @@ impl Apps {
                 };
                 rules.push(Arc::new(RuleRuntime {
                     index,
-                    banned_until: AtomicU64::new(0),
+                    banned_until: BanEnd::default(),
                     ban: std::sync::Mutex::new(BanTracker::new(config.ban.clone())),
                     app: app.id.clone(),
                     wire: wire.clone(),

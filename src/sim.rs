@@ -134,7 +134,7 @@ impl Simulator {
                     since_ms: now,
                     until_ms: until,
                 };
-                spawn_unban_log(rule.app.clone(), rule.config.name.clone(), start, clock.clone());
+                spawn_unban_log(rule, start, clock.clone());
             }
         }
         let retention = config.store.retention;

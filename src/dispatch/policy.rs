@@ -12,8 +12,8 @@ use crate::ban::{BanRecord, BanStart};
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::DeliveryPolicy;
 use crate::dialect::Wire;
-use crate::domain::{AppId, Outcome, RuleName};
-use crate::runtime::RuleRuntime;
+use crate::domain::Outcome;
+use crate::runtime::{BanEnd, RuleRuntime};
 use crate::transport::{self, AttemptLimits, AttemptResult, Target, attempt, attempt_on};
 
 /// What an attempt goes through.
@@ -136,15 +136,49 @@ impl Shared {
             "rule banned: too many failures"
         );
         self.store.save_ban(&rule.app, rule.config.name.as_str(), record);
-        spawn_unban_log(rule.app.clone(), rule.config.name.clone(), start, self.clock.clone());
+        spawn_unban_log(rule, start, self.clock.clone());
     }
 }
 
-/// Logs the end of a ban when it comes (unless a later ban replaced it).
-pub fn spawn_unban_log(app: AppId, rule: RuleName, start: BanStart, clock: SharedClock) {
+/// Logs the end of `rule`'s ban `start` when it comes — unless a later ban replaced it or a
+/// reset lifted it by then.
+pub fn spawn_unban_log(rule: &RuleRuntime, start: BanStart, clock: SharedClock) {
+    let (app, name, end) = (rule.app.clone(), rule.config.name.clone(), rule.ban_end());
     tokio::spawn(async move {
         let wait = start.until_ms.saturating_sub(clock.now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        tracing::warn!(app = %app, rule = %rule, level = start.level, until = %rfc3339(start.until_ms), "rule unbanned");
+        if still_current(&end, &start) {
+            tracing::warn!(app = %app, rule = %name, level = start.level, until = %rfc3339(start.until_ms), "rule unbanned");
+        }
     });
+}
+
+/// Whether the ban `start` is the rule's current one (not replaced, not reset).
+fn still_current(end: &BanEnd, start: &BanStart) -> bool {
+    end.get() == start.until_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppBuilder, Config, RuleBuilder};
+    use crate::runtime::Apps;
+
+    #[test]
+    fn a_ban_reset_or_replaced_is_not_logged_as_ended() {
+        let config = Config::builder()
+            .ban(1, 30.0, 60.0, 5)
+            .app(AppBuilder::new("a", "t").rule(RuleBuilder::post_send("r", "http://127.0.0.1:9/", "s")))
+            .build()
+            .unwrap();
+        let apps = Apps::build(&config, &Default::default()).unwrap();
+        let rule = apps.rules().next().unwrap();
+        let (first, _) = rule.record_failure(1_000).unwrap();
+        assert!(still_current(&rule.ban_end(), &first));
+        rule.reset_ban();
+        assert!(!still_current(&rule.ban_end(), &first), "a reset lifted it");
+        let (second, _) = rule.record_failure(2_000).unwrap();
+        assert!(!still_current(&rule.ban_end(), &first), "a later ban replaced it");
+        assert!(still_current(&rule.ban_end(), &second));
+    }
 }
