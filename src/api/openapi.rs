@@ -106,7 +106,7 @@ mod tests {
             (
                 "/app-id/{app_id}/callbacks/storage/items",
                 "get",
-                "200 400 401 403 404 429",
+                "200 400 401 403 404 429 503",
             ),
             (
                 "/app-id/{app_id}/callbacks/storage/retry",

@@ -38,8 +38,13 @@ pub fn router() -> Router<AppState> {
 }
 
 error_responses!(
-    /// The errors of `storage/info` and `storage/items`.
+    /// The errors of `storage/info` (its counts are in memory: it never fails to read).
     StoreReadErrors: AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest
+);
+
+error_responses!(
+    /// The errors of `storage/items`, which reads the store.
+    ItemsErrors: AppNotFound, Unauthorized, TooManyRequests, StoreDisabled, BadRequest, StoreUnavailable
 );
 
 error_responses!(
@@ -192,7 +197,7 @@ pub(super) struct ItemView {
            ("after" = Option<String>, Query, description = "The items stored after the one with this callId (the last of the previous page); a callId not in the bucket is a 400")),
     responses(
         (status = 200, description = "The items (an empty list for an empty bucket)", body = Envelope<Vec<ItemView>>),
-        StoreReadErrors),
+        ItemsErrors),
     security(("bearer" = [])))]
 pub(super) async fn items(
     State(sim): State<AppState>,
