@@ -61,6 +61,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// `server.max_body_bytes`: larger REST request bodies get 413.
+    pub fn max_body_bytes(mut self, n: u64) -> Self {
+        self.server().max_body_bytes = Some(n);
+        self
+    }
+
     /// `delivery.concurrency`.
     pub fn concurrency(mut self, n: u64) -> Self {
         self.delivery().concurrency = Some(n);
@@ -87,6 +93,12 @@ impl ConfigBuilder {
         b.window_secs = Some(window_secs);
         b.base_secs = Some(base_secs);
         b.max_level = Some(max_level);
+        self
+    }
+
+    /// `ban.level_memory_secs`: bans started within this span count toward a new ban's level.
+    pub fn ban_level_memory(mut self, secs: f64) -> Self {
+        self.file.ban.get_or_insert_with(Default::default).level_memory_secs = Some(secs);
         self
     }
 

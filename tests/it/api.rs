@@ -1,6 +1,6 @@
 //! The ingestion route's envelope and error answers, in the order docs/behaviour.md §8 gives.
 
-use callback_sim::{Config, Reply, Sim};
+use callback_sim::{Config, Reply};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -97,23 +97,12 @@ async fn auth_and_bad_requests() {
 #[tokio::test]
 async fn oversized_bodies_get_413() {
     let sink = sink(Reply::ok()).await;
-    // `server.max_body_bytes` as config.toml gives it.
-    let sim = Sim::from_toml(&format!(
-        r#"
-        [server]
-        max_body_bytes = 2048
-        [[apps]]
-        id = "app1"
-        token = "tok1"
-          [[apps.rules]]
-          name = "r"
-          url = "{}"
-          secret = "s"
-        "#,
-        sink.url("/")
-    ))
-    .await
-    .unwrap();
+    let sim = start(
+        config()
+            .max_body_bytes(2048)
+            .app(app1().rule(rule("r", &sink.url("/")))),
+    )
+    .await;
     let (s, v) = send(&sim, json!({"from": "a", "to": "b", "msg": "x".repeat(4096)}), false).await;
     assert_error(s, &v, 413, "2048");
 }
