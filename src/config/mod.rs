@@ -155,11 +155,20 @@ impl Config {
     }
 }
 
-/// Folds toml's multi-line error rendering into one readable line.
+/// Folds toml's multi-line error rendering into one readable line. toml quotes the broken
+/// source line, which may hold a URL with a password: every URL in it is shown masked.
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && *l != "|")
+        .flat_map(str::split_whitespace)
+        .map(|word| match word.contains("://") {
+            true => {
+                let url = word.trim_matches(|c| matches!(c, '"' | '\'' | ',' | '[' | ']'));
+                word.replace(url, &crate::domain::mask_password(url))
+            }
+            false => word.to_string(),
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -658,6 +667,14 @@ mod tests {
         let e = err("[server\nlisten = 1");
         assert_eq!(e.key, "(syntax)");
         assert!(!e.reason.contains('\n'));
+    }
+
+    #[test]
+    fn a_syntax_error_does_not_show_a_password_it_quotes() {
+        let e = err("[[apps]]\nid = \"a\"\n[[apps.rules]]\nurl = \"http://alice:Secret_pw9@h/cb\" x\n");
+        assert_eq!(e.key, "(syntax)");
+        assert!(e.reason.contains("alice:***@h"), "{e}");
+        assert!(!e.reason.contains("Secret_pw9"), "{e}");
     }
 
     #[test]
