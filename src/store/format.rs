@@ -7,15 +7,16 @@
 //! - `i` app `\0` date(12 ASCII digits) retry(u32 BE) seq(u64 BE) → an item record;
 //! - `b` app `\0` date retry → the bucket's item count (u64 BE).
 //!
-//! The `bans` tree maps app `\0` rule → the rule's [`BanRecord`](crate::ban::BanRecord) as JSON.
+//! The `bans` tree maps app `\0` rule → the rule's ban record ([`BanV1`]).
 //!
-//! An item record is a version byte, then the record: `1` then the JSON of [`V1`]. Stores
-//! written before records had a version byte hold that same JSON alone; it starts with `{`,
-//! which is no version byte, and reads as version 1.
+//! A record (an item or a ban) is a version byte, then the record: `1` then the JSON of [`V1`]
+//! or [`BanV1`]. Stores written before records had a version byte hold that same JSON alone; it
+//! starts with `{`, which is no version byte, and reads as version 1.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Bucket, StoreError, StoredCallback};
+use crate::ban::BanRecord;
 use crate::domain::{AppId, DateKey, EventType, Outcome};
 
 /// The version byte of a [`V1`] record.
@@ -40,6 +41,36 @@ struct V1<S> {
     attempts: u32,
     status: Option<u16>,
     stored_at_ms: u64,
+}
+
+/// A rule's ban record on disk, version 1 (the same rule as [`V1`]: a change is a new version).
+#[derive(Serialize, Deserialize)]
+struct BanV1 {
+    banned_until_ms: u64,
+    level: u32,
+    history_ms: Vec<u64>,
+}
+
+/// The bytes of a ban record as the newest version.
+pub(super) fn encode_ban(record: &BanRecord) -> Vec<u8> {
+    let v = BanV1 {
+        banned_until_ms: record.banned_until_ms,
+        level: record.level,
+        history_ms: record.history_ms.clone(),
+    };
+    let mut out = vec![V1_TAG];
+    serde_json::to_writer(&mut out, &v).expect("a ban record serializes");
+    out
+}
+
+/// A ban record of any version.
+pub(super) fn decode_ban(bytes: &[u8]) -> Result<BanRecord, StoreError> {
+    let v: BanV1 = serde_json::from_slice(record_json(bytes)?).map_err(|e| undecodable(e.to_string()))?;
+    Ok(BanRecord {
+        banned_until_ms: v.banned_until_ms,
+        level: v.level,
+        history_ms: v.history_ms,
+    })
 }
 
 /// The bytes of `item` as the newest record.
@@ -229,5 +260,21 @@ mod tests {
         };
         let key = bucket_prefix(b'i', b.app.as_str(), &b.date, b.retry);
         assert_eq!(decode_bucket(&key), Some(b));
+    }
+
+    #[test]
+    fn ban_records_are_versioned_and_old_ones_still_read() {
+        let record = BanRecord {
+            banned_until_ms: 9,
+            level: 2,
+            history_ms: vec![1, 5],
+        };
+        let bytes = encode_ban(&record);
+        assert_eq!(bytes[0], V1_TAG);
+        assert_eq!(decode_ban(&bytes).unwrap(), record);
+        // As stores wrote them before bans were versioned: the record's JSON alone.
+        let legacy = br#"{"banned_until_ms":9,"level":2,"history_ms":[1,5]}"#;
+        assert_eq!(decode_ban(legacy).unwrap(), record);
+        assert!(decode_ban(b"\x07{}").is_err());
     }
 }

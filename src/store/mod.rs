@@ -294,7 +294,7 @@ impl Store {
     /// A rule's saved ban record, if any.
     pub fn load_ban(&self, app: &AppId, rule: &str) -> Option<BanRecord> {
         let v = self.inner.bans.get(ban_key(app, rule)).ok()??;
-        serde_json::from_slice(&v).ok()
+        format::decode_ban(&v).ok()
     }
 
     /// Every non-empty bucket of `app`, oldest first.

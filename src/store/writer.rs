@@ -9,7 +9,7 @@ use chrono::FixedOffset;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::format::{bucket_prefix, decode_bucket, decode_stored_at, encode_item};
+use super::format::{bucket_prefix, decode_bucket, decode_stored_at, encode_ban, encode_item};
 use super::{Bucket, ItemKey, StoreError, StoredCallback};
 use crate::ban::BanRecord;
 use crate::domain::DateKey;
@@ -137,8 +137,7 @@ impl Writer {
                         }
                     }
                     Op::SaveBan { key, record } => {
-                        let v = serde_json::to_vec(&record).expect("a ban record serializes");
-                        bans.insert(key, v);
+                        bans.insert(key, encode_ban(&record));
                         any_ban = true;
                     }
                     Op::DeleteBan { key } => {
