@@ -385,7 +385,6 @@ impl Runner<'_> {
                 if chat != ChatType::Chat {
                     msg = msg.with_offline(["carol"]);
                 }
-                let call_id = self.ids.call_id(&self.target.app);
                 let msg_id = self.ids.msg_id();
                 let facts = MessageFacts {
                     msg: &msg,
@@ -399,7 +398,11 @@ impl Runner<'_> {
                     prepared
                         .recipients()
                         .iter()
-                        .map(|&to| (to.event_type, prepared.encode(to, &call_id, &self.target.secret)))
+                        // A callId per callback, as the simulator gives each recipient's.
+                        .map(|&to| {
+                            let call_id = self.ids.call_id(&self.target.app);
+                            (to.event_type, prepared.encode(to, &call_id, &self.target.secret))
+                        })
                         .collect()
                 };
                 for (event_type, e) in encoded {
@@ -598,11 +601,13 @@ async fn post(client: &Client, target: &CheckTarget, wire: &dyn Wire, body: Byte
     let started = Instant::now();
     let mut result = transport::attempt(client, Target::new(&target.url, uri.as_ref()), body, limits).await;
     let elapsed = started.elapsed();
-    if target.kind == RuleKind::PostSend && wire.reads_answers() && result.outcome == Outcome::Delivered {
-        if let Err(why) = wire.check_answer(result.body.as_deref().unwrap_or_default()) {
-            result.outcome = Outcome::BadResponse;
-            result.detail = Some(why);
-        }
+    if target.kind == RuleKind::PostSend
+        && wire.reads_answers()
+        && result.outcome == Outcome::Delivered
+        && let Err(why) = wire.check_answer(result.body.as_deref().unwrap_or_default())
+    {
+        result.outcome = Outcome::BadResponse;
+        result.detail = Some(why);
     }
     Answer { result, elapsed }
 }
