@@ -557,7 +557,7 @@ impl Runner<'_> {
         if self.target.kind != RuleKind::PreSend {
             return pass("presend_answer", "not run: post_send");
         }
-        let Some(a) = sample.iter().find(|a| a.result.outcome == Outcome::Delivered) else {
+        let Some(a) = sample.iter().find(|a| a.result.status == Some(200)) else {
             return grade(
                 "presend_answer",
                 Grade::Fail,
@@ -601,8 +601,10 @@ async fn post(client: &Client, target: &CheckTarget, wire: &dyn Wire, body: Byte
     let started = Instant::now();
     let mut result = transport::attempt(client, Target::new(&target.url, uri.as_ref()), body, limits).await;
     let elapsed = started.elapsed();
-    if target.kind == RuleKind::PostSend
-        && wire.reads_answers()
+    // Tencent reads every answer, post-send and pre-send alike, and one without an integer
+    // `ErrorCode` is a `bad_response` either way; agora reads only pre-send answers
+    // (`presend_answer` grades them).
+    if wire.reads_answers()
         && result.outcome == Outcome::Delivered
         && let Err(why) = wire.check_answer(result.body.as_deref().unwrap_or_default())
     {

@@ -273,6 +273,12 @@ async fn a_tencent_receiver_answering_non_json_fails_status() {
         grades(&v)
     );
     assert_eq!(code, 1);
+
+    // A pre-send answer is read the same way.
+    let (code, v) = check(&["--url", &s.url("/cb"), "--dialect", "tencent", "--kind", "pre_send"]).await;
+    assert_eq!(grade(&v, "status"), "fail", "{}", grades(&v));
+    assert_eq!(grade(&v, "presend_answer"), "fail", "{}", grades(&v));
+    assert_eq!(code, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
