@@ -81,6 +81,7 @@
 
 mod api;
 mod ban;
+mod check;
 pub mod cli;
 mod clock;
 pub mod config;

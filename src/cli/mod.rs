@@ -8,6 +8,7 @@
 
 mod check;
 mod commands;
+mod conform;
 mod demo;
 mod logging;
 
@@ -53,6 +54,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Check a receiver against the provider's rules (status, time, size, every message type,
+    /// retries, bursts, signatures, pre-send answers); exit 1 when a check fails.
+    Check(Box<conform::CheckArgs>),
     /// Work with config files.
     Config {
         #[command(subcommand)]
@@ -298,6 +302,7 @@ pub fn main() -> ExitCode {
             Command::Config {
                 command: ConfigCommand::Check { config },
             } => check::check(&config),
+            Command::Check(args) => conform::run(*args).await,
             Command::Sign {
                 call_id,
                 secret,
