@@ -191,15 +191,17 @@ impl Replayer {
         let target = target.map(Arc::new);
         let mut tasks = JoinSet::new();
         let mut tally = Tally::default();
-        let mut items = store.scan(&bucket);
-        while let Some(entry) = items.next() {
+        // What is left when a stop comes is counted, not read: the bucket held this many, and
+        // only this replay takes items out of it.
+        let size = store.bucket_size(&bucket);
+        for (taken, entry) in (0u64..).zip(store.scan(&bucket)) {
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             while let Some(done) = tasks.try_join_next() {
                 tally.add(done);
             }
             if self.attempter.is_stopping() {
                 // Not taken: the rest of the bucket stays where it is.
-                tally.out.interrupted += 1 + items.count() as u64;
+                tally.out.interrupted += size.saturating_sub(taken).max(1);
                 break;
             }
             let (key, item) = match entry {

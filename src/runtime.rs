@@ -204,6 +204,11 @@ impl RuleRuntime {
         self.banned_until.set(0);
     }
 
+    /// Its ban record as it stands (what the store keeps).
+    pub fn ban_record(&self) -> BanRecord {
+        self.ban.lock().expect("ban lock").record().clone()
+    }
+
     /// `disabled`, `banned` or `active` at `now_ms`.
     pub fn status(&self, now_ms: u64) -> RuleStatus {
         match (self.config.enabled, self.banned_until(now_ms)) {

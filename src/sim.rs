@@ -188,6 +188,12 @@ impl Simulator {
     pub async fn reset_rule(&self, rule: &RuleRuntime) -> Result<(), StoreError> {
         rule.reset_ban();
         self.store().clear_ban(&rule.app, rule.config.name.as_str()).await?;
+        // A ban that started between the reset and the clearing was saved before the clearing
+        // removed it: save it again, so that it survives a restart like any ban.
+        let record = rule.ban_record();
+        if record.level > 0 || !record.history_ms.is_empty() {
+            self.store().save_ban(&rule.app, rule.config.name.as_str(), record);
+        }
         tracing::warn!(app = %rule.app, rule = %rule.config.name, "rule reset: ban lifted, failure window and ban history cleared");
         Ok(())
     }

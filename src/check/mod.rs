@@ -282,7 +282,14 @@ impl Runner<'_> {
     fn status(&self, sample: &[Answer]) -> CheckResult {
         let bad: Vec<&Answer> = sample
             .iter()
-            .filter(|a| matches!(a.result.outcome, Outcome::Status | Outcome::BadResponse))
+            // Every failed delivery but a timeout (`answer_time` grades those): a non-200, an
+            // unusable body, and a connection refused, reset or broken off mid-answer.
+            .filter(|a| {
+                !matches!(
+                    a.result.outcome,
+                    Outcome::Delivered | Outcome::Violation | Outcome::Timeout
+                )
+            })
             .collect();
         let Some(first) = bad.first() else {
             return pass("status", format!("{} answers, all 200", sample.len()));
@@ -292,7 +299,10 @@ impl Runner<'_> {
                 "answer 200 with a JSON body {\"ActionStatus\":\"OK\",\"ErrorCode\":0,\"ErrorInfo\":\"\"}"
             }
             (_, Outcome::BadResponse) => "answer 200 with the JSON body the provider reads",
-            _ => "answer exactly 200 (not 201/204, no redirect): anything else is a failed delivery",
+            (_, Outcome::Status) => "answer exactly 200 (not 201/204, no redirect): anything else is a failed delivery",
+            _ => {
+                "keep the connection open until the answer is complete: a refused, reset or broken-off answer is a failed delivery"
+            }
         };
         grade(
             "status",

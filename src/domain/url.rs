@@ -173,10 +173,21 @@ fn masked(url: &reqwest::Url) -> String {
 }
 
 /// `text` with the password of the URL in it, if any, shown as `***`: for URLs that are only
-/// text (stored ones, and input that is being refused). Text that does not parse as a URL is
-/// masked from `://` to its last `@` before any `?` or `#`, so a malformed URL is not shown
-/// with its password either.
+/// text (stored ones, and input that is being refused). The authority as written — up to the
+/// first `/` after `://` — decides first: a password may hold `?` or `#`, which a URL parser
+/// takes for the start of the query or fragment (and then sees no password, or no URL). Text
+/// that does not parse as a URL is masked from `://` to its last `@` before any `?` or `#`, so
+/// a malformed URL is not shown with its password either.
 pub fn mask_password(text: &str) -> Cow<'_, str> {
+    if let Some(start) = text.find("://").map(|i| i + 3) {
+        let rest = &text[start..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            return Cow::Owned(format!("{}{MASK}{}", &text[..start + colon + 1], &text[start + at..]));
+        }
+    }
     if let Ok(url) = reqwest::Url::parse(text) {
         return match url.password() {
             None => Cow::Borrowed(text),
@@ -298,6 +309,12 @@ mod tests {
         assert_eq!(mask_password("gopher://u:p@h"), "gopher://u:***@h");
         assert_eq!(mask_password("no url"), "no url");
         assert_eq!(mask_password("http://u:p@"), "http://u:***@");
+        // A password with `?` or `#`: the parser sees no password, or no URL at all.
+        assert_eq!(mask_password("http://user:pa?ss@host/"), "http://user:***@host/");
+        assert_eq!(mask_password("http://user:pa#ss@host/"), "http://user:***@host/");
+        assert_eq!(mask_password("http://user:1234#x@host/"), "http://user:***@host/");
+        // A port and an @ in the query are not a password.
+        assert_eq!(mask_password("http://h:8080/p?mail=a@b"), "http://h:8080/p?mail=a@b");
     }
 
     #[test]

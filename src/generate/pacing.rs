@@ -268,7 +268,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// How long to wait after the `attempt`-th 429 in a row (from 0) for one message: the
-/// server's `Retry-After` when it gives one in seconds (at most [`RETRY_AFTER_MAX`]), else
+/// server's `Retry-After` when it gives one in seconds (between [`BACKOFF_FIRST`] and
+/// [`RETRY_AFTER_MAX`]), else
 /// [`BACKOFF_FIRST`] doubled per attempt up to [`BACKOFF_MAX`], less up to half at random so
 /// that the connections do not come back all at once.
 fn backoff(headers: &HeaderMap, attempt: u32, jitter: f64) -> Duration {
@@ -278,7 +279,8 @@ fn backoff(headers: &HeaderMap, attempt: u32, jitter: f64) -> Duration {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
     {
-        return s.min(RETRY_AFTER_MAX);
+        // `Retry-After: 0` still waits a little: a retry at once would only be refused again.
+        return s.clamp(BACKOFF_FIRST, RETRY_AFTER_MAX);
     }
     let full = BACKOFF_FIRST.saturating_mul(1 << attempt.min(16)).min(BACKOFF_MAX);
     full.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
@@ -449,6 +451,8 @@ mod tests {
         assert_eq!(backoff(&h, 5, 0.5), Duration::from_millis(250));
         h.insert(RETRY_AFTER, "86400".parse().unwrap());
         assert_eq!(backoff(&h, 0, 0.0), RETRY_AFTER_MAX);
+        h.insert(RETRY_AFTER, "0".parse().unwrap());
+        assert_eq!(backoff(&h, 0, 0.0), BACKOFF_FIRST, "never a retry at once");
         // An HTTP date (or anything else) falls back to the backoff.
         h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(backoff(&h, 1, 0.0), BACKOFF_FIRST * 2);
