@@ -283,7 +283,7 @@ async fn a_tencent_receiver_answering_non_json_fails_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_url_fails_reachable_with_a_clear_message() {
-    let url = refused_url().await;
+    let url = refused_url();
     let out = tokio::process::Command::new(BIN)
         .args(["check", "--url", &url])
         .output()

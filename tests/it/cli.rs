@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{BIN, spawn_first_line, wait_with_timeout};
+use crate::helpers::{BIN, http_get, http_post, refused_port, spawn_serve, stop_serve, wait_with_timeout};
 
 #[test]
 fn sign_prints_the_test_vector() {
@@ -82,15 +82,12 @@ fn serve_prints_its_address_and_stops_on_sigterm() {
         "[server]\nlisten = \"127.0.0.1:0\"\n[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"http://127.0.0.1:9/\"\n  secret = \"s\"\n",
     )
     .unwrap();
-    let (child, line, _) = spawn_first_line(
+    let (child, url) = spawn_serve(
         Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&path)
             .stderr(Stdio::null()),
     );
-    let url = line
-        .strip_prefix("callback-sim listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"));
     assert!(!url.ends_with(":0"), "the real port is printed: {url}");
     let health = http_get(url.trim_start_matches("http://"), "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -121,7 +118,7 @@ fn sink_counts_signatures_and_duplicates_and_summarises_on_ctrl_c() {
     let good = r#"{"callId":"demo-app#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11","timestamp":1600060847294,"security":"b799cb921c701a742c45c89296990cf7"}"#;
     let bad = r#"{"callId":"x#1","timestamp":1,"security":"0000"}"#;
     for body in [good, good, bad] {
-        let resp = http_post(&addr, "/cb", body);
+        let resp = http_post(&addr, "/cb", None, body);
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     }
     Command::new("kill")
@@ -136,33 +133,6 @@ fn sink_counts_signatures_and_duplicates_and_summarises_on_ctrl_c() {
     assert!(rest.contains("received 3 callbacks"), "{rest}");
     assert!(rest.contains("signatures ok 2, bad 1"), "{rest}");
     assert!(rest.contains("duplicate callIds 1"), "{rest}");
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    raw_http(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
-}
-
-fn http_post(addr: &str, path: &str, body: &str) -> String {
-    raw_http(
-        addr,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
-
-fn raw_http(addr: &str, request: &str) -> String {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]
@@ -198,11 +168,7 @@ fn demo_runs_the_whole_story_and_exits_0() {
 fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = refused_port();
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap();
     // A receiver that answers 200 to every request, on its own thread.
@@ -222,37 +188,23 @@ fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
         ),
     )
     .unwrap();
-    let (mut child, line, _) = spawn_first_line(
+    let (child, base) = spawn_serve(
         Command::new(BIN)
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&path)
             .env("RUST_LOG", "debug")
             .stderr(Stdio::piped()),
     );
-    let addr = line
-        .strip_prefix("callback-sim listening on http://")
-        .unwrap()
-        .to_string();
+    let addr = base.trim_start_matches("http://");
     let body = r#"{"from":"u1","to":"u2","msg":"hi","offline":["u2"]}"#;
     for token in ["TOKEN_d41d8cd98f", "wrong_TOKEN_x"] {
-        let req = format!(
-            "POST /app-id/a/messages?wait=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let resp = raw_http(&addr, &req);
+        let resp = http_post(addr, "/app-id/a/messages?wait=true", Some(token), body);
         assert!(
             resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401"),
             "{resp}"
         );
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut logs = String::new();
-    use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert_eq!(wait_with_timeout(child, Duration::from_secs(20)).code(), Some(0));
+    let logs = stop_serve(child);
     let json_lines: Vec<serde_json::Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(
         json_lines

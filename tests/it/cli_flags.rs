@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{BIN, spawn_first_line, wait_with_timeout};
+use crate::helpers::{BIN, http_post, refused_port, spawn_serve, stop_serve, wait_with_timeout};
 
 /// A `callback-sim sink` process, killed if a test fails before [`stop`](Self::stop).
 struct SinkProcess {
@@ -148,11 +148,7 @@ fn sign_help_describes_every_flag() {
 fn serve_logs(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = refused_port();
     std::fs::write(
         &path,
         format!(
@@ -160,7 +156,7 @@ fn serve_logs(args: &[&str]) -> String {
         ),
     )
     .unwrap();
-    let (mut child, line, _) = spawn_first_line(
+    let (child, base) = spawn_serve(
         Command::new(BIN)
             .arg("serve")
             .args(args)
@@ -170,29 +166,14 @@ fn serve_logs(args: &[&str]) -> String {
             .env_remove("NO_COLOR")
             .stderr(Stdio::piped()),
     );
-    let addr = line
-        .strip_prefix("callback-sim listening on http://")
-        .unwrap()
-        .to_string();
-    let body = r#"{"from":"u1","to":"u2","msg":"hi"}"#;
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        s,
-        "POST /app-id/a/messages?wait=true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
+    let answer = http_post(
+        base.trim_start_matches("http://"),
+        "/app-id/a/messages?wait=true",
+        Some("t"),
+        r#"{"from":"u1","to":"u2","msg":"hi"}"#,
+    );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert_eq!(wait_with_timeout(child, Duration::from_secs(20)).code(), Some(0));
-    logs
+    stop_serve(child)
 }
 
 #[test]

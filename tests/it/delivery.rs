@@ -234,7 +234,7 @@ async fn retries_follow_the_app_policy() {
 
 #[tokio::test]
 async fn refused_connection_is_connect() {
-    let sim = start_app(app1().rule(rule("r", &refused_url().await))).await;
+    let sim = start_app(app1().rule(rule("r", &refused_url()))).await;
     let cb = one_callback(&sim).await;
     assert_eq!(
         (cb.last_attempt, cb.attempts, cb.status),

@@ -185,16 +185,14 @@ pub fn callbacks(answer: &Value) -> &Vec<Value> {
 }
 
 /// A loopback port with nothing listening.
-pub async fn refused_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    port
+pub fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// A URL on a loopback port with nothing listening.
-pub async fn refused_url() -> String {
-    format!("http://127.0.0.1:{}/", refused_port().await)
+pub fn refused_url() -> String {
+    format!("http://127.0.0.1:{}/", refused_port())
 }
 
 // The binary.
@@ -220,6 +218,75 @@ pub fn spawn_first_line(
     let mut line = String::new();
     out.read_line(&mut line).expect("a first line");
     (child, line.trim().to_string(), out)
+}
+
+/// Spawns `callback-sim serve` (`cmd`, stdout piped) and returns it with its base URL
+/// `http://ADDR`, read from the line it prints once it listens.
+pub fn spawn_serve(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    let (child, line, _) = spawn_first_line(cmd);
+    let base = line
+        .strip_prefix("callback-sim listening on ")
+        .unwrap_or_else(|| panic!("not the address line: {line:?}"))
+        .to_string();
+    (child, base)
+}
+
+/// Stops a `serve` with SIGTERM, checks that it exits 0 (bounded), and returns its stderr
+/// (piped when it was spawned): its log.
+pub fn stop_serve(mut child: std::process::Child) -> String {
+    use std::io::Read;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert_eq!(
+        wait_with_timeout(child, Duration::from_secs(20)).code(),
+        Some(0),
+        "{logs}"
+    );
+    logs
+}
+
+/// One HTTP/1.1 exchange over a plain socket, for tests that run the binary without a
+/// runtime: the whole answer as text.
+pub fn raw_http(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `GET path` on `addr` (`host:port`), over a plain socket.
+pub fn http_get(addr: &str, path: &str) -> String {
+    raw_http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// `POST path` of a JSON `body` on `addr` (`host:port`), with a Bearer `token` if given, over
+/// a plain socket.
+pub fn http_post(addr: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw_http(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }
 
 /// Waits (bounded) for the child to exit, on a thread of its own; kills it after `limit`.

@@ -3,7 +3,6 @@
 //! `Authorization: Basic` (docs/behaviour.md §4, §8).
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use callback_sim::{Reply, Server};
 use serde_json::json;
@@ -21,7 +20,7 @@ fn assert_masked(what: &str, text: &str) {
 
 #[tokio::test]
 async fn rules_items_and_errors_show_urls_with_the_password_masked() {
-    let port = refused_port().await;
+    let port = refused_port();
     let url = format!("http://alice:RulePW_9f2@127.0.0.1:{port}/cb");
     let sim = start_app(app1().retries(0).rule(rule("r", &url))).await;
     one_callback(&sim).await;
@@ -90,7 +89,7 @@ async fn the_store_keeps_the_real_url_so_a_rule_that_left_the_config_still_repla
 
     // Restarted without that rule: the stored item replays to the URL it was meant for,
     // password included (sent, never shown).
-    let server = Server::start(with_rule("other", &refused_url().await)).await.unwrap();
+    let server = Server::start(with_rule("other", &refused_url())).await.unwrap();
     let date = info(&server).await[0]["date"].as_str().unwrap().to_string();
     let (s, items) = get(
         &server,
@@ -119,11 +118,7 @@ async fn the_store_keeps_the_real_url_so_a_rule_that_left_the_config_still_repla
 fn logs_and_config_errors_never_show_a_password() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = refused_port();
     // A config error about a URL with a password.
     std::fs::write(
         &path,
@@ -151,14 +146,13 @@ fn logs_and_config_errors_never_show_a_password() {
         ),
     )
     .unwrap();
-    let (mut child, line, _) = spawn_first_line(
+    let (child, base) = spawn_serve(
         Command::new(BIN)
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&path)
             .env("RUST_LOG", "debug")
             .stderr(Stdio::piped()),
     );
-    let base = line.strip_prefix("callback-sim listening on ").unwrap().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
@@ -196,14 +190,7 @@ fn logs_and_config_errors_never_show_a_password() {
             .unwrap();
         assert_eq!(v["failed"], 1, "{v}");
     });
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut logs = String::new();
-    use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert_eq!(wait_with_timeout(child, Duration::from_secs(20)).code(), Some(0));
+    let logs = stop_serve(child);
     assert!(
         logs.contains("replay started") && logs.contains("bob:***@"),
         "the replay's target is logged, masked: {logs}"

@@ -214,7 +214,7 @@ async fn a_reset_empties_the_failure_window_and_names_an_unknown_rule() {
 async fn deleting_a_bucket_answers_how_many_went_and_lasts_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = in_one_window();
-    let refused = refused_url().await;
+    let refused = refused_url();
     let settings = || {
         config()
             .data_dir(&dir.path().join("data"))
@@ -263,7 +263,7 @@ async fn a_bucket_being_replayed_cannot_be_deleted_and_bad_keys_are_400() {
     let slow = sink(Reply::ok().after(Duration::from_secs(3))).await;
     let clock = in_one_window();
     let settings = config()
-        .app(app1().retries(0).rule(rule("r", &refused_url().await)))
+        .app(app1().retries(0).rule(rule("r", &refused_url())))
         .build()
         .unwrap();
     let sim = Sim::start_with_clock(settings, clock).await.unwrap();
@@ -306,7 +306,7 @@ async fn a_bucket_being_replayed_cannot_be_deleted_and_bad_keys_are_400() {
     ] {
         assert_error(delete(&sim, query).await, 400, "bad_request", says);
     }
-    let off = start(config().app(app1().exception_store(false).rule(rule("r", &refused_url().await)))).await;
+    let off = start(config().app(app1().exception_store(false).rule(rule("r", &refused_url())))).await;
     assert_error(delete(&off, &format!("date={date}")).await, 403, "store_disabled", "");
 }
 
@@ -314,7 +314,7 @@ async fn a_bucket_being_replayed_cannot_be_deleted_and_bad_keys_are_400() {
 async fn items_page_through_a_bucket_larger_than_the_limit() {
     let clock = in_one_window();
     let settings = config()
-        .app(app1().retries(0).rule(rule("r", &refused_url().await)))
+        .app(app1().retries(0).rule(rule("r", &refused_url())))
         .build()
         .unwrap();
     let sim = Sim::start_with_clock(settings, clock).await.unwrap();

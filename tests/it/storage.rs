@@ -127,7 +127,7 @@ async fn info_lists_buckets_with_date_size_and_retry() {
     let sim = start(
         config()
             .store(259_200.0, "+08:00")
-            .app(app1().retries(0).rule(rule("r", &refused_url().await))),
+            .app(app1().retries(0).rule(rule("r", &refused_url()))),
     )
     .await;
     assert_eq!(info(&sim).await, Vec::<Value>::new());
@@ -226,13 +226,7 @@ async fn failed_replays_move_to_the_next_retry_and_rule_url_replays_obey_the_ban
     )
     .await;
     let (_, date) = fill_store(&sim, 2).await;
-    let (s, v) = post(
-        &sim,
-        RETRY,
-        TOKEN,
-        json!({"date": date, "targetUrl": refused_url().await}),
-    )
-    .await;
+    let (s, v) = post(&sim, RETRY, TOKEN, json!({"date": date, "targetUrl": refused_url()})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         (v["data"].as_str(), v["delivered"].as_u64(), v["failed"].as_u64()),
@@ -283,7 +277,7 @@ async fn failed_replays_move_to_the_next_retry_and_rule_url_replays_obey_the_ban
 async fn storage_route_errors() {
     let healthy = sink(Reply::ok()).await;
     let hang = sink(Reply::hang()).await;
-    let refused = refused_url().await;
+    let refused = refused_url();
     let sim = start(
         config()
             .app(app1().retries(0).timeout_secs(1.0).rule(rule("r", &refused)))
@@ -459,7 +453,7 @@ async fn retention_sweep_deletes_old_buckets() {
     let clock = Arc::new(ManualClock::new(now_ms()));
     let config = config()
         .store(4.0, "+00:00")
-        .app(app1().retries(0).rule(rule("r", &refused_url().await)))
+        .app(app1().retries(0).rule(rule("r", &refused_url())))
         .build()
         .unwrap();
     let sim = Sim::start_with_clock(config, clock.clone()).await.unwrap();
@@ -478,7 +472,7 @@ fn kill_9_loses_nothing_reported_stored() {
     use std::process::{Command, Stdio};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let refused = rt.block_on(refused_url());
+    let refused = refused_url();
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
@@ -502,15 +496,13 @@ retries = 0
     )
     .unwrap();
     let start = || {
-        let (child, line, _) = spawn_first_line(
+        spawn_serve(
             Command::new(BIN)
                 .args(["serve", "--config"])
                 .arg(&path)
                 .env("RUST_LOG", "warn")
                 .stderr(Stdio::null()),
-        );
-        let base = line.strip_prefix("callback-sim listening on ").unwrap().to_string();
-        (child, base)
+        )
     };
     let (mut child, base) = start();
     let http = reqwest::Client::new();
