@@ -17,7 +17,7 @@ use crate::config::{Config, RuleConfig};
 use crate::dialect::{MessageFacts, Prepared};
 use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, spawn_unban_log};
 use crate::domain::{FinalOutcome, Outcome, RuleKind, Source};
-use crate::event::Event;
+use crate::event::{Event, Stamp};
 use crate::ids::Ids;
 use crate::message::Message;
 use crate::metrics::{Metrics, RuleSample, Sample};
@@ -51,6 +51,11 @@ pub struct Submitted {
     pub accepted: bool,
     /// What the sender is told when blocked (only with `notify_sender`).
     pub code: Option<String>,
+    /// The error code the sender gets when blocked, where the provider has one (tencent).
+    pub error_code: Option<i64>,
+    /// Accepted, but a pre-send rule dropped it silently: no post-send callback was made
+    /// (tencent `ErrorCode` 2).
+    pub silently_dropped: bool,
     /// Post-send callbacks queued.
     pub queued: usize,
     /// Why nothing was queued for a message or event that no post-send rule takes (the
@@ -68,6 +73,8 @@ impl Submitted {
             msg_id,
             accepted: true,
             code: None,
+            error_code: None,
+            silently_dropped: false,
             queued: 0,
             warnings: Vec::new(),
             pre_send: Vec::new(),
@@ -222,12 +229,23 @@ impl Simulator {
                 if !verdict.accepted {
                     submitted.accepted = false;
                     submitted.code = verdict.code;
+                    submitted.error_code = verdict.error_code;
+                    return Ok(submitted);
+                }
+                if verdict.silent_drop {
+                    submitted.silently_dropped = true;
                     return Ok(submitted);
                 }
                 if let Some(r) = verdict.rewrite {
-                    msg.body.insert("msg".into(), serde_json::Value::String(r.msg));
+                    if let Some(text) = r.msg {
+                        msg.body.insert("msg".into(), serde_json::Value::String(text));
+                    }
                     if let Some(ext) = r.ext {
                         msg.ext = ext;
+                    }
+                    if let Some(wire) = r.wire {
+                        let overrides = msg.overrides.get_or_insert_with(Default::default);
+                        overrides.extend(wire);
                     }
                 }
             }
@@ -257,14 +275,39 @@ impl Simulator {
         Ok(submitted)
     }
 
-    /// A non-message event: one callback per enabled post-send rule whose `event_types` allow it.
-    pub async fn submit_event(&self, app: &AppRuntime, event: Event, wait: bool) -> Result<Submitted, EnqueueError> {
+    /// A catalog event (docs/behaviour.md §11): the provider's before-command, if it has one
+    /// for this event, is asked of the app's pre-send rules first; then one callback per
+    /// enabled post-send rule whose `event_types` allow it.
+    pub async fn submit_event(&self, app: &AppRuntime, mut event: Event, wait: bool) -> Result<Submitted, EnqueueError> {
         if self.dispatcher.is_stopping() {
             return Err(EnqueueError::ShuttingDown);
         }
         let accepted_at = Instant::now();
-        let mut submitted = Submitted::new(String::new());
-        let prepared = app.wire.event(&event, self.clock.now_ms());
+        let stamp = Stamp {
+            msg_id: self.ids.msg_id(),
+            timestamp: self.clock.now_ms(),
+            seq: self.ids.seq(),
+            random: self.ids.random(),
+        };
+        let mut submitted = Submitted::new(stamp.msg_id.clone());
+        let dialect = app.config.dialect();
+        if !event.def().in_dialect(dialect) {
+            submitted.warnings.push(format!(
+                "the {dialect} dialect has no {} callback: nothing was queued",
+                event.event_type()
+            ));
+            return Ok(submitted);
+        }
+        if let Some(verdict) = presend::ask_event(app, &mut event, &stamp, &self.ids, &self.attempter).await {
+            submitted.pre_send = verdict.reports;
+            if !verdict.accepted {
+                submitted.accepted = false;
+                submitted.code = verdict.code;
+                submitted.warnings.extend(verdict.refusal);
+                return Ok(submitted);
+            }
+        }
+        let prepared = app.wire.event(&event, &stamp);
         let rules = app
             .rules
             .iter()

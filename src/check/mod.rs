@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::config::TlsConfig;
 use crate::dialect::{self, MessageFacts, Wire};
 use crate::domain::{AppId, CallbackUrl, ChatType, Dialect, MessageType, Outcome, RuleKind};
-use crate::event::Event;
+use crate::event::{Event, Stamp};
 use crate::ids::Ids;
 use crate::message::Message;
 use crate::transport::{self, AttemptLimits, AttemptResult, Client, Target};
@@ -165,7 +165,14 @@ pub async fn run(target: &CheckTarget, progress: &(dyn Fn(&str) + Sync)) -> Resu
     let now = now_ms();
     let mut r = Runner {
         target,
-        wire: dialect::wire(target.dialect, target.sdk_app_id),
+        wire: dialect::wire(
+            target.dialect,
+            dialect::WireSettings {
+                sdk_app_id: target.sdk_app_id,
+                appkey: format!("sim#{}", target.app.as_str()),
+                ..Default::default()
+            },
+        ),
         client,
         ids: Ids::new(now),
         sent: 0,
@@ -425,9 +432,15 @@ impl Runner<'_> {
             }
         }
         if self.target.kind == RuleKind::PostSend {
-            for event in events() {
+            for event in events(self.target.dialect) {
                 let e = {
-                    let prepared = self.wire.event(&event, now_ms());
+                    let stamp = Stamp {
+                        msg_id: self.ids.msg_id(),
+                        timestamp: now_ms(),
+                        seq: self.ids.seq(),
+                        random: self.ids.random(),
+                    };
+                    let prepared = self.wire.event(&event, &stamp);
                     let to = prepared.recipients()[0];
                     let call_id = self.ids.call_id(&self.target.app);
                     prepared.encode(to, &call_id, &self.target.secret)
@@ -648,21 +661,14 @@ fn body(t: MessageType) -> Map<String, Value> {
     }
 }
 
-/// The events post-send rules get besides messages.
-fn events() -> Vec<Event> {
-    vec![
-        Event::UserStatus {
-            user: "alice".into(),
-            online: true,
-            platform: None,
-            client_ip: None,
-        },
-        Event::GroupMemberJoined {
-            group_id: "group1".into(),
-            members: vec!["carol".into()],
-            operator: "alice".into(),
-            join_type: crate::domain::JoinType::ALL[0],
-            group_type: crate::domain::GroupType::ALL[0],
-        },
-    ]
+/// The events post-send rules get besides messages: the catalog's example of each event of
+/// the dialect.
+fn events(dialect: crate::domain::Dialect) -> Vec<Event> {
+    crate::event::catalog::all()
+        .filter(|d| d.in_dialect(dialect))
+        .filter_map(|d| {
+            let fields = serde_json::from_str(d.example).ok()?;
+            Event::new(d.name, fields).ok()
+        })
+        .collect()
 }

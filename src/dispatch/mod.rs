@@ -311,6 +311,11 @@ impl Attempter {
         }
     }
 
+    /// The time now, from the simulator's clock (signing a request's query).
+    pub fn now_ms(&self) -> u64 {
+        self.0.clock.now_ms()
+    }
+
     /// While the token lives, a stop waits for its holder (up to the grace period, after
     /// which its attempts are cut short).
     pub fn track(&self) -> TaskTrackerToken {
@@ -426,8 +431,10 @@ impl Shared {
     async fn deliver(&self, job: Job, conn: &mut transport::Conn, abort: &CancellationToken) {
         let rule = &job.rule;
         let url = &rule.config.url;
-        // A tencent callback's URI, query included, is built once for all its attempts.
-        let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
+        // A tencent callback's URI, query included (signed now, for an app with a token), is
+        // built once for all its attempts.
+        let query = rule.wire.sign_query(job.query.as_deref(), self.clock.now_ms());
+        let with_query = query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let idle = &self.lane(rule).idle;
         conn.check_out(idle);
         let (last, attempts) = self

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+
 use crate::domain::{ChatType, MessageType, Platform, RuleKind, Source};
 use crate::message::Message;
 
@@ -16,10 +17,6 @@ pub const C2C_AFTER: &str = "C2C.CallbackAfterSendMsg";
 pub const GROUP_BEFORE: &str = "Group.CallbackBeforeSendMsg";
 /// After a group or chatroom message: a `post_send` rule.
 pub const GROUP_AFTER: &str = "Group.CallbackAfterSendMsg";
-/// A user logged in or out: the `user_status` event.
-pub const STATE_CHANGE: &str = "State.StateChange";
-/// Members joined a group: the `group_member_joined` event.
-pub const GROUP_MEMBER_JOIN: &str = "Group.CallbackAfterNewMemberJoin";
 
 /// The command for a message callback: before/after by rule kind, C2C or Group by chat type.
 pub fn message_command(kind: RuleKind, chat_type: ChatType) -> &'static str {
@@ -40,14 +37,15 @@ pub fn platform(source: Source, platform: Option<Platform>) -> Platform {
     }
 }
 
-/// The query string of a callback (URL-encoded), to append to the rule URL.
-pub fn query(sdk_app_id: u64, command: &str, client_ip: &str, platform: Platform) -> String {
+/// The query string of a callback (URL-encoded), to append to the rule URL; `Sign` and
+/// `RequestTime` are added when it is sent ([`super::sign`]).
+pub fn query(sdk_app_id: u64, command: &str, client_ip: &str, platform: &str) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("SdkAppid", &sdk_app_id.to_string())
         .append_pair("CallbackCommand", command)
         .append_pair("contenttype", "json")
         .append_pair("ClientIP", client_ip)
-        .append_pair("OptPlatform", platform.as_str());
+        .append_pair("OptPlatform", platform);
     q.finish()
 }
 
@@ -102,8 +100,11 @@ fn msg_content(msg: &Message) -> Value {
     }
 }
 
-/// The body of a message callback (before or after, C2C or Group).
-pub fn message_body(command: &str, msg: &Message, ids: MsgIds) -> Vec<u8> {
+/// The body of a message callback (docs/behaviour.md §4.3, §11.4): C2C bodies carry
+/// `MsgRandom` and `MsgKey` (after-commands also `SendMsgResult`, `ErrorInfo`,
+/// `UnreadMsgNum`); group bodies carry `Random` and no `MsgKey`, with `Type` and
+/// `Operator_Account`; after-commands end with `EventTime`. `now_ms` is that `EventTime`.
+pub fn message_body(command: &str, msg: &Message, ids: MsgIds, now_ms: u64) -> Vec<u8> {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct Elem<'a> {
@@ -114,77 +115,81 @@ pub fn message_body(command: &str, msg: &Message, ids: MsgIds) -> Vec<u8> {
     struct Body<'a> {
         #[serde(rename = "CallbackCommand")]
         command: &'a str,
+        #[serde(rename = "GroupId", skip_serializing_if = "Option::is_none")]
+        group_id: Option<&'a str>,
+        #[serde(rename = "Type", skip_serializing_if = "Option::is_none")]
+        group_type: Option<&'a str>,
         #[serde(rename = "From_Account")]
         from: &'a str,
         #[serde(rename = "To_Account", skip_serializing_if = "Option::is_none")]
         to: Option<&'a str>,
-        #[serde(rename = "GroupId", skip_serializing_if = "Option::is_none")]
-        group_id: Option<&'a str>,
+        #[serde(rename = "Operator_Account", skip_serializing_if = "Option::is_none")]
+        operator: Option<&'a str>,
+        #[serde(rename = "Random", skip_serializing_if = "Option::is_none")]
+        group_random: Option<u32>,
         #[serde(rename = "MsgSeq")]
         seq: u32,
-        #[serde(rename = "MsgRandom")]
-        random: u32,
+        #[serde(rename = "MsgRandom", skip_serializing_if = "Option::is_none")]
+        random: Option<u32>,
         #[serde(rename = "MsgTime")]
         time: u64,
-        #[serde(rename = "MsgKey")]
-        key: String,
+        #[serde(rename = "MsgKey", skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        #[serde(rename = "OnlineOnlyFlag")]
+        online_only: u8,
+        #[serde(rename = "SendMsgResult", skip_serializing_if = "Option::is_none")]
+        send_result: Option<u8>,
+        #[serde(rename = "ErrorInfo", skip_serializing_if = "Option::is_none")]
+        error_info: Option<&'a str>,
+        #[serde(rename = "UnreadMsgNum", skip_serializing_if = "Option::is_none")]
+        unread: Option<u32>,
         #[serde(rename = "MsgBody")]
         body: [Elem<'a>; 1],
-        #[serde(rename = "CloudCustomData", skip_serializing_if = "Option::is_none")]
-        ext: Option<String>,
+        #[serde(rename = "CloudCustomData")]
+        ext: String,
+        #[serde(rename = "EventTime", skip_serializing_if = "Option::is_none")]
+        event_time: Option<u64>,
     }
     let group = msg.group_id();
+    let after = command == C2C_AFTER || command == GROUP_AFTER;
+    let c2c = group.is_none();
     let body = Body {
         command,
-        from: &msg.from,
-        to: if group.is_none() { Some(&msg.to) } else { None },
         group_id: group,
+        group_type: group.map(|_| group_type(msg.chat_type)),
+        from: &msg.from,
+        to: c2c.then_some(msg.to.as_str()),
+        operator: group.map(|_| msg.from.as_str()),
+        group_random: (!c2c).then_some(ids.random),
         seq: ids.seq,
-        random: ids.random,
+        random: c2c.then_some(ids.random),
         time: ids.time,
-        key: ids.key(),
+        key: c2c.then(|| ids.key()),
+        online_only: 0,
+        send_result: (c2c && after).then_some(0),
+        error_info: (c2c && after).then_some("send msg succeed"),
+        unread: (c2c && after).then_some(0),
         body: [Elem {
             msg_type: element_type(msg.msg_type),
             msg_content: msg_content(msg),
         }],
-        ext: (!msg.ext.is_empty()).then(|| Value::Object(msg.ext.clone()).to_string()),
+        ext: if msg.ext.is_empty() {
+            String::new()
+        } else {
+            Value::Object(msg.ext.clone()).to_string()
+        },
+        event_time: after.then_some(now_ms),
     };
     serde_json::to_vec(&body).expect("a tencent body serializes")
 }
 
-/// `State.StateChange` (login / logout of a user).
-pub fn state_change_body(user: &str, online: bool, event_time_ms: u64) -> Vec<u8> {
-    let (action, reason) = if online {
-        ("Login", "Register")
-    } else {
-        ("Logout", "Unregister")
-    };
-    serde_json::to_vec(&json!({
-        "CallbackCommand": STATE_CHANGE,
-        "EventTime": event_time_ms,
-        "Info": { "Action": action, "To_Account": user, "Reason": reason },
-    }))
-    .expect("a tencent body serializes")
-}
-
-/// `Group.CallbackAfterNewMemberJoin`, as in the provider's example.
-pub fn member_join_body(
-    group_id: &str,
-    group_type: &str,
-    join_type: &str,
-    operator: &str,
-    members: &[String],
-) -> Vec<u8> {
-    let list: Vec<Value> = members.iter().map(|m| json!({ "Member_Account": m })).collect();
-    serde_json::to_vec(&json!({
-        "CallbackCommand": GROUP_MEMBER_JOIN,
-        "GroupId": group_id,
-        "Type": group_type,
-        "JoinType": join_type,
-        "Operator_Account": operator,
-        "NewMemberList": list,
-    }))
-    .expect("a tencent body serializes")
+/// Tencent's group `Type` of a message's conversation: `ChatRoom` for chatrooms, else
+/// `Public`.
+pub fn group_type(chat_type: ChatType) -> &'static str {
+    match chat_type {
+        ChatType::ChatRoom => "ChatRoom",
+        _ => "Public",
+    }
 }
 
 #[cfg(test)]
@@ -213,12 +218,12 @@ mod tests {
 
     #[test]
     fn query_is_url_encoded() {
-        let q = query(1400000000, C2C_AFTER, "10.0.0.1", Platform::Ios);
+        let q = query(1400000000, C2C_AFTER, "10.0.0.1", Platform::Ios.as_str());
         assert_eq!(
             q,
             "SdkAppid=1400000000&CallbackCommand=C2C.CallbackAfterSendMsg&contenttype=json&ClientIP=10.0.0.1&OptPlatform=iOS"
         );
-        let q = query(1, C2C_AFTER, "::1", Platform::RestApi);
+        let q = query(1, C2C_AFTER, "::1", Platform::RestApi.as_str());
         assert!(q.ends_with("ClientIP=%3A%3A1&OptPlatform=RESTAPI"), "{q}");
         assert_eq!(platform(Source::Rest, Some(Platform::Web)), Platform::RestApi);
         assert_eq!(platform(Source::Client, None), Platform::Unknown);
@@ -232,12 +237,27 @@ mod tests {
             random: 2837546,
             time: 1557481126,
         };
-        let v: Value = serde_json::from_slice(&message_body(C2C_AFTER, &msg, ids)).unwrap();
+        let body = String::from_utf8(message_body(C2C_AFTER, &msg, ids, 1557481126000)).unwrap();
         assert_eq!(
-            v,
-            json!({"CallbackCommand": "C2C.CallbackAfterSendMsg", "From_Account": "jared", "To_Account": "Jonh",
-                   "MsgSeq": 48374, "MsgRandom": 2837546, "MsgTime": 1557481126, "MsgKey": "48374_2837546_1557481126",
-                   "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "red packet"}}]})
+            body,
+            r#"{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":"jared","To_Account":"Jonh","MsgSeq":48374,"MsgRandom":2837546,"MsgTime":1557481126,"MsgKey":"48374_2837546_1557481126","OnlineOnlyFlag":0,"SendMsgResult":0,"ErrorInfo":"send msg succeed","UnreadMsgNum":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"red packet"}}],"CloudCustomData":"","EventTime":1557481126000}"#
         );
+    }
+
+    #[test]
+    fn group_bodies_carry_random_and_no_msg_key() {
+        let msg = Message::text("jared", "@TGS#2J4SZEAEL", "hi").with_chat_type(ChatType::GroupChat);
+        let ids = MsgIds {
+            seq: 7,
+            random: 9,
+            time: 1,
+        };
+        let body = String::from_utf8(message_body(GROUP_AFTER, &msg, ids, 1000)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"@TGS#2J4SZEAEL","Type":"Public","From_Account":"jared","Operator_Account":"jared","Random":9,"MsgSeq":7,"MsgTime":1,"OnlineOnlyFlag":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"CloudCustomData":"","EventTime":1000}"#
+        );
+        let before = String::from_utf8(message_body(GROUP_BEFORE, &msg, ids, 1000)).unwrap();
+        assert!(!before.contains("EventTime") && before.contains(r#""Random":9"#), "{before}");
     }
 }
