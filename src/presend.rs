@@ -124,7 +124,15 @@ pub async fn ask(app: &AppRuntime, facts: MessageFacts<'_>, ids: &Ids, attempter
         let started = std::time::Instant::now();
         let result = call(rule, encoded, attempter).await;
         let decision = decide(&*rule.wire, &rule.config, facts.msg.msg_type, &result);
-        let report = settle(rule, call_id, started, &result, &decision, EventType::Chat, &facts.msg.to);
+        let report = settle(
+            rule,
+            call_id,
+            started,
+            &result,
+            &decision,
+            EventType::Chat,
+            &facts.msg.to,
+        );
         (decision, report)
     });
     let decisions = futures_util::future::join_all(asks).await;
@@ -206,12 +214,16 @@ pub async fn ask_event(
             Some(format!(
                 "pre_send rule {:?} refused the {kind} event{}",
                 rule.config.name.as_str(),
-                decision.sender_text.as_deref().map(|t| format!(": {t}")).unwrap_or_default()
+                decision
+                    .sender_text
+                    .as_deref()
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default()
             ))
         } else {
-            answer.and_then(|a| event.apply_before(&a).err()).map(|why| {
-                format!("pre_send rule {:?}: {why}", rule.config.name.as_str())
-            })
+            answer
+                .and_then(|a| event.apply_before(&a).err())
+                .map(|why| format!("pre_send rule {:?}: {why}", rule.config.name.as_str()))
         };
         if let Some(why) = refusal {
             if verdict.accepted && rule.config.pre_send.notify_sender {
@@ -393,12 +405,7 @@ mod tests {
                 "{body}"
             );
         }
-        let d = decide(
-            &Tencent::default(),
-            &rule(""),
-            MessageType::Txt,
-            &answered("<html>"),
-        );
+        let d = decide(&Tencent::default(), &rule(""), MessageType::Txt, &answered("<html>"));
         assert_eq!((d.allow, d.outcome), (true, Outcome::BadResponse));
         let timeout = AttemptResult {
             outcome: Outcome::Timeout,
@@ -406,7 +413,12 @@ mod tests {
             body: None,
             detail: None,
         };
-        let d = decide(&Agora::default(), &rule("on_failure = \"block\""), MessageType::Txt, &timeout);
+        let d = decide(
+            &Agora::default(),
+            &rule("on_failure = \"block\""),
+            MessageType::Txt,
+            &timeout,
+        );
         assert_eq!(
             (d.allow, d.outcome, d.sender_text.as_deref()),
             (false, Outcome::Timeout, Some(INTERNAL_ERROR))

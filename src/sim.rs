@@ -278,7 +278,12 @@ impl Simulator {
     /// A catalog event (docs/behaviour.md §11): the provider's before-command, if it has one
     /// for this event, is asked of the app's pre-send rules first; then one callback per
     /// enabled post-send rule whose `event_types` allow it.
-    pub async fn submit_event(&self, app: &AppRuntime, mut event: Event, wait: bool) -> Result<Submitted, EnqueueError> {
+    pub async fn submit_event(
+        &self,
+        app: &AppRuntime,
+        mut event: Event,
+        wait: bool,
+    ) -> Result<Submitted, EnqueueError> {
         if self.dispatcher.is_stopping() {
             return Err(EnqueueError::ShuttingDown);
         }

@@ -235,9 +235,9 @@ impl utoipa::PartialSchema for EventRequest {
                 .required("type")
                 .property(
                     "overrides",
-                    ObjectBuilder::new()
-                        .schema_type(Type::Object)
-                        .description(Some("Deep-merged into the wire body before signing; null removes a key")),
+                    ObjectBuilder::new().schema_type(Type::Object).description(Some(
+                        "Deep-merged into the wire body before signing; null removes a key",
+                    )),
                 )
                 .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
             for f in def.fields {

@@ -214,7 +214,9 @@ impl Validator<'_> {
         let appkey = match &a.appkey {
             None => format!("sim#{}", id.as_str()),
             Some(k) => {
-                let ok = k.split_once('#').is_some_and(|(org, app)| !org.is_empty() && !app.is_empty())
+                let ok = k
+                    .split_once('#')
+                    .is_some_and(|(org, app)| !org.is_empty() && !app.is_empty())
                     && k.chars().all(|c| c.is_ascii_alphanumeric() || "#-_.".contains(c));
                 if !ok {
                     return Err(self.err(

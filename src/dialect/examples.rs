@@ -104,10 +104,16 @@ pub fn document(only: Option<Dialect>) -> Value {
                 }
                 dialects.insert("tencent".into(), entry);
             }
+            // The REST body of the examples: `POST …/events` with it sends them.
+            let mut request = json!({ "type": d.name.as_str() });
+            if let (Value::Object(r), Ok(Value::Object(f))) = (&mut request, serde_json::from_str(d.example)) {
+                r.extend(f);
+            }
             json!({
                 "name": d.name.as_str(),
                 "summary": d.summary,
                 "fields": fields,
+                "example_request": request,
                 "dialects": dialects,
             })
         })

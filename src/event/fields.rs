@@ -119,7 +119,9 @@ fn check_id(v: &Value) -> Result<(), String> {
         return Err(format!("must be a string, got {}", json_kind(v)));
     };
     if s.is_empty() || s.chars().count() > MAX_ID_CHARS || s.chars().any(char::is_control) {
-        return Err(format!("must be 1 to {MAX_ID_CHARS} characters without control characters"));
+        return Err(format!(
+            "must be 1 to {MAX_ID_CHARS} characters without control characters"
+        ));
     }
     Ok(())
 }
@@ -186,7 +188,11 @@ impl Field {
 /// Checks `given` against `fields` and fills in the defaults: unknown fields, missing required
 /// ones and wrong types are errors naming the field; `what` ("a message_read event") ends
 /// the sentences.
-pub fn complete(fields: &[Field], mut given: Map<String, Value>, what: &str) -> Result<Map<String, Value>, MessageError> {
+pub fn complete(
+    fields: &[Field],
+    mut given: Map<String, Value>,
+    what: &str,
+) -> Result<Map<String, Value>, MessageError> {
     if let Some(unknown) = given.keys().find(|k| !fields.iter().any(|f| f.name == k.as_str())) {
         let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
         return Err(bad(
@@ -238,7 +244,12 @@ mod tests {
         req("from", Kind::Id, "who"),
         req("members", Kind::Ids, "who joined"),
         opt("op", Kind::Choice(&["add", "remove"]), Default::Str("add"), "what"),
-        opt("operator", Kind::Id, Default::From("the first member", |f| f["members"][0].clone()), "by whom"),
+        opt(
+            "operator",
+            Kind::Id,
+            Default::From("the first member", |f| f["members"][0].clone()),
+            "by whom",
+        ),
         opt("until", Kind::Int, Default::None, "when"),
     ];
 
@@ -249,14 +260,25 @@ mod tests {
     #[test]
     fn defaults_fill_in_and_errors_name_the_field() {
         let f = run(json!({"from": "a", "members": ["b", "c"]})).unwrap();
-        assert_eq!(Value::Object(f), json!({"from": "a", "members": ["b", "c"], "op": "add", "operator": "b"}));
+        assert_eq!(
+            Value::Object(f),
+            json!({"from": "a", "members": ["b", "c"], "op": "add", "operator": "b"})
+        );
         assert_eq!(run(json!({"members": ["b"]})).unwrap_err().field, "from");
         assert_eq!(run(json!({"from": 5, "members": ["b"]})).unwrap_err().field, "from");
         assert_eq!(run(json!({"from": "a", "members": []})).unwrap_err().field, "members");
-        assert_eq!(run(json!({"from": "a", "members": ["b", ""]})).unwrap_err().field, "members[1]");
+        assert_eq!(
+            run(json!({"from": "a", "members": ["b", ""]})).unwrap_err().field,
+            "members[1]"
+        );
         let e = run(json!({"from": "a", "members": ["b"], "op": "ADD"})).unwrap_err();
         assert!(e.field == "op" && e.reason.contains("add, remove"), "{e}");
-        assert_eq!(run(json!({"from": "a", "members": ["b"], "until": -1})).unwrap_err().field, "until");
+        assert_eq!(
+            run(json!({"from": "a", "members": ["b"], "until": -1}))
+                .unwrap_err()
+                .field,
+            "until"
+        );
         let e = run(json!({"from": "a", "members": ["b"], "colour": 1})).unwrap_err();
         assert!(e.field == "colour" && e.reason.contains("a test event"), "{e}");
         assert!(run(json!({"from": "a", "members": ["b"], "until": null})).is_ok());

@@ -72,11 +72,7 @@ impl Event {
     ) -> Result<Self, MessageError> {
         let what = format!("a {} event", def.name);
         let fields = fields::complete(def.fields, fields, &what)?;
-        Ok(Self {
-            def,
-            fields,
-            overrides,
-        })
+        Ok(Self { def, fields, overrides })
     }
 
     /// The same event with `overrides` deep-merged into its wire body before signing.
@@ -199,7 +195,10 @@ pub fn parse_request(bytes: &[u8], dialect: Dialect) -> Result<Event, MessageErr
         Some(other) => {
             return Err(bad(
                 "type",
-                format!("must be a catalog event name (a string), got {}", fields::json_kind(&other)),
+                format!(
+                    "must be a catalog event name (a string), got {}",
+                    fields::json_kind(&other)
+                ),
             ));
         }
         None => {
@@ -254,12 +253,19 @@ mod tests {
 
     #[test]
     fn requests_parse_with_defaults() {
-        let e = parse(json!({"type": "user_status", "user": "u1", "status": "offline"}), Dialect::Agora).unwrap();
+        let e = parse(
+            json!({"type": "user_status", "user": "u1", "status": "offline"}),
+            Dialect::Agora,
+        )
+        .unwrap();
         assert_eq!(e.event_type(), EventType::UserStatus);
         assert_eq!(e.fields()["reason"], "logout");
         assert_eq!(e.subject(), "u1");
-        let e = parse(json!({"type": "group_member_joined", "group_id": "g", "members": ["a", "b"]}), Dialect::Tencent)
-            .unwrap();
+        let e = parse(
+            json!({"type": "group_member_joined", "group_id": "g", "members": ["a", "b"]}),
+            Dialect::Tencent,
+        )
+        .unwrap();
         assert_eq!((e.subject(), e.fields()["operator"].as_str()), ("g", Some("a")));
     }
 
@@ -268,20 +274,27 @@ mod tests {
         let e = parse(json!({"type": "nap"}), Dialect::Agora).unwrap_err();
         assert!(e.field == "type" && e.reason.contains("message_recalled"), "{e}");
         let e = parse(json!({"type": "reaction_changed", "from": "a"}), Dialect::Tencent).unwrap_err();
-        assert!(e.field == "type" && e.reason.contains("tencent") && e.reason.contains("message_read"), "{e}");
+        assert!(
+            e.field == "type" && e.reason.contains("tencent") && e.reason.contains("message_read"),
+            "{e}"
+        );
         let e = parse(json!({"type": "message_read", "from": "a", "to": "b"}), Dialect::Agora).unwrap_err();
         assert_eq!(e.field, "msg_id");
         assert!(e.reason.contains("message_read event, agora dialect"), "{e}");
-        let e = parse(json!({"type": "message_read", "from": 1, "to": "b", "msg_id": "m"}), Dialect::Agora).unwrap_err();
+        let e = parse(
+            json!({"type": "message_read", "from": 1, "to": "b", "msg_id": "m"}),
+            Dialect::Agora,
+        )
+        .unwrap_err();
         assert!(e.field == "from" && e.reason.contains("string"), "{e}");
-        let e = parse(json!({"type": "user_status", "user": "u", "status": "online", "overrides": [1]}), Dialect::Agora)
-            .unwrap_err();
+        let e = parse(
+            json!({"type": "user_status", "user": "u", "status": "online", "overrides": [1]}),
+            Dialect::Agora,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "overrides");
         assert_eq!(parse(json!({"user": "u"}), Dialect::Agora).unwrap_err().field, "type");
-        assert_eq!(
-            Event::new(EventType::Chat, json!({})).unwrap_err().field,
-            "type"
-        );
+        assert_eq!(Event::new(EventType::Chat, json!({})).unwrap_err().field, "type");
     }
 
     #[test]

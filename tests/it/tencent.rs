@@ -225,7 +225,9 @@ async fn agora_events_are_signed_and_filtered_by_event_types() {
     assert_eq!(
         (
             body.get("eventType"),
-            body["user"].as_str().map(|u| u.starts_with("sim#app1_u1@easemob.com/ios_")),
+            body["user"]
+                .as_str()
+                .map(|u| u.starts_with("sim#app1_u1@easemob.com/ios_")),
             body["status"].as_str(),
             body["reason"].as_str()
         ),
@@ -246,14 +248,18 @@ async fn agora_events_are_signed_and_filtered_by_event_types() {
         json!({"type": "group_member_joined", "group_id": "g1", "members": ["m1"]}),
     )
     .await;
-    let body = arrived(&all, 2).await[1].json();
+    let got = arrived(&all, 2).await;
+    assert_eq!(got[1].signature, Signature::Valid);
+    let body = got[1].json();
+    // The provider's group_op_event envelope.
     assert_eq!(
         (
-            body["eventType"].as_str(),
-            body["group_id"].as_str(),
-            body["members"].clone()
+            body["event"].as_str(),
+            body["operation"].as_str(),
+            body["id"].as_str(),
+            body["payload"]["member"].clone()
         ),
-        (Some("group_member_joined"), Some("g1"), json!(["m1"]))
+        (Some("group_op_event"), Some("JOIN"), Some("g1"), json!(["m1"]))
     );
     assert_eq!(count(&chat_only), 0);
     let (s, v) = post(

@@ -202,14 +202,19 @@ mod tests {
         assert_eq!(c.signature, Signature::Valid);
         assert_eq!(c.dedupe_key.as_deref(), Some("a#1"));
         assert_eq!(
-            Agora::default().check_received(None, body.as_bytes(), Some("x")).signature,
+            Agora::default()
+                .check_received(None, body.as_bytes(), Some("x"))
+                .signature,
             Signature::Invalid
         );
         assert_eq!(
             Agora::default().check_received(None, body.as_bytes(), None).signature,
             Signature::Unchecked
         );
-        assert_eq!(Agora::default().check_received(None, b"[", None).signature, Signature::Unparsable);
+        assert_eq!(
+            Agora::default().check_received(None, b"[", None).signature,
+            Signature::Unparsable
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-
 use crate::domain::{ChatType, MessageType, Platform, RuleKind, Source};
 use crate::message::Message;
 
@@ -258,6 +257,9 @@ mod tests {
             r#"{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"@TGS#2J4SZEAEL","Type":"Public","From_Account":"jared","Operator_Account":"jared","Random":9,"MsgSeq":7,"MsgTime":1,"OnlineOnlyFlag":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"CloudCustomData":"","EventTime":1000}"#
         );
         let before = String::from_utf8(message_body(GROUP_BEFORE, &msg, ids, 1000)).unwrap();
-        assert!(!before.contains("EventTime") && before.contains(r#""Random":9"#), "{before}");
+        assert!(
+            !before.contains("EventTime") && before.contains(r#""Random":9"#),
+            "{before}"
+        );
     }
 }

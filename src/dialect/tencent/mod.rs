@@ -183,11 +183,7 @@ impl Wire for Tencent {
             c @ 120_001..=130_000 => (false, false, Some(c)),
             _ => (false, false, Some(DENIED_CODE)),
         };
-        let rewrite = if allow && !silent_drop {
-            rewrite_of(body)
-        } else {
-            None
-        };
+        let rewrite = if allow && !silent_drop { rewrite_of(body) } else { None };
         Ok(Verdict {
             allow,
             silent_drop,
@@ -209,13 +205,19 @@ impl Wire for Tencent {
                 dedupe_key: None,
             };
         };
-        let command = parsed.get("CallbackCommand").and_then(|c| c.as_str()).unwrap_or_default();
+        let command = parsed
+            .get("CallbackCommand")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default();
         // A retry or replay sends the same bytes: messages by their MsgKey, group messages by
         // their group and Random, anything else by the bytes themselves.
         let dedupe_key = match (parsed.get("MsgKey"), parsed.get("GroupId"), parsed.get("Random")) {
             (Some(Value::String(key)), _, _) => format!("{command}/{key}"),
             (_, Some(Value::String(group)), Some(random)) => format!("{command}/{group}/{random}"),
-            _ => format!("{command}/{}", crate::dialect::agora::sign(&String::from_utf8_lossy(body), "", 0)),
+            _ => format!(
+                "{command}/{}",
+                crate::dialect::agora::sign(&String::from_utf8_lossy(body), "", 0)
+            ),
         };
         let params: std::collections::HashMap<String, String> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -329,7 +331,10 @@ mod tests {
 
     #[test]
     fn receivers_check_the_query_string_and_dedupe_by_msg_key() {
-        let w = Tencent { sdk_app_id: 1, token: None };
+        let w = Tencent {
+            sdk_app_id: 1,
+            token: None,
+        };
         let body = br#"{"CallbackCommand":"C2C.CallbackAfterSendMsg","MsgKey":"1_2_3"}"#;
         let good =
             "SdkAppid=1&CallbackCommand=C2C.CallbackAfterSendMsg&contenttype=json&ClientIP=127.0.0.1&OptPlatform=iOS";
@@ -352,7 +357,10 @@ mod tests {
 
     #[test]
     fn answers_and_verdicts() {
-        let w = Tencent { sdk_app_id: 1, token: None };
+        let w = Tencent {
+            sdk_app_id: 1,
+            token: None,
+        };
         assert!(w.check_answer(ANSWER_OK.as_bytes()).is_ok());
         assert!(w.check_answer(b"<html>").is_err());
         let v = w
@@ -360,13 +368,20 @@ mod tests {
             .unwrap();
         assert!(!v.allow && v.sender_text.as_deref() == Some("fault injected by callback-sim sink"));
         assert_eq!(v.sender_code, Some(DENIED_CODE));
-        let silent = w.pre_send_verdict(br#"{"ErrorCode":2}"#, MessageType::Txt, "r").unwrap();
+        let silent = w
+            .pre_send_verdict(br#"{"ErrorCode":2}"#, MessageType::Txt, "r")
+            .unwrap();
         assert!(silent.allow && silent.silent_drop && silent.rewrite.is_none());
         let custom = w
             .pre_send_verdict(br#"{"ErrorCode":120005,"ErrorInfo":"nope"}"#, MessageType::Txt, "r")
             .unwrap();
-        assert_eq!((custom.allow, custom.sender_code, custom.sender_text.as_deref()), (false, Some(120005), Some("nope")));
-        let out_of_range = w.pre_send_verdict(br#"{"ErrorCode":130001}"#, MessageType::Txt, "r").unwrap();
+        assert_eq!(
+            (custom.allow, custom.sender_code, custom.sender_text.as_deref()),
+            (false, Some(120005), Some("nope"))
+        );
+        let out_of_range = w
+            .pre_send_verdict(br#"{"ErrorCode":130001}"#, MessageType::Txt, "r")
+            .unwrap();
         assert_eq!(out_of_range.sender_code, Some(DENIED_CODE));
         let rewrite = w
             .pre_send_verdict(

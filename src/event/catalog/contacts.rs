@@ -97,9 +97,11 @@ fn apply_prev_friend_add(answer: &Value, fields: &mut Map<String, Value>) -> Res
         let code = item.get("ResultCode").and_then(Value::as_i64).unwrap_or(0);
         if item.get("To_Account").and_then(Value::as_str) == Some(to) && code != 0 {
             let info = item.get("ResultInfo").and_then(Value::as_str).unwrap_or_default();
-            return Err(format!("the receiver refused the pair with {to:?}: ResultCode {code} {info}")
-                .trim_end()
-                .to_string());
+            return Err(
+                format!("the receiver refused the pair with {to:?}: ResultCode {code} {info}")
+                    .trim_end()
+                    .to_string(),
+            );
         }
     }
     Ok(())
@@ -219,7 +221,8 @@ mod tests {
     fn a_refused_pair_is_an_error_and_others_are_not() {
         let mut f = Map::new();
         f.insert("to".into(), "bob".into());
-        let refused = json!({"ErrorCode": 0, "ResultItem": [{"To_Account": "bob", "ResultCode": 38001, "ResultInfo": "no"}]});
+        let refused =
+            json!({"ErrorCode": 0, "ResultItem": [{"To_Account": "bob", "ResultCode": 38001, "ResultInfo": "no"}]});
         let e = apply_prev_friend_add(&refused, &mut f).unwrap_err();
         assert!(e.contains("38001") && e.contains("bob"), "{e}");
         let other = json!({"ResultItem": [{"To_Account": "carol", "ResultCode": 38001}]});

@@ -28,7 +28,12 @@ pub const AFTER_INFO: &str = "Group.CallbackAfterGroupInfoChanged";
 pub const AFTER_OWNER: &str = "Group.CallbackAfterChangeGroupOwner";
 
 const GROUP_ID: Field = req("group_id", Kind::Id, "the group or chatroom id");
-const CHATROOM: Field = opt("chatroom", Kind::Bool, Default::Bool(false), "a chatroom rather than a group");
+const CHATROOM: Field = opt(
+    "chatroom",
+    Kind::Bool,
+    Default::Bool(false),
+    "a chatroom rather than a group",
+);
 const OPERATOR: Field = opt(
     "operator",
     Kind::Id,
@@ -43,12 +48,25 @@ const FIRST_MEMBER_OPERATOR: Field = opt(
 );
 const GROUP_TYPE: Field = opt(
     "group_type",
-    Kind::Choice(&["Public", "Private", "ChatRoom", "AVChatRoom", "Work", "Meeting", "Community"]),
+    Kind::Choice(&[
+        "Public",
+        "Private",
+        "ChatRoom",
+        "AVChatRoom",
+        "Work",
+        "Meeting",
+        "Community",
+    ]),
     Default::None,
     "tencent: the group's Type (Public, or ChatRoom for chatrooms)",
 );
 const MEMBERS: Field = req("members", Kind::Ids, "the members");
-const OP: Field = opt("op", Kind::Choice(&["add", "remove"]), Default::Str("add"), "add or remove");
+const OP: Field = opt(
+    "op",
+    Kind::Choice(&["add", "remove"]),
+    Default::Str("add"),
+    "add or remove",
+);
 
 /// `ADD` or `REMOVE`, from the `op` field.
 fn add_remove(c: &Ctx) -> &'static str {
@@ -187,11 +205,20 @@ fn apply_invite(answer: &Value, fields: &mut Map<String, Value>) -> Result<(), S
 
 fn left_agora(c: &Ctx) -> Value {
     let kind = if c.s("leave_type") == "kicked" { "KICK" } else { "QUIT" };
-    group_op(c, "LEAVE", Some(json!({ "member": c.list("members"), "type": kind })), Vec::new())
+    group_op(
+        c,
+        "LEAVE",
+        Some(json!({ "member": c.list("members"), "type": kind })),
+        Vec::new(),
+    )
 }
 
 fn left_tencent(c: &Ctx) -> Value {
-    let kind = if c.s("leave_type") == "kicked" { "Kicked" } else { "Quit" };
+    let kind = if c.s("leave_type") == "kicked" {
+        "Kicked"
+    } else {
+        "Quit"
+    };
     shape::tencent(
         c,
         AFTER_EXIT,
@@ -206,7 +233,8 @@ fn left_tencent(c: &Ctx) -> Value {
 }
 
 fn info_changed_agora(c: &Ctx) -> Value {
-    let only_announcement = c.opt("announcement").is_some() && c.opt("name").is_none() && c.opt("description").is_none();
+    let only_announcement =
+        c.opt("announcement").is_some() && c.opt("name").is_none() && c.opt("description").is_none();
     let payload = if only_announcement {
         json!({ "type": "ANNOUNCEMENT", "announcement": c.s("announcement") })
     } else {
@@ -228,7 +256,11 @@ fn info_changed_tencent(c: &Ctx) -> Value {
     f.insert("GroupId".into(), c.s("group_id").into());
     f.insert("Type".into(), tencent_group_type(c).into());
     f.insert("Operator_Account".into(), tencent_operator(c).into());
-    for (field, wire) in [("name", "Name"), ("description", "Introduction"), ("announcement", "Notification")] {
+    for (field, wire) in [
+        ("name", "Name"),
+        ("description", "Introduction"),
+        ("announcement", "Notification"),
+    ] {
         if let Some(v) = c.opt(field) {
             f.insert(wire.into(), v.into());
         }
@@ -258,7 +290,12 @@ pub(super) const EVENTS: &[EventDef] = &[
                 "the group's name",
             ),
             opt("description", Kind::Text, Default::Str(""), "the group's description"),
-            opt("operator", Kind::Id, Default::From("the owner", |f| f["owner"].clone()), "who created it"),
+            opt(
+                "operator",
+                Kind::Id,
+                Default::From("the owner", |f| f["owner"].clone()),
+                "who created it",
+            ),
             CHATROOM,
             GROUP_TYPE,
         ],
@@ -286,7 +323,12 @@ pub(super) const EVENTS: &[EventDef] = &[
         fields: &[
             GROUP_ID,
             OPERATOR,
-            opt("owner", Kind::Id, Default::None, "tencent: the owner (default: the operator)"),
+            opt(
+                "owner",
+                Kind::Id,
+                Default::None,
+                "tencent: the owner (default: the operator)",
+            ),
             opt("name", Kind::Text, Default::Str(""), "tencent: the group's name"),
             opt("members", Kind::Ids, Default::None, "tencent: the members it had"),
             CHATROOM,
@@ -364,7 +406,12 @@ pub(super) const EVENTS: &[EventDef] = &[
             GROUP_ID,
             MEMBERS,
             FIRST_MEMBER_OPERATOR,
-            opt("leave_type", Kind::Choice(&["quit", "kicked"]), Default::Str("quit"), "how they left"),
+            opt(
+                "leave_type",
+                Kind::Choice(&["quit", "kicked"]),
+                Default::Str("quit"),
+                "how they left",
+            ),
             CHATROOM,
             GROUP_TYPE,
         ],
@@ -373,7 +420,11 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "event: group_op_event, operation: LEAVE",
             body: left_agora,
             legacy: Some(|c| {
-                let op = if c.s("leave_type") == "kicked" { "kick" } else { "absence" };
+                let op = if c.s("leave_type") == "kicked" {
+                    "kick"
+                } else {
+                    "absence"
+                };
                 muc(c, op, Vec::new())
             }),
         }),
@@ -403,7 +454,15 @@ pub(super) const EVENTS: &[EventDef] = &[
             legacy: Some(|c| {
                 let only_announcement =
                     c.opt("announcement").is_some() && c.opt("name").is_none() && c.opt("description").is_none();
-                muc(c, if only_announcement { "update_announcement" } else { "update" }, Vec::new())
+                muc(
+                    c,
+                    if only_announcement {
+                        "update_announcement"
+                    } else {
+                        "update"
+                    },
+                    Vec::new(),
+                )
             }),
         }),
         tencent: Some(TencentDef {
@@ -419,7 +478,12 @@ pub(super) const EVENTS: &[EventDef] = &[
         fields: &[
             GROUP_ID,
             req("new_owner", Kind::Id, "the new owner"),
-            opt("old_owner", Kind::Id, Default::None, "the previous owner (default: the operator)"),
+            opt(
+                "old_owner",
+                Kind::Id,
+                Default::None,
+                "the previous owner (default: the operator)",
+            ),
             OPERATOR,
             CHATROOM,
             GROUP_TYPE,
@@ -472,7 +536,11 @@ pub(super) const EVENTS: &[EventDef] = &[
                 )
             },
             legacy: Some(|c| {
-                let op = if c.s("op") == "remove" { "remove_admin" } else { "add_admin" };
+                let op = if c.s("op") == "remove" {
+                    "remove_admin"
+                } else {
+                    "add_admin"
+                };
                 muc(c, op, vec![("admin", c.v("admins"))])
             }),
         }),
@@ -486,7 +554,12 @@ pub(super) const EVENTS: &[EventDef] = &[
             GROUP_ID,
             MEMBERS,
             OP,
-            opt("until", Kind::Int, Default::AtSend("a day from now"), "when the mute ends, Unix ms"),
+            opt(
+                "until",
+                Kind::Int,
+                Default::AtSend("a day from now"),
+                "when the mute ends, Unix ms",
+            ),
             OPERATOR,
             CHATROOM,
         ],
@@ -502,7 +575,11 @@ pub(super) const EVENTS: &[EventDef] = &[
                 group_op(c, "MUTE", Some(payload), Vec::new())
             },
             legacy: Some(|c| {
-                let op = if c.s("op") == "remove" { "remove_mute" } else { "add_mute" };
+                let op = if c.s("op") == "remove" {
+                    "remove_mute"
+                } else {
+                    "add_mute"
+                };
                 muc(c, op, vec![("member", c.v("members"))])
             }),
         }),

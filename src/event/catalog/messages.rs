@@ -38,7 +38,15 @@ const MSG_KEY: Field = opt(
 );
 const GROUP_TYPE: Field = opt(
     "group_type",
-    Kind::Choice(&["Public", "Private", "ChatRoom", "AVChatRoom", "Work", "Meeting", "Community"]),
+    Kind::Choice(&[
+        "Public",
+        "Private",
+        "ChatRoom",
+        "AVChatRoom",
+        "Work",
+        "Meeting",
+        "Community",
+    ]),
     Default::None,
     "tencent: the group's Type (Public, or ChatRoom for chatrooms)",
 );
@@ -297,7 +305,12 @@ pub(super) const EVENTS: &[EventDef] = &[
         fields: &[
             req("from", Kind::Id, "the reader"),
             req("to", Kind::Id, "the other user of the conversation"),
-            opt("msg_id", Kind::Id, Default::AtSend("a new message id"), "the last message read"),
+            opt(
+                "msg_id",
+                Kind::Id,
+                Default::AtSend("a new message id"),
+                "the last message read",
+            ),
         ],
         example: r#"{"from": "bob", "to": "alice"}"#,
         agora: Some(AgoraDef {
@@ -317,8 +330,18 @@ pub(super) const EVENTS: &[EventDef] = &[
             CHAT_TYPE,
             req("msg_id", Kind::Id, "the edited message's id"),
             req("msg", Kind::Text, "the new text"),
-            opt("operator", Kind::Id, Default::None, "who edited it (default: the sender)"),
-            opt("send_time", Kind::Int, Default::None, "when the message was first sent, Unix ms"),
+            opt(
+                "operator",
+                Kind::Id,
+                Default::None,
+                "who edited it (default: the sender)",
+            ),
+            opt(
+                "send_time",
+                Kind::Int,
+                Default::None,
+                "when the message was first sent, Unix ms",
+            ),
         ],
         example: r#"{"from": "alice", "to": "bob", "msg_id": "1234567890", "msg": "hello again"}"#,
         agora: Some(AgoraDef {
@@ -338,7 +361,12 @@ pub(super) const EVENTS: &[EventDef] = &[
             CHAT_TYPE,
             req("msg_id", Kind::Id, "the message reacted to"),
             req("reaction", Kind::Text, "the reaction (an emoji or its name)"),
-            opt("op", Kind::Choice(&["create", "delete"]), Default::Str("create"), "added or removed"),
+            opt(
+                "op",
+                Kind::Choice(&["create", "delete"]),
+                Default::Str("create"),
+                "added or removed",
+            ),
         ],
         example: r#"{"from": "bob", "to": "alice", "msg_id": "1234567890", "reaction": "thumbs_up"}"#,
         agora: Some(AgoraDef {

@@ -27,7 +27,11 @@ fn user_status_agora(c: &Ctx) -> Value {
     let ip = c.s("client_ip");
     // The client's address and port, as the provider shows it.
     let port = 40_000 + c.stamp.random % 20_000;
-    let ip = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+    let ip = if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
     json!({
         "callId": c.call_id,
         "reason": c.s("reason"),
@@ -124,11 +128,20 @@ pub(super) const EVENTS: &[EventDef] = &[
                 "reason",
                 Kind::Choice(&["login", "logout", "replaced"]),
                 Default::From("login when online, logout when offline", |f| {
-                    Value::from(if f.get("status").and_then(Value::as_str) == Some("online") { "login" } else { "logout" })
+                    Value::from(if f.get("status").and_then(Value::as_str) == Some("online") {
+                        "login"
+                    } else {
+                        "logout"
+                    })
                 }),
                 "why: login, logout, or replaced (kicked by another device)",
             ),
-            opt("platform", Kind::Choice(PLATFORMS), Default::Str("iOS"), "the client's platform"),
+            opt(
+                "platform",
+                Kind::Choice(PLATFORMS),
+                Default::Str("iOS"),
+                "the client's platform",
+            ),
             opt("client_ip", Kind::Ip, Default::Str("127.0.0.1"), "the client's address"),
         ],
         example: r#"{"user": "alice", "status": "online"}"#,
@@ -163,7 +176,12 @@ pub(super) const EVENTS: &[EventDef] = &[
                 Default::Str("chat"),
                 "the conversation kind",
             ),
-            opt("msg_id", Kind::Id, Default::AtSend("a new message id"), "the message that hit the filter"),
+            opt(
+                "msg_id",
+                Kind::Id,
+                Default::AtSend("a new message id"),
+                "the message that hit the filter",
+            ),
         ],
         example: r#"{"from": "alice", "to": "bob", "words": ["badword"]}"#,
         agora: Some(AgoraDef {
@@ -179,14 +197,24 @@ pub(super) const EVENTS: &[EventDef] = &[
         subject: "to",
         fields: &[
             req("to", Kind::Id, "the user the push was for"),
-            opt("msg_id", Kind::Id, Default::AtSend("a new message id"), "the pushed message"),
+            opt(
+                "msg_id",
+                Kind::Id,
+                Default::AtSend("a new message id"),
+                "the pushed message",
+            ),
             opt(
                 "status",
                 Kind::Choice(&["success", "fail", "error"]),
                 Default::Str("success"),
                 "how the push went",
             ),
-            opt("channel", Kind::Text, Default::Str("APNS"), "the push channel (APNS, HUAWEI, XIAOMI…)"),
+            opt(
+                "channel",
+                Kind::Text,
+                Default::Str("APNS"),
+                "the push channel (APNS, HUAWEI, XIAOMI…)",
+            ),
         ],
         example: r#"{"to": "bob", "status": "fail"}"#,
         agora: Some(AgoraDef {
