@@ -257,10 +257,16 @@ fn sign_computes_the_tencent_url_signature() {
 
 #[test]
 fn catalog_lists_each_dialects_events() {
-    let out = Command::new(BIN).args(["catalog", "--dialect", "tencent"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["catalog", "--dialect", "tencent"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("message_recalled") && text.contains("Group.CallbackAfterRecallMsg"), "{text}");
+    assert!(
+        text.contains("message_recalled") && text.contains("Group.CallbackAfterRecallMsg"),
+        "{text}"
+    );
     assert!(!text.contains("reaction_changed"), "{text}");
     let out = Command::new(BIN).args(["catalog", "--json"]).output().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -282,7 +288,12 @@ async fn trigger_sends_an_event_to_a_running_serve_and_waits_for_its_outcome() {
         ),
     )
     .unwrap();
-    let (child, url) = spawn_serve(Command::new(BIN).args(["serve", "--config"]).arg(&path).stderr(Stdio::piped()));
+    let (child, url) = spawn_serve(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stderr(Stdio::piped()),
+    );
     let trigger = |args: &[&str]| {
         Command::new(BIN)
             .arg("trigger")
@@ -293,7 +304,14 @@ async fn trigger_sends_an_event_to_a_running_serve_and_waits_for_its_outcome() {
             .unwrap()
     };
     // The config's first app; the catalog's example, with a field set and an override.
-    let out = trigger(&["message_recalled", "--set", "to=carol", "--override", "payload.ext.k=1", "--wait"]);
+    let out = trigger(&[
+        "message_recalled",
+        "--set",
+        "to=carol",
+        "--override",
+        "payload.ext.k=1",
+        "--wait",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("delivered"));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -301,7 +319,10 @@ async fn trigger_sends_an_event_to_a_running_serve_and_waits_for_its_outcome() {
     let got = rx.received();
     assert_eq!(got.len(), 1);
     let body = got[0].json();
-    assert_eq!((body["to"].as_str(), body["payload"]["ext"]["k"].as_u64()), (Some("carol"), Some(1)));
+    assert_eq!(
+        (body["to"].as_str(), body["payload"]["ext"]["k"].as_u64()),
+        (Some("carol"), Some(1))
+    );
     assert_eq!(got[0].signature, callback_sim::Signature::Valid);
     // A callback that is not delivered: exit 1.
     let out = trigger(&["group_created", "--app", "b", "--wait"]);
