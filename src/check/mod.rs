@@ -170,6 +170,7 @@ pub async fn run(target: &CheckTarget, progress: &(dyn Fn(&str) + Sync)) -> Resu
             dialect::WireSettings {
                 sdk_app_id: target.sdk_app_id,
                 appkey: format!("sim#{}", target.app.as_str()),
+                token: target.token.clone(),
                 ..Default::default()
             },
         ),
@@ -283,7 +284,9 @@ impl Runner<'_> {
     async fn post(&mut self, body: Bytes, query: Option<&str>) -> Answer {
         self.sent += 1;
         debug_assert!(self.sent <= MAX_CALLBACKS, "a check run stays bounded");
-        post(&self.client, self.target, &*self.wire, body, query).await
+        // Signed as it is sent, as deliveries are (tencent with a token).
+        let query = self.wire.sign_query(query, now_ms());
+        post(&self.client, self.target, &*self.wire, body, query.as_deref()).await
     }
 
     fn status(&self, sample: &[Answer]) -> CheckResult {
@@ -517,11 +520,10 @@ impl Runner<'_> {
         self.sent += BURST;
         debug_assert!(self.sent <= MAX_CALLBACKS, "a check run stays bounded");
         let (client, target, wire) = (&self.client, self.target, &*self.wire);
-        let answers = futures_util::future::join_all(
-            bodies
-                .into_iter()
-                .map(|(body, query)| async move { post(client, target, wire, body, query.as_deref()).await }),
-        )
+        let answers = futures_util::future::join_all(bodies.into_iter().map(|(body, query)| async move {
+            let query = wire.sign_query(query.as_deref(), now_ms());
+            post(client, target, wire, body, query.as_deref()).await
+        }))
         .await;
         let failed: Vec<&Answer> = answers
             .iter()
@@ -543,31 +545,45 @@ impl Runner<'_> {
     }
 
     async fn bad_signature(&mut self) -> CheckResult {
-        match self.target.dialect {
-            Dialect::Tencent => {
-                return pass(
-                    "bad_signature",
-                    if self.target.token.is_some() {
-                        "not run: the simulator's tencent callbacks are unsigned (docs/behaviour.md §4.3)"
-                    } else {
-                        "not run: no --token"
-                    },
+        let a = match (self.target.dialect, &self.target.token) {
+            (Dialect::Tencent, None) => return pass("bad_signature", "not run: no --token"),
+            (Dialect::Tencent, Some(token)) => {
+                // A URL signed with another token: Sign does not match SHA-256(token + RequestTime).
+                let call_id = self.ids.call_id(&self.target.app);
+                let (body, query) = self.encode_message(&text("wrongly signed"), &call_id, "");
+                let wrong = crate::dialect::tencent::signed_query(
+                    query.as_deref().unwrap_or_default(),
+                    &format!("{token}-wrong"),
+                    now_ms(),
                 );
+                self.sent += 1;
+                post(&self.client, self.target, &*self.wire, body, Some(&wrong)).await
             }
-            Dialect::Agora if self.target.secret.is_empty() => {
+            (Dialect::Agora, _) if self.target.secret.is_empty() => {
                 return pass("bad_signature", "not run: no --secret");
             }
-            Dialect::Agora => {}
-        }
-        let wrong = format!("{}-wrong", self.target.secret);
-        let a = self.send(&text("wrongly signed"), Some(&wrong)).await;
-        if a.result.outcome == Outcome::Delivered {
-            grade(
-                "bad_signature",
-                Grade::Warn,
-                "a wrongly signed callback was answered 200; verify security = MD5(callId + secret + timestamp) \
-                 and refuse a mismatch",
-            )
+            (Dialect::Agora, _) => {
+                let wrong = format!("{}-wrong", self.target.secret);
+                self.send(&text("wrongly signed"), Some(&wrong)).await
+            }
+        };
+        // Tencent reads an answer's ErrorCode: a refusal may be a 200 with ErrorCode ≠ 0.
+        let refused_in_body = self.target.dialect == Dialect::Tencent
+            && a.result.outcome == Outcome::Delivered
+            && crate::dialect::tencent::parse_answer(a.result.body.as_deref().unwrap_or_default())
+                .is_some_and(|answer| answer.error_code != 0);
+        if a.result.outcome == Outcome::Delivered && !refused_in_body {
+            let fix = match self.target.dialect {
+                Dialect::Tencent => {
+                    "a wrongly signed callback was accepted; verify Sign = SHA-256(token + RequestTime) and refuse a \
+                     mismatch (and a RequestTime more than a minute old)"
+                }
+                Dialect::Agora => {
+                    "a wrongly signed callback was answered 200; verify security = MD5(callId + secret + timestamp) \
+                     and refuse a mismatch"
+                }
+            };
+            grade("bad_signature", Grade::Warn, fix)
         } else {
             pass(
                 "bad_signature",

@@ -115,15 +115,35 @@ impl Event {
             stamp,
             appkey,
             call_id,
+            target: None,
+        }
+    }
+
+    /// Whom each agora callback is about: one per member of the list the legacy shape names
+    /// one at a time, else the event's subject alone.
+    pub(crate) fn agora_targets(&self, legacy: bool) -> Vec<&str> {
+        let each = self.def.agora.as_ref().and_then(|a| a.legacy_each).filter(|_| legacy);
+        match each.and_then(|f| self.fields.get(f)).and_then(Value::as_array) {
+            Some(list) => list.iter().filter_map(Value::as_str).collect(),
+            None => vec![self.subject()],
         }
     }
 
     /// The agora body, overrides merged, `security` still to sign; `None` when agora has no
     /// such callback. `legacy` picks the older `muc` shape of group events where there is one.
-    pub(crate) fn agora_body(&self, stamp: &Stamp, appkey: &str, call_id: &str, legacy: bool) -> Option<Value> {
+    pub(crate) fn agora_body(
+        &self,
+        stamp: &Stamp,
+        appkey: &str,
+        call_id: &str,
+        legacy: bool,
+        target: Option<&str>,
+    ) -> Option<Value> {
         let a = self.def.agora.as_ref()?;
         let build = if legacy { a.legacy.unwrap_or(a.body) } else { a.body };
-        let mut body = build(&self.ctx(stamp, appkey, call_id));
+        let mut ctx = self.ctx(stamp, appkey, call_id);
+        ctx.target = target.filter(|_| legacy && a.legacy_each.is_some());
+        let mut body = build(&ctx);
         if let Some(o) = &self.overrides {
             merge(&mut body, o);
         }

@@ -66,10 +66,14 @@ impl Wire for Agora {
 
     fn event<'a>(&self, event: &'a Event, stamp: &'a Stamp) -> Box<dyn Prepared + 'a> {
         let recipients = if event.def().agora.is_some() {
-            vec![Recipient {
-                event_type: event.event_type(),
-                to: event.subject(),
-            }]
+            event
+                .agora_targets(self.legacy_groups)
+                .into_iter()
+                .map(|to| Recipient {
+                    event_type: event.event_type(),
+                    to,
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -174,11 +178,11 @@ impl Prepared for PreparedEvent<'_> {
         &self.recipients
     }
 
-    fn encode(&self, _to: Recipient<'_>, call_id: &str, secret: &str) -> Encoded {
+    fn encode(&self, to: Recipient<'_>, call_id: &str, secret: &str) -> Encoded {
         let w = &self.wire;
         let mut body = self
             .event
-            .agora_body(self.stamp, &w.appkey, call_id, w.legacy_groups)
+            .agora_body(self.stamp, &w.appkey, call_id, w.legacy_groups, Some(to.to))
             .unwrap_or_default();
         let overridden = self.event.overrides().is_some_and(|o| o.contains_key("security"));
         sign_value(&mut body, secret, overridden);

@@ -102,7 +102,8 @@ fn msg_content(msg: &Message) -> Value {
 /// The body of a message callback (docs/behaviour.md §4.3, §11.4): C2C bodies carry
 /// `MsgRandom` and `MsgKey` (after-commands also `SendMsgResult`, `ErrorInfo`,
 /// `UnreadMsgNum`); group bodies carry `Random` and no `MsgKey`, with `Type` and
-/// `Operator_Account`; after-commands end with `EventTime`. `now_ms` is that `EventTime`.
+/// `Operator_Account` (and, before it is sent, no `MsgSeq` or `MsgTime`); after-commands and
+/// the group before-command end with `EventTime`, which is `now_ms`.
 pub fn message_body(command: &str, msg: &Message, ids: MsgIds, now_ms: u64) -> Vec<u8> {
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
@@ -126,12 +127,12 @@ pub fn message_body(command: &str, msg: &Message, ids: MsgIds, now_ms: u64) -> V
         operator: Option<&'a str>,
         #[serde(rename = "Random", skip_serializing_if = "Option::is_none")]
         group_random: Option<u32>,
-        #[serde(rename = "MsgSeq")]
-        seq: u32,
+        #[serde(rename = "MsgSeq", skip_serializing_if = "Option::is_none")]
+        seq: Option<u32>,
         #[serde(rename = "MsgRandom", skip_serializing_if = "Option::is_none")]
         random: Option<u32>,
-        #[serde(rename = "MsgTime")]
-        time: u64,
+        #[serde(rename = "MsgTime", skip_serializing_if = "Option::is_none")]
+        time: Option<u64>,
         #[serde(rename = "MsgKey", skip_serializing_if = "Option::is_none")]
         key: Option<String>,
         #[serde(rename = "OnlineOnlyFlag")]
@@ -152,6 +153,8 @@ pub fn message_body(command: &str, msg: &Message, ids: MsgIds, now_ms: u64) -> V
     let group = msg.group_id();
     let after = command == C2C_AFTER || command == GROUP_AFTER;
     let c2c = group.is_none();
+    // A group message has no sequence number or time before it is sent.
+    let sequenced = c2c || after;
     let body = Body {
         command,
         group_id: group,
@@ -160,9 +163,9 @@ pub fn message_body(command: &str, msg: &Message, ids: MsgIds, now_ms: u64) -> V
         to: c2c.then_some(msg.to.as_str()),
         operator: group.map(|_| msg.from.as_str()),
         group_random: (!c2c).then_some(ids.random),
-        seq: ids.seq,
+        seq: sequenced.then_some(ids.seq),
         random: c2c.then_some(ids.random),
-        time: ids.time,
+        time: sequenced.then_some(ids.time),
         key: c2c.then(|| ids.key()),
         online_only: 0,
         send_result: (c2c && after).then_some(0),
@@ -177,7 +180,8 @@ pub fn message_body(command: &str, msg: &Message, ids: MsgIds, now_ms: u64) -> V
         } else {
             Value::Object(msg.ext.clone()).to_string()
         },
-        event_time: after.then_some(now_ms),
+        // After-commands, and the group before-command (its page shows EventTime too).
+        event_time: (after || !c2c).then_some(now_ms),
     };
     serde_json::to_vec(&body).expect("a tencent body serializes")
 }
@@ -257,9 +261,9 @@ mod tests {
             r#"{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"@TGS#2J4SZEAEL","Type":"Public","From_Account":"jared","Operator_Account":"jared","Random":9,"MsgSeq":7,"MsgTime":1,"OnlineOnlyFlag":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"CloudCustomData":"","EventTime":1000}"#
         );
         let before = String::from_utf8(message_body(GROUP_BEFORE, &msg, ids, 1000)).unwrap();
-        assert!(
-            !before.contains("EventTime") && before.contains(r#""Random":9"#),
-            "{before}"
+        assert_eq!(
+            before,
+            r#"{"CallbackCommand":"Group.CallbackBeforeSendMsg","GroupId":"@TGS#2J4SZEAEL","Type":"Public","From_Account":"jared","Operator_Account":"jared","Random":9,"OnlineOnlyFlag":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}],"CloudCustomData":"","EventTime":1000}"#
         );
     }
 }

@@ -118,6 +118,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: roster, payload.operation: add",
             body: |c| roster(c, "add"),
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: FRIEND_ADD,
@@ -140,6 +141,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: roster, payload.operation: accept",
             body: |c| roster(c, "accept"),
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: FRIEND_ADD,
@@ -157,6 +159,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: roster, payload.operation: decline",
             body: |c| roster(c, "decline"),
             legacy: None,
+            legacy_each: None,
         }),
         tencent: None,
     },
@@ -170,6 +173,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: roster, payload.operation: remove",
             body: |c| roster(c, "remove"),
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: FRIEND_DELETE,
@@ -187,6 +191,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: roster, payload.operation: ban",
             body: |c| roster(c, "ban"),
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: BLACKLIST_ADD,
@@ -204,6 +209,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: roster, payload.operation: allow",
             body: |c| roster(c, "allow"),
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: BLACKLIST_DELETE,

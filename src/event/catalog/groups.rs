@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::shape::{self, group_op, member_list, muc, tencent_group_type, tencent_operator};
+use super::shape::{self, group_op, member_list, muc, muc_operator, muc_target, tencent_group_type, tencent_operator};
 use super::{AgoraDef, Before, Ctx, EventDef, TencentDef};
 use crate::domain::EventType;
 use crate::event::fields::{Default, Field, Kind, opt, req};
@@ -125,7 +125,8 @@ fn created_tencent(c: &Ctx) -> Value {
 
 fn before_create(c: &Ctx) -> Value {
     let members = c.list("members");
-    shape::tencent_before(
+    shape::tencent(
+        c,
         BEFORE_CREATE,
         json!({
             "Operator_Account": c.s("operator"),
@@ -173,7 +174,8 @@ fn joined_tencent(c: &Ctx) -> Value {
 }
 
 fn before_invite(c: &Ctx) -> Value {
-    shape::tencent_before(
+    shape::tencent(
+        c,
         BEFORE_INVITE,
         json!({
             "GroupId": c.s("group_id"),
@@ -303,7 +305,8 @@ pub(super) const EVENTS: &[EventDef] = &[
         agora: Some(AgoraDef {
             wire: "event: group_op_event, operation: CREATE",
             body: created_agora,
-            legacy: Some(|c| muc(c, "create", Vec::new())),
+            legacy: Some(|c| muc(c, "create", c.s("operator"), c.s("operator"))),
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: AFTER_CREATE,
@@ -338,7 +341,8 @@ pub(super) const EVENTS: &[EventDef] = &[
         agora: Some(AgoraDef {
             wire: "event: group_op_event, operation: DELETE",
             body: |c| group_op(c, "DELETE", None, Vec::new()),
-            legacy: Some(|c| muc(c, "destroy", Vec::new())),
+            legacy: Some(|c| muc(c, "destroy", muc_operator(c), muc_operator(c))),
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: AFTER_DESTROYED,
@@ -385,7 +389,8 @@ pub(super) const EVENTS: &[EventDef] = &[
         agora: Some(AgoraDef {
             wire: "event: group_op_event, operation: JOIN",
             body: joined_agora,
-            legacy: Some(|c| muc(c, "presence", Vec::new())),
+            legacy: Some(|c| muc(c, "presence", muc_target(c, "members"), c.s("group_id"))),
+            legacy_each: Some("members"),
         }),
         tencent: Some(TencentDef {
             command: AFTER_JOIN,
@@ -420,13 +425,14 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "event: group_op_event, operation: LEAVE",
             body: left_agora,
             legacy: Some(|c| {
-                let op = if c.s("leave_type") == "kicked" {
-                    "kick"
+                let member = muc_target(c, "members");
+                if c.s("leave_type") == "kicked" {
+                    muc(c, "kick", muc_operator(c), member)
                 } else {
-                    "absence"
-                };
-                muc(c, op, Vec::new())
+                    muc(c, "absence", member, c.s("group_id"))
+                }
             }),
+            legacy_each: Some("members"),
         }),
         tencent: Some(TencentDef {
             command: AFTER_EXIT,
@@ -454,16 +460,14 @@ pub(super) const EVENTS: &[EventDef] = &[
             legacy: Some(|c| {
                 let only_announcement =
                     c.opt("announcement").is_some() && c.opt("name").is_none() && c.opt("description").is_none();
-                muc(
-                    c,
-                    if only_announcement {
-                        "update_announcement"
-                    } else {
-                        "update"
-                    },
-                    Vec::new(),
-                )
+                let op = if only_announcement {
+                    "update_announcement"
+                } else {
+                    "update"
+                };
+                muc(c, op, muc_operator(c), muc_operator(c))
             }),
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: AFTER_INFO,
@@ -499,7 +503,8 @@ pub(super) const EVENTS: &[EventDef] = &[
                     Vec::new(),
                 )
             },
-            legacy: Some(|c| muc(c, "assing_owner", vec![("new_owner", c.v("new_owner"))])),
+            legacy: Some(|c| muc(c, "assing_owner", old_owner(c), c.s("new_owner"))),
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: AFTER_OWNER,
@@ -541,8 +546,9 @@ pub(super) const EVENTS: &[EventDef] = &[
                 } else {
                     "add_admin"
                 };
-                muc(c, op, vec![("admin", c.v("admins"))])
+                muc(c, op, muc_operator(c), muc_target(c, "admins"))
             }),
+            legacy_each: Some("admins"),
         }),
         tencent: None,
     },
@@ -580,8 +586,9 @@ pub(super) const EVENTS: &[EventDef] = &[
                 } else {
                     "add_mute"
                 };
-                muc(c, op, vec![("member", c.v("members"))])
+                muc(c, op, muc_operator(c), muc_target(c, "members"))
             }),
+            legacy_each: Some("members"),
         }),
         tencent: None,
     },

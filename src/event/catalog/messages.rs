@@ -119,7 +119,12 @@ fn recalled_tencent(c: &Ctx) -> Value {
 fn read_agora(c: &Ctx) -> Value {
     let (extra, payload) = if in_group(c) {
         (
-            vec![("content_type", Value::from("chat:ack:read"))],
+            vec![
+                ("content_type", Value::from("chat:ack:read")),
+                ("channel_channel", shape::muc_jid(c.appkey, c.s("to")).into()),
+                ("channel_user", shape::jid(c.appkey, c.s("from")).into()),
+                ("writed_channel", false.into()),
+            ],
             json!({
                 "ext": {},
                 "ack_message_id": c.s("msg_id"),
@@ -136,7 +141,8 @@ fn read_agora(c: &Ctx) -> Value {
     Message {
         event_type: Some("chat"),
         chat_type: "read_ack",
-        group_id: group_id(c),
+        // The group read receipt names its group in `to` and `channel_channel` only.
+        group_id: None,
         from: c.s("from"),
         to: c.s("to"),
         extra,
@@ -153,7 +159,12 @@ fn read_tencent(c: &Ctx) -> Value {
             json!({
                 "GroupId": c.s("to"),
                 "Type": tencent_group_type(c),
-                "GroupMsgReceiptList": [{ "MsgSeq": msg_seq(c), "ReadNum": 1, "UnreadNum": 0 }],
+                "GroupMsgReceiptList": [{
+                    "MsgSeq": msg_seq(c),
+                    "ReadNum": 1,
+                    "UnreadNum": 0,
+                    "ReadReceiptMembers": [{ "Member_Account": c.s("from") }],
+                }],
             }),
         )
     } else {
@@ -267,6 +278,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: recall (recall_id, payload.ack_message_id)",
             body: recalled_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: "C2C.CallbackAfterMsgWithDraw / Group.CallbackAfterRecallMsg",
@@ -291,6 +303,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: read_ack (groups: content_type chat:ack:read)",
             body: read_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: "C2C.CallbackAfterMsgReport / Group.CallbackAfterReadReceipt",
@@ -317,6 +330,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: channel_ack",
             body: conversation_read_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: None,
     },
@@ -348,6 +362,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: edit (no eventType)",
             body: edited_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: None,
     },
@@ -373,6 +388,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "chat_type: notify, payload.type: reaction",
             body: reaction_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: None,
     },

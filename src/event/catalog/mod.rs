@@ -52,6 +52,9 @@ pub struct AgoraDef {
     pub body: fn(&Ctx) -> Value,
     /// The older `chat_type: "muc"` shape, for apps with `group_events = "legacy"`.
     pub legacy: Option<fn(&Ctx) -> Value>,
+    /// The list field whose every member gets its own legacy callback (the older shape names
+    /// one member per callback).
+    pub legacy_each: Option<&'static str>,
 }
 
 /// How an event looks on the tencent wire.
@@ -101,6 +104,8 @@ pub struct Ctx<'a> {
     pub appkey: &'a str,
     /// The callback's `callId` (agora; empty for tencent).
     pub call_id: &'a str,
+    /// The member this callback is about, when the event makes one callback per member.
+    pub target: Option<&'a str>,
 }
 
 impl<'a> Ctx<'a> {

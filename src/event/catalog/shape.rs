@@ -111,33 +111,44 @@ pub fn group_op(c: &Ctx, operation: &str, payload: Option<Value>, extra: Vec<(&s
 }
 
 /// The legacy agora group envelope (`chat_type: "muc"`, for apps with `group_events =
-/// "legacy"`): `from` is the operator's full name, `to` the operator, and `payload` carries
-/// `muc_id`, `reason`, `is_chatroom`, `operation`, `status` and `extra`.
-pub fn muc(c: &Ctx, operation: &str, extra: Vec<(&str, Value)>) -> Value {
-    let operator = c.opt("operator").unwrap_or("admin");
+/// "legacy"`): `payload` carries `muc_id`, `reason`, `is_chatroom`, `operation` and `status`.
+/// `from` is whoever the operation is by, as a full name, and `to` whom it is about: the
+/// group for members joining or leaving (`from` the member), the target user of a kick, an
+/// admin or mute change or a new owner, else the operator.
+pub fn muc(c: &Ctx, operation: &str, from_user: &str, to: &str) -> Value {
     let mut payload = Map::new();
     payload.insert("muc_id".into(), muc_jid(c.appkey, c.s("group_id")).into());
     payload.insert("reason".into(), "".into());
     payload.insert("is_chatroom".into(), c.b("chatroom").into());
     payload.insert("operation".into(), operation.into());
-    for (k, v) in extra {
-        payload.insert(k.into(), v);
-    }
     payload.insert("status".into(), json!({"description": "", "error_code": "ok"}));
     Message {
         event_type: Some("chat"),
         chat_type: "muc",
         group_id: Some(c.s("group_id")),
-        from: &jid(c.appkey, operator),
-        to: operator,
+        from: &jid(c.appkey, from_user),
+        to,
         extra: Vec::new(),
         payload: Value::Object(payload),
     }
     .build(c)
 }
 
-/// A tencent after-command body: `CallbackCommand`, the command's fields, then `EventTime`
-/// (Unix milliseconds, a number: docs/decisions.md).
+/// The operator of a legacy group event: the `operator` field, else `admin`.
+pub fn muc_operator<'a>(c: &Ctx<'a>) -> &'a str {
+    c.opt("operator").unwrap_or("admin")
+}
+
+/// The member a legacy callback is about: its target (one callback per member), else the
+/// first of `list`.
+pub fn muc_target<'a>(c: &Ctx<'a>, list: &str) -> &'a str {
+    c.target
+        .unwrap_or_else(|| c.list(list).first().copied().unwrap_or_default())
+}
+
+/// A tencent event body: `CallbackCommand`, the command's fields, then `EventTime` (Unix
+/// milliseconds, a number: docs/decisions.md) — after-commands, and the before-commands whose
+/// pages show it.
 pub fn tencent(c: &Ctx, command: &str, fields: Value) -> Value {
     let mut m = Map::new();
     m.insert("CallbackCommand".into(), command.into());
@@ -145,16 +156,6 @@ pub fn tencent(c: &Ctx, command: &str, fields: Value) -> Value {
         m.extend(f);
     }
     m.insert("EventTime".into(), c.ms().into());
-    Value::Object(m)
-}
-
-/// A tencent before-command body: `CallbackCommand` and the command's fields.
-pub fn tencent_before(command: &str, fields: Value) -> Value {
-    let mut m = Map::new();
-    m.insert("CallbackCommand".into(), command.into());
-    if let Value::Object(f) = fields {
-        m.extend(f);
-    }
     Value::Object(m)
 }
 

@@ -40,7 +40,7 @@ fn user_status_agora(c: &Ctx) -> Value {
         "ip": ip,
         "host": HOST,
         "appkey": c.appkey,
-        "user": format!("{}/{os}_{:08x}", jid(c.appkey, c.s("user")), c.stamp.random),
+        "user": format!("{}/{os}_{}", jid(c.appkey, c.s("user")), device_id(c)),
         "version": "4.11.0",
         "timestamp": c.ms(),
         "status": c.s("status"),
@@ -48,8 +48,10 @@ fn user_status_agora(c: &Ctx) -> Value {
 }
 
 fn user_status_tencent(c: &Ctx) -> Value {
+    // A login that logs out another device is a Login whose KickedDevice names it (the
+    // provider's page: KickedDevice comes only with Login/Register).
     let (action, reason) = match c.s("reason") {
-        "login" => ("Login", "Register"),
+        "login" | "replaced" => ("Login", "Register"),
         _ => ("Logout", "Unregister"),
     };
     let mut body = json!({
@@ -61,6 +63,18 @@ fn user_status_tencent(c: &Ctx) -> Value {
         body["KickedDevice"] = json!([{ "Platform": c.s("platform") }]);
     }
     body
+}
+
+/// A device id shaped like the SDK's (a UUID), drawn from the event's numbers.
+fn device_id(c: &Ctx) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        c.stamp.random,
+        c.stamp.seq & 0xffff,
+        c.stamp.random >> 20,
+        c.stamp.seq >> 20 & 0xfff,
+        c.ms()
+    )
 }
 
 fn keyword_alert_agora(c: &Ctx) -> Value {
@@ -104,22 +118,27 @@ fn push_result_agora(c: &Ctx) -> Value {
         "status": status,
         "target": c.s("to"),
         "msg_id": c.opt("msg_id").unwrap_or(&c.stamp.msg_id),
-        "channel": c.s("channel"),
-        "device_id": format!("{:08x}-0000-4000-8000-{:012x}", c.stamp.random, c.stamp.seq),
-        "timestamp": c.ms(),
     });
+    // A push that went out names its channel and device; one that never left (no device
+    // bound) names neither, as the provider's examples.
     match status {
         "fail" => body["detail"] = "no push binding".into(),
-        "error" => body["detail"] = "push provider error".into(),
-        _ => {}
+        _ => {
+            body["channel"] = c.s("channel").into();
+            body["device_id"] = device_id(c).into();
+            if status == "error" {
+                body["detail"] = "push provider error".into();
+            }
+        }
     }
+    body["timestamp"] = c.ms().into();
     body
 }
 
 pub(super) const EVENTS: &[EventDef] = &[
     EventDef {
         name: EventType::UserStatus,
-        summary: "A user logged in, logged out, or was logged out by another device (replaced).",
+        summary: "A user logged in, logged out, or logged in on a device that logged out another (replaced).",
         subject: "user",
         fields: &[
             req("user", Kind::Id, "the user whose status changed"),
@@ -149,6 +168,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "no eventType or chat_type; reason (login/logout/replaced) and status (online/offline)",
             body: user_status_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: Some(TencentDef {
             command: STATE_CHANGE,
@@ -188,6 +208,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "eventType: keyword_alert",
             body: keyword_alert_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: None,
     },
@@ -221,6 +242,7 @@ pub(super) const EVENTS: &[EventDef] = &[
             wire: "step: push",
             body: push_result_agora,
             legacy: None,
+            legacy_each: None,
         }),
         tencent: None,
     },
