@@ -79,23 +79,91 @@ pub fn element_type(t: MessageType) -> &'static str {
     }
 }
 
-/// `MsgContent`: `{"Text"}` for text; `{"Desc","Latitude","Longitude"}` for a location given
-/// as `addr`/`lat`/`lng`; otherwise the message body's own fields.
+/// `MsgContent` in the provider's element shapes (docs/behaviour.md §4.3), from the message
+/// body's fields: `TIMTextElem {Text}`, `TIMLocationElem {Desc, Latitude, Longitude}`,
+/// `TIMImageElem {UUID, ImageFormat, ImageInfoArray}`, `TIMSoundElem {Url, UUID, Size, Second,
+/// Download_Flag}`, `TIMVideoFileElem {VideoUrl, …, ThumbUrl, …}`, `TIMFileElem {Url, UUID,
+/// FileSize, FileName, Download_Flag}`, `TIMCustomElem {Data, Desc, Ext, Sound}`. A body whose
+/// every field starts with a capital letter is taken to be in the provider's shape already and
+/// passed through.
 fn msg_content(msg: &Message) -> Value {
     let b = &msg.body;
-    match msg.msg_type {
-        MessageType::Txt => json!({ "Text": b.get("msg").cloned().unwrap_or(Value::String(String::new())) }),
-        MessageType::Loc if b.contains_key("lat") || b.contains_key("lng") => json!({
-            "Desc": b.get("addr").cloned().unwrap_or(Value::String(String::new())),
-            "Latitude": b.get("lat").cloned().unwrap_or(Value::Null),
-            "Longitude": b.get("lng").cloned().unwrap_or(Value::Null),
-        }),
-        _ => Value::Object(
+    let native = b
+        .keys()
+        .filter(|k| k.as_str() != "type")
+        .all(|k| k.starts_with(|c: char| c.is_ascii_uppercase()));
+    if native && msg.msg_type != MessageType::Txt && b.keys().any(|k| k != "type") {
+        return Value::Object(
             b.iter()
                 .filter(|(k, _)| k.as_str() != "type")
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<Map<_, _>>(),
-        ),
+        );
+    }
+    let text = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let num = |k: &str| match b.get(k) {
+        Some(Value::Number(n)) => Value::Number(n.clone()),
+        Some(Value::String(s)) => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::from(0), Value::Number),
+        _ => Value::from(0),
+    };
+    let size = |k: &str| b.get("size").and_then(|s| s.get(k)).cloned().unwrap_or(Value::from(0));
+    // The file's id: its secret (what the provider's download needs), else its name.
+    let uuid = || {
+        let s = text("secret");
+        if s.is_empty() { text("filename") } else { s }
+    };
+    let extension = || {
+        text("filename")
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    match msg.msg_type {
+        MessageType::Txt => json!({ "Text": b.get("msg").cloned().unwrap_or(Value::String(String::new())) }),
+        MessageType::Loc => json!({ "Desc": text("addr"), "Latitude": num("lat"), "Longitude": num("lng") }),
+        MessageType::Img => {
+            let format = match extension().as_str() {
+                "jpg" | "jpeg" => 1,
+                "gif" => 2,
+                "png" => 3,
+                "bmp" => 4,
+                _ => 255,
+            };
+            // Original, large and thumbnail, as the provider lists them.
+            let info: Vec<Value> = (1..=3)
+                .map(|t| {
+                    json!({ "Type": t, "Size": num("file_length"), "Width": size("width"), "Height": size("height"), "URL": text("url") })
+                })
+                .collect();
+            json!({ "UUID": uuid(), "ImageFormat": format, "ImageInfoArray": info })
+        }
+        MessageType::Audio => json!({
+            "Url": text("url"), "UUID": uuid(), "Size": num("file_length"), "Second": num("length"), "Download_Flag": 2,
+        }),
+        MessageType::Video => json!({
+            "VideoUrl": text("url"), "VideoUUID": uuid(), "VideoSize": num("file_length"), "VideoSecond": num("length"),
+            "VideoFormat": extension(), "VideoDownloadFlag": 2,
+            "ThumbUrl": text("thumb"), "ThumbUUID": text("thumb_secret"), "ThumbSize": 0,
+            "ThumbWidth": size("width"), "ThumbHeight": size("height"), "ThumbFormat": "jpg", "ThumbDownloadFlag": 2,
+        }),
+        MessageType::File => json!({
+            "Url": text("url"), "UUID": uuid(), "FileSize": num("file_length"), "FileName": text("filename"), "Download_Flag": 2,
+        }),
+        // A command: its action is the data.
+        MessageType::Cmd => json!({ "Data": text("action"), "Desc": "", "Ext": "", "Sound": "" }),
+        // A custom message: its event is the description, its fields the data (a JSON string).
+        MessageType::Custom => {
+            let exts = b
+                .get("v2:customExts")
+                .or_else(|| b.get("customExts"))
+                .cloned()
+                .unwrap_or(json!({}));
+            json!({ "Data": exts.to_string(), "Desc": text("customEvent"), "Ext": "", "Sound": "" })
+        }
     }
 }
 
@@ -244,6 +312,57 @@ mod tests {
         assert_eq!(
             body,
             r#"{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":"jared","To_Account":"Jonh","MsgSeq":48374,"MsgRandom":2837546,"MsgTime":1557481126,"MsgKey":"48374_2837546_1557481126","OnlineOnlyFlag":0,"SendMsgResult":0,"ErrorInfo":"send msg succeed","UnreadMsgNum":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"red packet"}}],"CloudCustomData":"","EventTime":1557481126000}"#
+        );
+    }
+
+    #[test]
+    fn message_types_become_the_providers_elements() {
+        let content = |t: MessageType, body: Value| {
+            let Value::Object(b) = body else { unreachable!() };
+            msg_content(&Message::new("a", "b", t, b))
+        };
+        assert_eq!(
+            content(
+                MessageType::Custom,
+                json!({"customEvent": "gift", "customExts": {"n": 1}})
+            ),
+            json!({"Data": "{\"n\":1}", "Desc": "gift", "Ext": "", "Sound": ""})
+        );
+        assert_eq!(
+            content(MessageType::Cmd, json!({"action": "typing"})),
+            json!({"Data": "typing", "Desc": "", "Ext": "", "Sound": ""})
+        );
+        assert_eq!(
+            content(
+                MessageType::Loc,
+                json!({"lat": "39.9", "lng": 116.4, "addr": "Beijing"})
+            ),
+            json!({"Desc": "Beijing", "Latitude": 39.9, "Longitude": 116.4})
+        );
+        let img = content(
+            MessageType::Img,
+            json!({"url": "https://x/a.png", "filename": "a.png", "size": {"width": 640, "height": 480}, "file_length": 9}),
+        );
+        assert_eq!(
+            (img["UUID"].as_str(), img["ImageFormat"].as_u64()),
+            (Some("a.png"), Some(3))
+        );
+        assert_eq!(
+            img["ImageInfoArray"][0],
+            json!({"Type": 1, "Size": 9, "Width": 640, "Height": 480, "URL": "https://x/a.png"})
+        );
+        let file = content(
+            MessageType::File,
+            json!({"url": "u", "filename": "r.pdf", "secret": "s"}),
+        );
+        assert_eq!(
+            file,
+            json!({"Url": "u", "UUID": "s", "FileSize": 0, "FileName": "r.pdf", "Download_Flag": 2})
+        );
+        // A body already in the provider's shape is passed through.
+        assert_eq!(
+            content(MessageType::Img, json!({"UUID": "1", "ImageFormat": 1})),
+            json!({"UUID": "1", "ImageFormat": 1})
         );
     }
 
