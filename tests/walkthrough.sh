@@ -79,7 +79,7 @@ awk -v dir="$work/blocks" '
 ' "$root/README.md"
 for f in "$work"/blocks/*.sh; do sed -i "$ports" "$f"; done
 blocks=$(ls "$work/blocks" | wc -l)
-[ "$blocks" -eq 11 ] || fail "the README: expected 11 shell blocks in the walkthrough, found $blocks (update this script with the README)"
+[ "$blocks" -eq 12 ] || fail "the README: expected 12 shell blocks in the walkthrough, found $blocks (update this script with the README)"
 block() { echo "$work/blocks/$1.sh"; }
 expect_block() { # N, a fixed string the block must contain: the script and the README agree
   grep -qF -- "$2" "$(block "$1")" || fail "block $1: it should contain: $2" "$(block "$1")"
@@ -177,6 +177,14 @@ jq -e --argjson n "$size" '.data == "success" and .delivered == $n and .failed =
 run 11
 jq -e -s '.[0] == {"name": "chat_sync", "state": "active", "ban_level": 0} and .[1] == {"deleted": 0}' \
   "$work/out.11" >/dev/null 2>&1 || fail "block 11: reset and delete" "$work/out.11"
+
+# 12. An event from the catalog, sent by trigger with the config's app and token.
+expect_block 12 'callback-sim trigger message_recalled'
+run 12
+grep -qxF '{"eventType":"message_recalled","outcome":"delivered"}' "$work/out.12" ||
+  fail "block 12: the recall was delivered" "$work/out.12"
+grep -q '^<- POST /callback signature=ok answer=200 .*"chat_type":"recall"' "$work/sink.out" ||
+  fail "block 12: the sink got the recall" "$work/sink.out"
 
 # Stopping: Ctrl-C on serve, exit 0; then the sink.
 stop serve
