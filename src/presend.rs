@@ -55,9 +55,9 @@ pub struct Decision {
     pub warnings: Vec<String>,
 }
 
-/// Reads an attempt's result under the rule's settings.
-pub fn decide(wire: &dyn Wire, rule: &RuleConfig, msg_type: MessageType, result: &AttemptResult) -> Decision {
-    let failed = |outcome: Outcome| Decision {
+/// The decision on an answer that is not usable (`outcome` says why): the rule's `on_failure`.
+fn unusable(wire: &dyn Wire, rule: &RuleConfig, outcome: Outcome) -> Decision {
+    Decision {
         usable: false,
         outcome,
         allow: rule.pre_send.on_failure == OnFailure::Pass,
@@ -66,7 +66,12 @@ pub fn decide(wire: &dyn Wire, rule: &RuleConfig, msg_type: MessageType, result:
         silent_drop: false,
         rewrite: None,
         warnings: Vec::new(),
-    };
+    }
+}
+
+/// Reads an attempt's result under the rule's settings.
+pub fn decide(wire: &dyn Wire, rule: &RuleConfig, msg_type: MessageType, result: &AttemptResult) -> Decision {
+    let failed = |outcome| unusable(wire, rule, outcome);
     if result.outcome != Outcome::Delivered {
         return failed(result.outcome);
     }
@@ -239,16 +244,7 @@ pub async fn ask_event(
 /// Reads a before-command's answer about an event: the decision, and the answer itself when
 /// it allows (for the catalog to read what it leaves out).
 fn decide_event(wire: &dyn Wire, rule: &RuleConfig, result: &AttemptResult) -> (Decision, Option<serde_json::Value>) {
-    let failed = |outcome: Outcome| Decision {
-        usable: false,
-        outcome,
-        allow: rule.pre_send.on_failure == OnFailure::Pass,
-        sender_text: Some(wire.pre_send_failure_text().to_string()),
-        sender_code: None,
-        silent_drop: false,
-        rewrite: None,
-        warnings: Vec::new(),
-    };
+    let failed = |outcome| unusable(wire, rule, outcome);
     if result.outcome != Outcome::Delivered {
         return (failed(result.outcome), None);
     }

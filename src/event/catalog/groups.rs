@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::shape::GROUP_TYPE;
 use super::shape::{self, group_op, member_list, muc, muc_operator, muc_target, tencent_group_type, tencent_operator};
 use super::{AgoraDef, Before, Ctx, EventDef, TencentDef};
 use crate::domain::EventType;
@@ -45,20 +46,6 @@ const FIRST_MEMBER_OPERATOR: Field = opt(
     Kind::Id,
     Default::From("the first member", |f| f["members"][0].clone()),
     "who did it",
-);
-const GROUP_TYPE: Field = opt(
-    "group_type",
-    Kind::Choice(&[
-        "Public",
-        "Private",
-        "ChatRoom",
-        "AVChatRoom",
-        "Work",
-        "Meeting",
-        "Community",
-    ]),
-    Default::None,
-    "tencent: the group's Type (Public, or ChatRoom for chatrooms)",
 );
 const MEMBERS: Field = req("members", Kind::Ids, "the members");
 const OP: Field = opt(

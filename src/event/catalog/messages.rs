@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::shape::GROUP_TYPE;
 use super::shape::{self, Message, tencent_group_type};
 use super::{AgoraDef, Ctx, EventDef, TencentDef};
 use crate::domain::EventType;
@@ -35,20 +36,6 @@ const MSG_KEY: Field = opt(
     Kind::Text,
     Default::AtSend("{MsgSeq}_{Random}_{seconds}"),
     "tencent C2C: the message's MsgKey",
-);
-const GROUP_TYPE: Field = opt(
-    "group_type",
-    Kind::Choice(&[
-        "Public",
-        "Private",
-        "ChatRoom",
-        "AVChatRoom",
-        "Work",
-        "Meeting",
-        "Community",
-    ]),
-    Default::None,
-    "tencent: the group's Type (Public, or ChatRoom for chatrooms)",
 );
 
 /// Whether the event happened in a group or chatroom.

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
+use crate::event::fields::{Default, Field, Kind, opt};
 
 /// `host` of agora bodies: the name of the provider's server that sent it.
 pub const HOST: &str = "msync@callback-sim";
@@ -169,3 +170,19 @@ pub fn tencent_group_type<'a>(c: &Ctx<'a>) -> &'a str {
     c.opt("group_type")
         .unwrap_or(if c.b("chatroom") { "ChatRoom" } else { "Public" })
 }
+
+/// `group_type`: tencent's group `Type`, for the events in a group.
+pub const GROUP_TYPE: Field = opt(
+    "group_type",
+    Kind::Choice(&[
+        "Public",
+        "Private",
+        "ChatRoom",
+        "AVChatRoom",
+        "Work",
+        "Meeting",
+        "Community",
+    ]),
+    Default::None,
+    "tencent: the group's Type (Public, or ChatRoom for chatrooms)",
+);
