@@ -388,13 +388,21 @@ impl Report {
             }
         }
         if !r.events.is_empty() {
-            print!("event                  sent  queued blocked");
+            let w = r.events.keys().map(|k| k.len()).max().unwrap_or(0);
+            print!(
+                "{:<w$} {:>6} {:>7} {:>7}",
+                "event",
+                "sent",
+                "queued",
+                "blocked",
+                w = w + 2
+            );
             for o in FinalOutcome::ALL {
                 print!(" {:>9}", o.as_str());
             }
             println!();
             for (name, e) in &r.events {
-                print!("  {name:<19} {:>6} {:>7} {:>7}", e.sent, e.queued, e.blocked);
+                print!("  {name:<w$} {:>6} {:>7} {:>7}", e.sent, e.queued, e.blocked);
                 for o in FinalOutcome::ALL {
                     print!(" {:>9}", e.outcomes.get(o.as_str()).copied().unwrap_or(0));
                 }

@@ -536,3 +536,60 @@ async fn an_event_the_dialect_lacks_is_a_usage_error_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn tencent_events_are_asked_their_before_commands_and_counted_blocked() {
+    let tencent_sink = || async {
+        callback_sim::Sink::start(callback_sim::SinkOptions {
+            dialect: callback_sim::Dialect::Tencent,
+            record: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    };
+    // The pre-send receiver refuses everything it is asked.
+    let (pre, post) = (tencent_sink().await, tencent_sink().await);
+    pre.reply(Reply::ok().with_body(r#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no"}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "dialect = \"tencent\"\nsdk_app_id = 1400000000\n{}  [[apps.rules]]\n  name = \"before\"\n  kind = \"pre_send\"\n  url = \"{}\"\n",
+        rule_toml("after", &post.url("/im")),
+        pre.url("/im")
+    );
+    let (out, r) = generate_with(
+        dir.path(),
+        &rules,
+        &[
+            "--rate",
+            "0",
+            "--count",
+            "40",
+            "--seed",
+            "6",
+            "--rest-ratio",
+            "0",
+            "--event-mix",
+            "message=1,group_created=1,user_status=1",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (created, status) = (&r["events"]["group_created"], &r["events"]["user_status"]);
+    let (n_created, n_status) = (created["sent"].as_u64().unwrap(), status["sent"].as_u64().unwrap());
+    assert!(n_created > 3 && n_status > 3, "{r}");
+    // Every group creation was asked first and refused; statuses have no before-command.
+    assert_eq!(created["blocked"].as_u64(), Some(n_created), "{r}");
+    assert_eq!(created["callbacks"].as_u64(), Some(0), "{r}");
+    assert_eq!(status["outcomes"]["delivered"].as_u64(), Some(n_status), "{r}");
+    assert_eq!(r["blocked"], r["messages"], "every message is asked and refused: {r}");
+    let commands = |rx: &callback_sim::Sink, command: &str| {
+        rx.received()
+            .iter()
+            .filter(|cb| cb.json()["CallbackCommand"] == command)
+            .count() as u64
+    };
+    assert_eq!(commands(&pre, "Group.CallbackBeforeCreateGroup"), n_created);
+    assert_eq!(commands(&post, "State.StateChange"), n_status);
+    assert_eq!(count(&post) as u64, n_status, "nothing else got through");
+}
