@@ -14,7 +14,7 @@ use crate::api;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{CallbackReport, EnqueueError};
-use crate::domain::{CallbackUrl, DateKey, FinalOutcome, Outcome, RuleStatus};
+use crate::domain::{CallbackUrl, DateKey, EventType, FinalOutcome, Outcome, RuleStatus};
 use crate::event::Event;
 use crate::message::{Message, MessageError};
 use crate::replay::{ReplayError, ReplayOutcome};
@@ -278,6 +278,23 @@ impl Server {
         })
     }
 
+    /// Queues a catalog event as app `app` without waiting for its callbacks
+    /// (`POST /app-id/{app}/events`): for traffic, as [`submit`](Self::submit) is for
+    /// messages. A tencent before-command is still asked first; `accepted` is `false` when it
+    /// refused the event. An event the app's dialect does not have queues nothing (see
+    /// `warnings`).
+    pub async fn submit_event(&self, app: &str, event: Event) -> Result<Receipt, SimError> {
+        let app = self.app(app)?;
+        let s = self.sim.submit_event(app, event, false).await?;
+        Ok(Receipt {
+            msg_id: s.msg_id,
+            accepted: s.accepted,
+            code: s.code,
+            queued: s.queued,
+            warnings: s.warnings,
+        })
+    }
+
     /// Sends a non-message event and waits for its callbacks' final outcomes
     /// (`POST /app-id/{app}/events?wait=true`).
     pub async fn send_event(&self, app: &str, event: Event) -> Result<Sent, SimError> {
@@ -404,11 +421,12 @@ impl Server {
         self.sim.dispatcher.queued()
     }
 
-    /// Calls `watch` once for every post-send callback that ends, with its final outcome, its
-    /// last attempt's outcome and the time from acceptance to the end: how
-    /// `callback-sim generate` keeps its counts and latencies. One watcher per server (later
-    /// calls are ignored); it runs on the delivery path, so it must be quick.
-    pub fn watch(&self, watch: impl Fn(FinalOutcome, Outcome, std::time::Duration) + Send + Sync + 'static) {
+    /// Calls `watch` once for every post-send callback that ends, with its event type (`chat`,
+    /// `chat_offline` or a catalog event), its final outcome, its last attempt's outcome and
+    /// the time from acceptance to the end: how `callback-sim generate` keeps its counts and
+    /// latencies. One watcher per server (later calls are ignored); it runs on the delivery
+    /// path, so it must be quick.
+    pub fn watch(&self, watch: impl Fn(EventType, FinalOutcome, Outcome, std::time::Duration) + Send + Sync + 'static) {
         self.sim.dispatcher.observe(Box::new(watch));
     }
 

@@ -22,7 +22,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 
 use self::logging::LogFormat;
 use crate::domain::Dialect;
-use crate::generate::{self, GenerateOptions, Mix, parse_weights};
+use crate::generate::{self, EventMix, GenerateOptions, Mix, parse_weights};
 use crate::sink::{SinkOptions, SinkTls};
 
 #[derive(Parser)]
@@ -83,13 +83,13 @@ enum Command {
         /// The app whose rules (and dialect) get the traffic.
         #[arg(long)]
         app: String,
-        /// Messages per second; 0 = as fast as the pipeline takes them.
+        /// Messages (and events) per second; 0 = as fast as the pipeline takes them.
         #[arg(long)]
         rate: u32,
         /// Stop after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
-        /// Stop after this many messages (at least 1).
+        /// Stop after this many messages and events (at least 1).
         #[arg(long, value_parser = at_least_one::<u64>)]
         count: Option<u64>,
         /// Seed of the traffic and of the callIds (random when absent; the report shows it).
@@ -119,6 +119,10 @@ enum Command {
         /// Chance that a message was sent through the REST API (source = rest).
         #[arg(long, default_value_t = 0.1)]
         rest_ratio: f64,
+        /// Weights of messages and catalog events, e.g. message=80,message_recalled=10,user_status=10
+        /// (default: messages only; `callback-sim catalog` lists the events).
+        #[arg(long, value_name = "NAME=WEIGHT,...")]
+        event_mix: Option<String>,
         /// Drive a running `serve` at this base URL over REST instead of in-process.
         #[arg(long)]
         server: Option<String>,
@@ -258,6 +262,7 @@ pub fn main() -> ExitCode {
                 group_size,
                 users,
                 rest_ratio,
+                event_mix,
                 server,
                 token,
                 connections,
@@ -283,6 +288,10 @@ pub fn main() -> ExitCode {
                         group_size,
                         users,
                         rest_ratio,
+                        events: match event_mix {
+                            Some(text) => EventMix::parse(&text).map_err(|e| format!("--event-mix: {e}"))?,
+                            None => EventMix::default(),
+                        },
                     })
                 })();
                 let duration = match duration.map(|d| Duration::try_from_secs_f64(d).ok().filter(|d| !d.is_zero())) {

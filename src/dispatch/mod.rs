@@ -99,9 +99,9 @@ struct Shared {
     observer: std::sync::OnceLock<Observer>,
 }
 
-/// Called once per finished post-send callback with its final outcome, its last attempt's
-/// outcome and the time from acceptance: how the generator watches the pipeline.
-pub type Observer = Box<dyn Fn(FinalOutcome, Outcome, Duration) + Send + Sync>;
+/// Called once per finished post-send callback with its event type, its final outcome, its
+/// last attempt's outcome and the time from acceptance: how the generator watches the pipeline.
+pub type Observer = Box<dyn Fn(EventType, FinalOutcome, Outcome, Duration) + Send + Sync>;
 
 /// A rule's share of the dispatcher: the jobs waiting for one of its workers, and its idle
 /// keep-alive connections.

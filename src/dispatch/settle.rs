@@ -114,7 +114,7 @@ impl Shared {
         rule.stats.count_final(outcome);
         let latency = job.accepted_at.elapsed();
         if let Some(observe) = self.observer.get() {
-            observe(outcome, last.outcome, latency);
+            observe(job.event_type, outcome, last.outcome, latency);
         }
         let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(

@@ -6,6 +6,7 @@
 //! view, and ends with a table (and `--report` JSON) of outcomes and latency percentiles
 //! (`report.rs`).
 
+mod mix;
 mod pacing;
 mod report;
 mod traffic;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use mix::EventMix;
 pub use report::Report;
 pub use traffic::{Mix, parse_weights};
 

@@ -21,12 +21,12 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
 use super::report::{Tally, spawn_progress};
-use super::traffic::Traffic;
+use super::traffic::{Item, Traffic, event_request_json};
 use super::{GenerateError, GenerateOptions};
 use crate::config::Config;
 use crate::dispatch::EnqueueError;
-use crate::domain::{FinalOutcome, Outcome};
-use crate::message::Message;
+use crate::domain::{EventType, FinalOutcome, Outcome};
+use crate::message::MessageError;
 use crate::server::{Receipt, Server, SimError, StartError};
 
 /// `rate` per second, with a burst of 1 ms worth: steady pacing, not a second's worth of
@@ -66,8 +66,19 @@ impl Budget {
     }
 }
 
-/// A submit waiting for its pre-send answers, with the queue room it holds.
-type Pending = Pin<Box<dyn Future<Output = (usize, Result<Receipt, SimError>)> + Send>>;
+/// A submit waiting for its pre-send answers, with the queue room it holds and, for an event,
+/// its type.
+type Pending = Pin<Box<dyn Future<Output = Submitted> + Send>>;
+
+/// What a submit became: the queue room it held, its event type (`None`: a message), the
+/// answer.
+type Submitted = (usize, Option<EventType>, Result<Receipt, SimError>);
+
+/// An item the model could not make valid (a bug of the model: the unit tests cover every
+/// catalog event).
+fn invalid_item(e: MessageError) -> GenerateError {
+    GenerateError::Run(format!("the generator made an invalid event (a bug): {e}"))
+}
 
 /// The messages handed to the in-process simulator that still wait for their pre-send
 /// answers. Each is polled once when submitted — a message no pre-send rule asks about is
@@ -96,12 +107,12 @@ impl InFlight {
         }
     }
 
-    /// Hands `msg` (needing `room` in the queue) to the simulator.
+    /// Hands `item` (needing `room` in the queue) to the simulator.
     async fn submit(
         &mut self,
         sim: &Arc<Server>,
         app: &Arc<str>,
-        msg: Message,
+        item: Item,
         room: usize,
     ) -> Result<(), GenerateError> {
         // Settle what has its answers by now, then wait for room if all `max` still wait.
@@ -114,10 +125,17 @@ impl InFlight {
             }
         }
         let (sim, app) = (sim.clone(), app.clone());
-        let mut fut: Pending = Box::pin(async move { (room, sim.submit(&app, msg).await) });
+        let mut fut: Pending = match item {
+            Item::Message(msg) => Box::pin(async move { (room, None, sim.submit(&app, msg).await) }),
+            Item::Event(event) => {
+                let t = event.event_type();
+                self.tally.event(t).sent.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move { (room, Some(t), sim.submit_event(&app, event).await) })
+            }
+        };
         self.tally.sent_at(Instant::now());
         match futures_util::poll!(fut.as_mut()) {
-            Poll::Ready(done) => self.settle((0, done.1)),
+            Poll::Ready((_, kind, done)) => self.settle((0, kind, done)),
             Poll::Pending => {
                 self.reserved += room;
                 self.pending.push(fut);
@@ -148,13 +166,19 @@ impl InFlight {
         Ok(())
     }
 
-    fn settle(&mut self, (room, result): (usize, Result<Receipt, SimError>)) -> Result<(), GenerateError> {
+    fn settle(&mut self, (room, kind, result): Submitted) -> Result<(), GenerateError> {
         self.reserved -= room;
         match result {
             Ok(r) if !r.accepted => {
-                self.tally.blocked.fetch_add(1, Ordering::Relaxed);
+                let blocked = kind.map_or(&self.tally.blocked, |t| &self.tally.event(t).blocked);
+                blocked.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(r) => self.queued += r.queued as u64,
+            Ok(r) => {
+                self.queued += r.queued as u64;
+                if let Some(t) = kind {
+                    self.tally.event(t).queued.fetch_add(r.queued as u64, Ordering::Relaxed);
+                }
+            }
             Err(SimError::Queue(EnqueueError::Full)) => self.refused += 1,
             Err(e) => return Err(GenerateError::Run(format!("the simulator stopped: {e}"))),
         }
@@ -163,7 +187,8 @@ impl InFlight {
 }
 
 /// Drives an in-process simulator built from `--config`, with its own store (`--data-dir`, or
-/// a temp dir); returns the messages sent.
+/// a temp dir); returns the messages and events sent. An event of `--event-mix` that the app's
+/// dialect does not have is a usage error.
 pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) -> Result<u64, GenerateError> {
     let mut config = Config::load(&opts.config).map_err(|e| GenerateError::Usage(format!("invalid config: {e}")))?;
     let app = config
@@ -171,6 +196,10 @@ pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) ->
         .iter()
         .find(|a| a.id.as_str() == opts.app)
         .ok_or_else(|| GenerateError::Usage(format!("no app {:?} in {}", opts.app, opts.config.display())))?;
+    opts.mix
+        .events
+        .check_dialect(app.dialect())
+        .map_err(|e| GenerateError::Usage(format!("--event-mix (app {:?}): {e}", opts.app)))?;
     let (rules, policy) = (app.rules.len(), app.policy);
     // The simulator's REST API listens on a free loopback port and its store lives in a dir of
     // its own: never in the way of a `serve` of the same config.
@@ -197,7 +226,7 @@ pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) ->
     })?;
     let sim = Arc::new(sim);
     let observer = tally.clone();
-    sim.watch(move |f, l, d| observer.record(f, l, d));
+    sim.watch(move |t, f, l, d| observer.record(t, f, l, d));
     let limiter = limiter(opts.rate);
     let budget = Budget {
         count: opts.count,
@@ -219,15 +248,19 @@ pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) ->
                     }
                 }
             }
-            let msg = traffic.next_message();
-            // Wait for room for all its callbacks (at most one per rule and recipient), those
-            // of the messages still waiting for pre-send included, so the message is
-            // submitted once and never refused for a full queue.
-            let room = (rules * (1 + msg.offline.len())).min(capacity);
+            let item = traffic.next_item().map_err(invalid_item)?;
+            // Wait for room for all its callbacks (at most one per rule and recipient; an
+            // event has one recipient), those of the items still waiting for pre-send
+            // included, so the item is submitted once and never refused for a full queue.
+            let recipients = match &item {
+                Item::Message(msg) => 1 + msg.offline.len(),
+                Item::Event(_) => 1,
+            };
+            let room = (rules * recipients).min(capacity);
             while sim.queued() + flight.reserved + room > capacity {
                 flight.during(tokio::time::sleep(Duration::from_micros(100))).await?;
             }
-            flight.submit(&sim, &app, msg, room).await?;
+            flight.submit(&sim, &app, item, room).await?;
             n += 1;
             sent.store(n, Ordering::Relaxed);
         }
@@ -248,7 +281,7 @@ pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) ->
     result?;
     if flight.refused > 0 {
         println!(
-            "{} messages were refused: the queue was full (raise delivery.queue_capacity)",
+            "{} messages or events were refused: the queue was full (raise delivery.queue_capacity)",
             flight.refused
         );
     }
@@ -286,7 +319,7 @@ fn backoff(headers: &HeaderMap, attempt: u32, jitter: f64) -> Duration {
     full.mul_f64(1.0 - 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// What one message sent over REST became.
+/// What one message or event sent over REST became.
 enum Posted {
     /// The server's answer (`data`).
     Answer(Value),
@@ -294,8 +327,9 @@ enum Posted {
     OutOfTime,
 }
 
-/// Posts one message, waiting out 429s (each counted in `tally.throttled`) until it is taken
-/// or `until` has passed.
+/// Posts one message or event, waiting out 429s (each counted in `tally.throttled`) until it
+/// is taken or `until` has passed. A 400 for an event is a usage error: the server's app does
+/// not have that event (its dialect), as the answer says.
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -303,7 +337,8 @@ async fn post(
     body: &Value,
     until: Option<Instant>,
     tally: &Tally,
-) -> Result<Posted, String> {
+) -> Result<Posted, GenerateError> {
+    let run = |e: String| GenerateError::Run(format!("{url}: {e}"));
     for attempt in 0u32.. {
         let at = Instant::now();
         let resp = http
@@ -312,18 +347,29 @@ async fn post(
             .json(body)
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| run(e.to_string()))?;
         let status = resp.status();
         if status.is_success() {
-            let v: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+            let v: Value = resp.json().await.map_err(|e| run(e.to_string()))?;
             tally.sent_at(at);
             return Ok(Posted::Answer(v));
         }
         if status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(format!(
-                "{url} answered {status}: {}",
-                resp.text().await.unwrap_or_default()
-            ));
+            let text = resp.text().await.unwrap_or_default();
+            let event = body
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|_| url.contains("/events"));
+            return Err(match event {
+                Some(name) if status == reqwest::StatusCode::BAD_REQUEST => {
+                    let why = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v["error_description"].as_str().map(String::from))
+                        .unwrap_or(text);
+                    GenerateError::Usage(format!("--event-mix: the server refused a {name} event: {why}"))
+                }
+                _ => run(format!("answered {status}: {text}")),
+            });
         }
         tally.throttled.fetch_add(1, Ordering::Relaxed);
         let wait = backoff(resp.headers(), attempt, rand::random());
@@ -336,17 +382,16 @@ async fn post(
 }
 
 /// Drives a running `serve` over REST, `--connections` requests at once, each with
-/// `?wait=true`; returns the messages sent. A 429 is waited out and the message sent again.
+/// `?wait=true`; returns the messages and events sent. A 429 is waited out and the item sent
+/// again.
 pub(super) async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Tally>) -> Result<u64, GenerateError> {
     let token = opts
         .token
         .clone()
         .ok_or_else(|| GenerateError::Usage("--server needs --token".into()))?;
-    let url = format!(
-        "{}/app-id/{}/messages?wait=true",
-        server.trim_end_matches('/'),
-        opts.app
-    );
+    let base = format!("{}/app-id/{}", server.trim_end_matches('/'), opts.app);
+    let urls: Arc<(String, String)> =
+        Arc::new((format!("{base}/messages?wait=true"), format!("{base}/events?wait=true")));
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -355,13 +400,13 @@ pub(super) async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Ta
     let until = opts.duration.map(|d| Instant::now() + d);
     let traffic = Arc::new(Mutex::new(Traffic::new(opts.seed, opts.mix.clone())));
     let sent = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(Mutex::new(None::<String>));
+    let errors = Arc::new(Mutex::new(None::<GenerateError>));
     let progress = spawn_progress(tally.clone(), sent.clone(), opts.count);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.connections.max(1) {
-        let (http, url, token, limiter, traffic, sent, tally, errors) = (
+        let (http, urls, token, limiter, traffic, sent, tally, errors) = (
             http.clone(),
-            url.clone(),
+            urls.clone(),
             token.clone(),
             limiter.clone(),
             traffic.clone(),
@@ -383,13 +428,32 @@ pub(super) async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Ta
                 if let Some(l) = &limiter {
                     l.until_ready().await;
                 }
-                let body = traffic.lock().expect("traffic lock").next_message().to_request_json();
-                match post(&http, &url, &token, &body, until, &tally).await {
-                    Ok(Posted::Answer(v)) => {
-                        if v["data"]["accepted"] == false {
-                            tally.blocked.fetch_add(1, Ordering::Relaxed);
+                let item = traffic.lock().expect("traffic lock").next_item().map_err(invalid_item);
+                let (url, body, kind) = match item {
+                    Ok(Item::Message(msg)) => (&urls.0, msg.to_request_json(), None),
+                    Ok(Item::Event(event)) => (&urls.1, event_request_json(&event), Some(event.event_type())),
+                    Err(e) => {
+                        sent.fetch_sub(1, Ordering::Relaxed);
+                        if let Ok(mut slot) = errors.lock() {
+                            slot.get_or_insert(e);
                         }
-                        for cb in v["data"]["callbacks"]
+                        return;
+                    }
+                };
+                match post(&http, url, &token, &body, until, &tally).await {
+                    Ok(Posted::Answer(v)) => {
+                        let data = &v["data"];
+                        if let Some(t) = kind {
+                            let e = tally.event(t);
+                            e.sent.fetch_add(1, Ordering::Relaxed);
+                            e.queued
+                                .fetch_add(data["queued"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                        }
+                        if data["accepted"] == false {
+                            let blocked = kind.map_or(&tally.blocked, |t| &tally.event(t).blocked);
+                            blocked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        for cb in data["callbacks"]
                             .as_array()
                             .into_iter()
                             .flatten()
@@ -404,7 +468,8 @@ pub(super) async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Ta
                                 .and_then(|s| Outcome::parse(s).ok())
                                 .unwrap_or(Outcome::Connect);
                             let ms = cb["latency_ms"].as_f64().unwrap_or(0.0);
-                            tally.record(fin, last, Duration::from_secs_f64(ms / 1000.0));
+                            let t = kind.unwrap_or(EventType::Chat);
+                            tally.record(t, fin, last, Duration::from_secs_f64(ms / 1000.0));
                         }
                     }
                     Ok(Posted::OutOfTime) => {
@@ -426,7 +491,7 @@ pub(super) async fn run_rest(opts: &GenerateOptions, server: &str, tally: Arc<Ta
     tally.ended.get_or_init(Instant::now);
     progress.abort();
     if let Some(e) = errors.lock().ok().and_then(|mut e| e.take()) {
-        return Err(GenerateError::Run(e));
+        return Err(e);
     }
     Ok(sent.load(Ordering::Relaxed))
 }

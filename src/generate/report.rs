@@ -13,10 +13,29 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{GenerateError, GenerateOptions};
-use crate::domain::{FinalOutcome, Outcome};
+use crate::domain::{EventType, FinalOutcome, Outcome};
+
+/// What the events of one type became (`--event-mix`).
+#[derive(Default)]
+pub(super) struct EventTally {
+    /// Events handed to the simulator (over REST: accepted by the server).
+    pub(super) sent: AtomicU64,
+    /// Post-send callbacks they queued.
+    pub(super) queued: AtomicU64,
+    /// Events a tencent before-command refused (docs/behaviour.md §9): no callbacks.
+    pub(super) blocked: AtomicU64,
+    finals: [AtomicU64; FinalOutcome::ALL.len()],
+}
+
+/// Whether callbacks of `t` are a message's rather than an event's.
+fn is_message(t: EventType) -> bool {
+    matches!(t, EventType::Chat | EventType::ChatOffline)
+}
 
 /// Counters and the latency histogram, shared with the observer.
 pub(super) struct Tally {
+    /// Per event type, by [`EventType::index`] (the message types stay at 0).
+    events: [EventTally; EventType::ALL.len()],
     finals: [AtomicU64; FinalOutcome::ALL.len()],
     last: [AtomicU64; Outcome::ALL.len()],
     pub(super) done: AtomicU64,
@@ -40,6 +59,7 @@ pub(super) struct Tally {
 impl Tally {
     pub(super) fn new() -> Self {
         Self {
+            events: std::array::from_fn(|_| EventTally::default()),
             finals: Default::default(),
             last: Default::default(),
             done: AtomicU64::new(0),
@@ -73,7 +93,22 @@ impl Tally {
         })
     }
 
-    pub(super) fn record(&self, fin: FinalOutcome, last: Outcome, latency: Duration) {
+    /// The counters of events of type `t`.
+    pub(super) fn event(&self, t: EventType) -> &EventTally {
+        &self.events[t.index()]
+    }
+
+    /// Events sent, all types together.
+    pub(super) fn events_sent(&self) -> u64 {
+        self.events.iter().map(|e| e.sent.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Counts a callback of type `t` that ended as `fin` (its last attempt `last`), `latency`
+    /// after it was accepted: in the totals, and per event type for events.
+    pub(super) fn record(&self, t: EventType, fin: FinalOutcome, last: Outcome, latency: Duration) {
+        if !is_message(t) {
+            self.events[t.index()].finals[fin.index()].fetch_add(1, Ordering::Relaxed);
+        }
         self.finals[fin.index()].fetch_add(1, Ordering::Relaxed);
         self.last[last.index()].fetch_add(1, Ordering::Relaxed);
         let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
@@ -107,15 +142,14 @@ pub struct Report {
     pub mode: &'static str,
     /// `seed`: the seed used, to reproduce the run.
     pub seed: u64,
-    /// `rate_asked`: messages per second asked for (0 = as fast as possible).
+    /// `rate_asked`: messages (and events) per second asked for (0 = as fast as possible).
     pub rate_asked: u32,
-    /// `rate_achieved`: messages per second between the first message sent and the last
-    /// (`messages − 1` intervals over `sending_secs`; a run of one message: `messages` over
-    /// `duration_secs`).
+    /// `rate_achieved`: messages and events per second between the first one sent and the
+    /// last (`n − 1` intervals over `sending_secs`; a run of one: 1 over `duration_secs`).
     pub rate_achieved: f64,
-    /// `messages`: messages sent.
+    /// `messages`: messages sent (events are counted in `events`).
     pub messages: u64,
-    /// `sending_secs`: from the first message sent to the last, in seconds.
+    /// `sending_secs`: from the first message or event sent to the last, in seconds.
     pub sending_secs: f64,
     /// `blocked`: messages a pre-send rule blocked (docs/behaviour.md §4.2); they make no
     /// post-send callbacks.
@@ -123,7 +157,7 @@ pub struct Report {
     /// `throttled`: 429 answers of the `--server` (rate limit or full queue), each waited out
     /// and the message sent again; 0 in-process.
     pub throttled: u64,
-    /// `callbacks`: callbacks that reached their final outcome.
+    /// `callbacks`: callbacks that reached their final outcome (of messages and events).
     pub callbacks: u64,
     /// `callbacks_per_sec`: `callbacks` per second of the run.
     pub callbacks_per_sec: f64,
@@ -140,6 +174,40 @@ pub struct Report {
     /// `peak_rss_mb`: this process's peak resident memory in MiB (see [`peak_rss_mb`]); NaN off
     /// Linux.
     pub peak_rss_mb: f64,
+    /// `events`: each event type of `--event-mix`, by name (empty with messages only). Their
+    /// callbacks are also in `callbacks`, `outcomes` and `latency_ms`.
+    pub events: BTreeMap<&'static str, EventCounts>,
+}
+
+/// What the events of one type became, in the [`Report`].
+#[derive(Debug, Serialize)]
+pub struct EventCounts {
+    /// `sent`: events sent.
+    pub sent: u64,
+    /// `queued`: post-send callbacks they queued (one per rule that takes them).
+    pub queued: u64,
+    /// `blocked`: events a tencent before-command refused (no callbacks).
+    pub blocked: u64,
+    /// `callbacks`: their callbacks that reached a final outcome.
+    pub callbacks: u64,
+    /// `outcomes`: those callbacks by final outcome (docs/behaviour.md §5).
+    pub outcomes: BTreeMap<&'static str, u64>,
+}
+
+impl EventCounts {
+    fn new(tally: &EventTally) -> Self {
+        let outcomes: BTreeMap<&'static str, u64> = FinalOutcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), tally.finals[o.index()].load(Ordering::Relaxed)))
+            .collect();
+        Self {
+            sent: tally.sent.load(Ordering::Relaxed),
+            queued: tally.queued.load(Ordering::Relaxed),
+            blocked: tally.blocked.load(Ordering::Relaxed),
+            callbacks: outcomes.values().sum(),
+            outcomes,
+        }
+    }
 }
 
 /// Peak resident memory of this process, from /proc (Linux); NaN elsewhere.
@@ -200,6 +268,10 @@ pub(super) fn spawn_progress(
                 f(FinalOutcome::Dropped),
                 tally.percentile_ms(0.99)
             );
+            let events = tally.events_sent();
+            if events > 0 {
+                line.push_str(&format!(" | events {events}"));
+            }
             for (what, n) in [("blocked", &tally.blocked), ("throttled", &tally.throttled)] {
                 let n = n.load(Ordering::Relaxed);
                 if n > 0 {
@@ -218,7 +290,7 @@ pub(super) fn spawn_progress(
 }
 
 impl Report {
-    /// The report of a run that sent `sent` messages, from what `tally` saw.
+    /// The report of a run that sent `sent` messages and events, from what `tally` saw.
     pub(super) fn new(opts: &GenerateOptions, mode: &'static str, sent: u64, tally: &Tally, started: Instant) -> Self {
         let ended = tally.ended.get().copied().unwrap_or_else(Instant::now);
         let (first, last) = tally.send_span().unwrap_or((started, started));
@@ -237,7 +309,7 @@ impl Report {
             seed: opts.seed,
             rate_asked: opts.rate,
             rate_achieved,
-            messages: sent,
+            messages: sent.saturating_sub(tally.events_sent()),
             sending_secs: sending,
             blocked: tally.blocked.load(Ordering::Relaxed),
             throttled: tally.throttled.load(Ordering::Relaxed),
@@ -264,6 +336,13 @@ impl Report {
             .map(|(k, q)| (k, tally.percentile_ms(q)))
             .collect(),
             peak_rss_mb: peak_rss_mb(),
+            events: opts
+                .mix
+                .events
+                .events()
+                .iter()
+                .map(|(t, _)| (t.as_str(), EventCounts::new(tally.event(*t))))
+                .collect(),
         }
     }
 
@@ -276,10 +355,18 @@ impl Report {
             format!("{}/s", r.rate_asked)
         };
         println!();
-        println!(
-            "messages   {} sent over {:.2} s: {:.0}/s achieved, {asked} asked",
-            r.messages, r.sending_secs, r.rate_achieved
-        );
+        let events: u64 = r.events.values().map(|e| e.sent).sum();
+        if r.events.is_empty() {
+            println!(
+                "messages   {} sent over {:.2} s: {:.0}/s achieved, {asked} asked",
+                r.messages, r.sending_secs, r.rate_achieved
+            );
+        } else {
+            println!(
+                "messages   {} and {events} events sent over {:.2} s: {:.0}/s achieved, {asked} asked",
+                r.messages, r.sending_secs, r.rate_achieved
+            );
+        }
         if r.blocked > 0 {
             println!("blocked    {} (by pre-send)", r.blocked);
         }
@@ -298,6 +385,28 @@ impl Report {
             println!("last attempt   count");
             for (k, v) in r.last_attempts.iter().filter(|(k, _)| **k != "delivered") {
                 println!("  {k:<12} {v}");
+            }
+        }
+        if !r.events.is_empty() {
+            let w = r.events.keys().map(|k| k.len()).max().unwrap_or(0);
+            print!(
+                "{:<w$} {:>6} {:>7} {:>7}",
+                "event",
+                "sent",
+                "queued",
+                "blocked",
+                w = w + 2
+            );
+            for o in FinalOutcome::ALL {
+                print!(" {:>9}", o.as_str());
+            }
+            println!();
+            for (name, e) in &r.events {
+                print!("  {name:<w$} {:>6} {:>7} {:>7}", e.sent, e.queued, e.blocked);
+                for o in FinalOutcome::ALL {
+                    print!(" {:>9}", e.outcomes.get(o.as_str()).copied().unwrap_or(0));
+                }
+                println!();
             }
         }
         let l = &r.latency_ms;

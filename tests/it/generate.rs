@@ -350,3 +350,246 @@ async fn an_unwritable_report_is_refused_before_the_run() {
     assert!(err.contains("no-such-dir"), "{err}");
     assert_eq!(count(&rx), 0, "nothing is sent");
 }
+
+/// What kind of callback an agora body is: `chat` for messages, else the catalog event.
+fn agora_kind(b: &Value) -> &'static str {
+    match (b["chat_type"].as_str(), b["event"].as_str(), b["operation"].as_str()) {
+        (Some("recall"), _, _) => "message_recalled",
+        (_, Some("group_op_event"), Some("JOIN")) => "group_member_joined",
+        (None, None, _) if b["status"].is_string() && b["reason"].is_string() => "user_status",
+        (Some("chat" | "groupchat"), None, _) => "chat",
+        _ => "other",
+    }
+}
+
+#[tokio::test]
+async fn an_event_mix_sends_catalog_events_and_reports_them_per_type() {
+    let rx = sink(Reply::ok()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (out, r) = generate(
+        dir.path(),
+        &rx.url("/cb"),
+        &[
+            "--rate",
+            "0",
+            "--count",
+            "80",
+            "--seed",
+            "4",
+            "--offline-ratio",
+            "0",
+            "--event-mix",
+            "message=2,message_recalled=1,user_status=1,group_member_joined=1",
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = r["events"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no events section: {r}"));
+    let names = ["group_member_joined", "message_recalled", "user_status"];
+    assert_eq!(
+        events.keys().collect::<Vec<_>>(),
+        names.iter().collect::<Vec<_>>(),
+        "by name: {r}"
+    );
+    // What the receiver got, by kind.
+    let mut got = std::collections::BTreeMap::<&str, u64>::new();
+    for cb in rx.received() {
+        *got.entry(agora_kind(&cb.json())).or_default() += 1;
+    }
+    let mut total = r["messages"].as_u64().unwrap();
+    for name in names {
+        let e = &events[name];
+        let sent = e["sent"].as_u64().unwrap();
+        assert!(sent > 5, "{name}: {e}");
+        total += sent;
+        // One rule: one callback each, all delivered.
+        for k in ["queued", "callbacks"] {
+            assert_eq!(e[k].as_u64(), Some(sent), "{name} {k}: {e}");
+        }
+        assert_eq!(e["outcomes"]["delivered"].as_u64(), Some(sent), "{name}: {e}");
+        assert_eq!(e["blocked"].as_u64(), Some(0), "{name}: {e}");
+        assert_eq!(got.get(name).copied(), Some(sent), "{name}: the receiver got {got:?}");
+    }
+    assert_eq!(total, 80, "--count counts messages and events: {r}");
+    assert_eq!(got.get("chat").copied(), r["messages"].as_u64(), "{got:?}");
+    assert_eq!(got.get("other"), None, "{got:?}");
+    // The totals hold every callback, events' too.
+    assert_eq!(r["callbacks"].as_u64(), Some(80), "{r}");
+    assert_eq!(count(&rx), 80);
+    assert!(
+        stdout.contains("message_recalled") && stdout.contains("events sent"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn server_mode_posts_the_events_of_the_mix() {
+    let rx = sink(Reply::ok()).await;
+    let sim = start(config().app(app1().rule(rule("r", &rx.url("/cb"))))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = run_bin(strings(&[
+        "generate",
+        "--app",
+        APP,
+        "--rate",
+        "0",
+        "--count",
+        "30",
+        "--seed",
+        "8",
+        "--offline-ratio",
+        "0",
+        "--event-mix",
+        "message=1,message_recalled=1",
+        "--server",
+        &sim.base_url(),
+        "--token",
+        TOKEN,
+        "--connections",
+        "4",
+        "--report",
+        report.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let e = &r["events"]["message_recalled"];
+    let sent = e["sent"].as_u64().unwrap();
+    assert!(sent > 5, "{r}");
+    assert_eq!(sent + r["messages"].as_u64().unwrap(), 30, "{r}");
+    assert_eq!(e["outcomes"]["delivered"].as_u64(), Some(sent), "{r}");
+    let recalls = rx
+        .received()
+        .iter()
+        .filter(|cb| agora_kind(&cb.json()) == "message_recalled")
+        .count() as u64;
+    assert_eq!(recalls, sent);
+    assert_eq!(count(&rx), 30);
+}
+
+#[tokio::test]
+async fn an_event_the_dialect_lacks_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tencent =
+        "dialect = \"tencent\"\nsdk_app_id = 1400000000\n".to_string() + &rule_toml("r", "http://127.0.0.1:9/cb");
+    let cfg = config_with(dir.path(), &tencent);
+    let base = ["generate", "--app", "app1", "--rate", "0", "--count", "5"];
+    let run = |extra: &[&str]| {
+        let mut args = strings(&base);
+        args.extend(strings(&["--config", cfg.to_str().unwrap()]));
+        args.extend(strings(extra));
+        Command::new(BIN).args(&args).output().unwrap()
+    };
+    let out = run(&["--event-mix", "message=5,reaction_changed=1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for part in [
+        "--event-mix",
+        "reaction_changed",
+        "tencent dialect",
+        "message, user_status",
+        "message_read",
+    ] {
+        assert!(err.contains(part), "{part:?} missing: {err}");
+    }
+    for (mix, part) in [
+        ("message=1,nap=2", "\"nap=2\""),
+        ("chat=1", "message=WEIGHT"),
+        ("user_status", "NAME=WEIGHT"),
+    ] {
+        let out = run(&["--event-mix", mix]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mix}: {err}");
+        assert!(err.contains("--event-mix") && err.contains(part), "{mix}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // With --server, the server's answer says it.
+    let sim = start(config().app(app1().tencent(1_400_000_000).rule(rule("r", &refused_url())))).await;
+    let out = run_bin(strings(&[
+        "generate",
+        "--app",
+        APP,
+        "--rate",
+        "0",
+        "--count",
+        "3",
+        "--event-mix",
+        "keyword_alert=1",
+        "--server",
+        &sim.base_url(),
+        "--token",
+        TOKEN,
+    ]))
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("keyword_alert") && err.contains("tencent dialect"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tencent_events_are_asked_their_before_commands_and_counted_blocked() {
+    let tencent_sink = || async {
+        callback_sim::Sink::start(callback_sim::SinkOptions {
+            dialect: callback_sim::Dialect::Tencent,
+            record: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    };
+    // The pre-send receiver refuses everything it is asked.
+    let (pre, post) = (tencent_sink().await, tencent_sink().await);
+    pre.reply(Reply::ok().with_body(r#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"no"}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "dialect = \"tencent\"\nsdk_app_id = 1400000000\n{}  [[apps.rules]]\n  name = \"before\"\n  kind = \"pre_send\"\n  url = \"{}\"\n",
+        rule_toml("after", &post.url("/im")),
+        pre.url("/im")
+    );
+    let (out, r) = generate_with(
+        dir.path(),
+        &rules,
+        &[
+            "--rate",
+            "0",
+            "--count",
+            "40",
+            "--seed",
+            "6",
+            "--rest-ratio",
+            "0",
+            "--event-mix",
+            "message=1,group_created=1,user_status=1",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (created, status) = (&r["events"]["group_created"], &r["events"]["user_status"]);
+    let (n_created, n_status) = (created["sent"].as_u64().unwrap(), status["sent"].as_u64().unwrap());
+    assert!(n_created > 3 && n_status > 3, "{r}");
+    // Every group creation was asked first and refused; statuses have no before-command.
+    assert_eq!(created["blocked"].as_u64(), Some(n_created), "{r}");
+    assert_eq!(created["callbacks"].as_u64(), Some(0), "{r}");
+    assert_eq!(status["outcomes"]["delivered"].as_u64(), Some(n_status), "{r}");
+    assert_eq!(r["blocked"], r["messages"], "every message is asked and refused: {r}");
+    let commands = |rx: &callback_sim::Sink, command: &str| {
+        rx.received()
+            .iter()
+            .filter(|cb| cb.json()["CallbackCommand"] == command)
+            .count() as u64
+    };
+    assert_eq!(commands(&pre, "Group.CallbackBeforeCreateGroup"), n_created);
+    assert_eq!(commands(&post, "State.StateChange"), n_status);
+    assert_eq!(count(&post) as u64, n_status, "nothing else got through");
+}
