@@ -91,6 +91,7 @@ mod domain;
 mod event;
 mod generate;
 mod harness;
+mod history;
 mod ids;
 mod message;
 mod metrics;

@@ -7,6 +7,7 @@
 //! writes the routes' error responses in the OpenAPI document.
 
 mod error;
+mod history;
 mod messages;
 mod openapi;
 mod ops;
@@ -41,6 +42,7 @@ pub fn router(sim: Arc<Simulator>) -> Router {
         .merge(rules::router())
         .merge(storage::router())
         .merge(ops::router())
+        .merge(history::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::policy::not_attempted;
 use super::{Job, Shared};
 use crate::domain::{EventType, FinalOutcome, Outcome, RuleKind, RuleName};
+use crate::history::Entry;
 use crate::store::StoredCallback;
 use crate::transport::AttemptResult;
 
@@ -92,7 +93,20 @@ impl Shared {
             true
         } else {
             match self.store.put(to_store).await {
-                Ok(()) => true,
+                Ok(()) => {
+                    if let Some(history) = self.history.get() {
+                        // The console's store view (docs/behaviour.md §11): one note per app.
+                        let mut told: Vec<&crate::domain::AppId> = Vec::new();
+                        for (job, last, _) in &done {
+                            let app = &job.rule.app;
+                            if !last.outcome.is_delivered() && job.rule.exception_store && !told.contains(&app) {
+                                history.of(&job.rule).store_changed();
+                                told.push(app);
+                            }
+                        }
+                    }
+                    true
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
                     false
@@ -105,8 +119,8 @@ impl Shared {
         }
     }
 
-    /// Counts, logs and reports one callback's end.
-    pub(super) fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
+    /// Counts, logs and reports one callback's end, and keeps it in the history.
+    pub(super) fn report(&self, mut job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
         let rule = &job.rule;
         if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
             rule.stats.count_outcome(last.outcome);
@@ -130,13 +144,13 @@ impl Shared {
             detail = last.detail.as_deref(),
             "callback"
         );
-        if let Some(done) = job.done {
+        if let Some(done) = job.done.take() {
             let _ = done.send(CallbackReport {
                 rule: rule.config.name.clone(),
                 kind: RuleKind::PostSend,
-                call_id: job.call_id.into(),
+                call_id: job.call_id.to_string(),
                 event_type: job.event_type,
-                to: job.to.into(),
+                to: job.to.to_string(),
                 outcome,
                 last_attempt: last.outcome,
                 attempts,
@@ -144,6 +158,26 @@ impl Shared {
                 warnings: Vec::new(),
                 latency_ms,
             });
+        }
+        if let Some(history) = self.history.get() {
+            let app = history.of(rule);
+            if app.keeps() {
+                let now = self.clock.now_ms();
+                app.record(Entry {
+                    created_at_ms: now.saturating_sub(latency.as_millis() as u64),
+                    latency_ms,
+                    outcome,
+                    attempts: std::mem::take(&mut job.trail),
+                    rule: job.rule,
+                    call_id: job.call_id,
+                    event_type: job.event_type,
+                    to: job.to,
+                    body: job.body,
+                    query: job.query,
+                    target: None,
+                    resend: false,
+                });
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod connections;
 mod delivery;
 mod generate;
 mod helpers;
+mod history;
 mod hostile;
 mod ingest;
 mod masking;

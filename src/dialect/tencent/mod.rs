@@ -179,6 +179,12 @@ impl Wire for Tencent {
     fn receiver_answer(&self, ok: bool) -> &'static str {
         if ok { ANSWER_OK } else { ANSWER_FAIL }
     }
+
+    fn resign(&self, edited: &[u8], _secret: &str) -> Result<Bytes, String> {
+        // Unsigned (docs/behaviour.md §4.3): the body goes as edited, compact; the query string
+        // stays the callback's.
+        Ok(super::write_fields(&super::edited_fields(edited)?))
+    }
 }
 
 /// A message or event whose callbacks all carry the same bytes.
