@@ -58,6 +58,8 @@ pub struct Entry {
     pub to: Box<str>,
     /// Its final outcome.
     pub outcome: FinalOutcome,
+    /// The last attempt's outcome (`banned`, `shutdown` when it was not attempted).
+    pub last_attempt: Outcome,
     /// When it was accepted, Unix ms.
     pub created_at_ms: u64,
     /// Acceptance to final outcome.
@@ -117,6 +119,7 @@ impl Entry {
             event: self.event_type,
             to: &self.to,
             outcome: self.outcome,
+            last_attempt: self.last_attempt,
             created_at: rfc3339(self.created_at_ms),
             latency_ms: self.latency_ms,
             resend: self.resend,
@@ -162,6 +165,8 @@ pub struct EntryView<'a> {
     to: &'a str,
     /// The final outcome (`delivered`, `violation`, `stored`, `dropped`).
     outcome: FinalOutcome,
+    /// The last attempt's outcome (`banned` or `shutdown` when it was not attempted).
+    last_attempt: Outcome,
     /// When it was accepted, RFC 3339.
     created_at: String,
     /// Acceptance to final outcome, ms.
@@ -432,6 +437,7 @@ mod tests {
             event_type: EventType::Chat,
             to: "u2".into(),
             outcome: FinalOutcome::Delivered,
+            last_attempt: Outcome::Delivered,
             created_at_ms: 1_700_000_000_000,
             latency_ms: 1.5,
             attempts: vec![AttemptLog {

@@ -325,6 +325,7 @@ impl Simulator {
             event_type,
             to,
             outcome,
+            last_attempt: last.outcome,
             created_at_ms: self.clock.now_ms().saturating_sub(latency.as_millis() as u64),
             latency_ms,
             attempts: trail,

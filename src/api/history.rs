@@ -119,7 +119,7 @@ pub(super) async fn history(
     Ok(ctx.ok("/callbacks", app.config.id.as_str(), views))
 }
 
-/// Server-sent events, from the moment of the request: `ready` once, then `callback` (a
+/// Server-sent events, from the moment of the request: `ready` once (`{"app", "dialect"}`), then `callback` (a
 /// history entry, at its final outcome), `rule` (a rule's new state, as in `callbacks/rules`),
 /// `store` (`{"buckets": [...]}` as in `storage/info`, at most four times a second) and
 /// `lagged` (`{"missed": N}`: the reader fell behind and missed N notes; list the history
@@ -171,7 +171,8 @@ impl Follow {
     async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
         if !self.ready {
             self.ready = true;
-            return Some((Ok(event("ready", &serde_json::json!({}))), self));
+            let hello = serde_json::json!({ "app": self.app.config.id.as_str(), "dialect": self.app.config.dialect });
+            return Some((Ok(event("ready", &hello)), self));
         }
         loop {
             let due = self.store_due;

@@ -167,6 +167,7 @@ impl Shared {
                     created_at_ms: now.saturating_sub(latency.as_millis() as u64),
                     latency_ms,
                     outcome,
+                    last_attempt: last.outcome,
                     attempts: std::mem::take(&mut job.trail),
                     rule: job.rule,
                     call_id: job.call_id,

@@ -7,6 +7,7 @@ mod cli;
 mod cli_flags;
 mod config_fuzz;
 mod connections;
+mod console;
 mod delivery;
 mod generate;
 mod helpers;
