@@ -144,13 +144,22 @@ impl Shared {
             detail = last.detail.as_deref(),
             "callback"
         );
+        // The app's history, when it keeps callbacks (docs/behaviour.md §11).
+        let keeper = self.history.get().map(|h| h.of(rule)).filter(|h| h.keeps());
         if let Some(done) = job.done.take() {
+            let (call_id, to) = match keeper {
+                Some(_) => (job.call_id.to_string(), job.to.to_string()),
+                None => (
+                    std::mem::take(&mut job.call_id).into(),
+                    std::mem::take(&mut job.to).into(),
+                ),
+            };
             let _ = done.send(CallbackReport {
                 rule: rule.config.name.clone(),
                 kind: RuleKind::PostSend,
-                call_id: job.call_id.to_string(),
+                call_id,
                 event_type: job.event_type,
-                to: job.to.to_string(),
+                to,
                 outcome,
                 last_attempt: last.outcome,
                 attempts,
@@ -159,26 +168,23 @@ impl Shared {
                 latency_ms,
             });
         }
-        if let Some(history) = self.history.get() {
-            let app = history.of(rule);
-            if app.keeps() {
-                let now = self.clock.now_ms();
-                app.record(Entry {
-                    created_at_ms: now.saturating_sub(latency.as_millis() as u64),
-                    latency_ms,
-                    outcome,
-                    last_attempt: last.outcome,
-                    attempts: std::mem::take(&mut job.trail),
-                    rule: job.rule,
-                    call_id: job.call_id,
-                    event_type: job.event_type,
-                    to: job.to,
-                    body: job.body,
-                    query: job.query,
-                    target: None,
-                    resend: false,
-                });
-            }
+        if let Some(app) = keeper {
+            let now = self.clock.now_ms();
+            app.record(Entry {
+                created_at_ms: now.saturating_sub(latency.as_millis() as u64),
+                latency_ms,
+                outcome,
+                last_attempt: last.outcome,
+                attempts: std::mem::take(&mut job.trail),
+                rule: job.rule,
+                call_id: job.call_id,
+                event_type: job.event_type,
+                to: job.to,
+                body: job.body,
+                query: job.query,
+                target: None,
+                resend: false,
+            });
         }
     }
 }
