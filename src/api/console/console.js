@@ -24,9 +24,13 @@ const state = {
 // ---- calls ----------------------------------------------------------------------------
 
 class SignedOut extends Error {}
+// An answer that came after a sign-out (or a sign-in as another app): thrown away.
+class Stale extends Error {}
 
 async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + state.token };
+  const token = state.token;
+  if (!token) throw new Stale("signed out");
+  const headers = { Authorization: "Bearer " + token };
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -34,6 +38,7 @@ async function api(method, path, body) {
   }
   const resp = await fetch("/app-id/" + encodeURIComponent(state.app) + path, init);
   const json = await resp.json().catch(() => ({}));
+  if (state.token !== token) throw new Stale("signed out meanwhile");
   if (resp.status === 401 || json.error === "app_not_found") {
     throw new SignedOut(resp.status === 401 ? "wrong token for this app" : "no such app");
   }
@@ -47,6 +52,7 @@ async function api(method, path, body) {
 }
 
 function failed(e) {
+  if (e instanceof Stale) return true;
   if (e instanceof SignedOut) {
     signOut("Signed out: " + e.message + ".");
     return true;
