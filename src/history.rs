@@ -1,4 +1,4 @@
-//! The console's memory (docs/behaviour.md §11): per app, the most recent callbacks with their
+//! The console's memory (docs/behaviour.md §12): per app, the most recent callbacks with their
 //! attempts and the exact request, in a ring of `server.history_per_app` entries (the oldest
 //! go first), and the notes a live stream follows — a callback at its final outcome, a rule
 //! whose state changed, a bucket that changed.
@@ -23,7 +23,7 @@ use crate::clock::rfc3339;
 use crate::domain::{AppId, CallbackUrl, EventType, FinalOutcome, Outcome, RuleKind, RuleName};
 use crate::runtime::{Apps, RuleRuntime};
 
-/// How many characters of an answer an attempt shows (docs/behaviour.md §11).
+/// How many characters of an answer an attempt shows (docs/behaviour.md §12).
 pub const ANSWER_CHARS: usize = 1_000;
 /// Notes a watcher may fall behind by before it is told it missed some.
 const NOTES: usize = 1_024;
@@ -43,6 +43,16 @@ pub struct AttemptLog {
     pub answer: Option<Bytes>,
     /// Why it failed, in words.
     pub detail: Option<String>,
+}
+
+/// What a delivery writes down for the history while it runs (docs/behaviour.md §12).
+#[derive(Debug, Default)]
+pub struct Trail {
+    /// Each attempt, in order.
+    pub attempts: Vec<AttemptLog>,
+    /// The query string as sent, when the provider signed it at send time (tencent with a
+    /// token); otherwise the callback's own.
+    pub sent_query: Option<Arc<str>>,
 }
 
 /// One callback in the history.
@@ -68,8 +78,10 @@ pub struct Entry {
     pub attempts: Vec<AttemptLog>,
     /// The exact bytes sent.
     pub body: Bytes,
-    /// The query string appended to the URL (tencent).
+    /// The query string appended to the URL (tencent), as the store keeps it: unsigned.
     pub query: Option<Arc<str>>,
+    /// The query string as sent, when it was signed at send time.
+    pub sent_query: Option<Arc<str>>,
     /// A resend's URL when it was not the rule's.
     pub target: Option<Box<CallbackUrl>>,
     /// Sent again from the console (`callbacks/resend`), not by a delivery.
@@ -85,7 +97,12 @@ impl Entry {
     /// The URL of the request as shown: the password masked, the query string appended.
     pub fn shown_url(&self) -> String {
         let base = self.url().to_string();
-        match self.query.as_deref().filter(|q| !q.is_empty()) {
+        match self
+            .sent_query
+            .as_deref()
+            .or(self.query.as_deref())
+            .filter(|q| !q.is_empty())
+        {
             None => base,
             Some(q) if base.contains('?') => format!("{base}&{q}"),
             Some(q) => format!("{base}?{q}"),
@@ -148,7 +165,7 @@ impl Entry {
     }
 }
 
-/// One callback of `callbacks/history` (docs/behaviour.md §11).
+/// One callback of `callbacks/history` (docs/behaviour.md §12).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EntryView<'a> {
     /// `callId`.
@@ -450,6 +467,7 @@ mod tests {
             }],
             body,
             query: None,
+            sent_query: None,
             target: None,
             resend: false,
         }
@@ -536,7 +554,7 @@ mod tests {
         }
     }
 
-    /// The figure of docs/behaviour.md §11: a full history of the default size, with bodies
+    /// The figure of docs/behaviour.md §12: a full history of the default size, with bodies
     /// of the benchmark's size built as deliveries build them (run with --nocapture to see it).
     #[test]
     fn a_full_history_of_the_default_size_stays_under_two_megabytes_per_app() {
@@ -558,7 +576,7 @@ mod tests {
                 seq: 1,
                 random: 2,
             };
-            let prepared = Agora.message(facts, RuleKind::PostSend);
+            let prepared = Agora::default().message(facts, RuleKind::PostSend);
             let call_id = format!("demoapp#{:08x}-a947-421d-878b-2f055f445d08", n);
             let body = prepared.encode(prepared.recipients()[0], &call_id, "secret").body;
             drop(prepared);

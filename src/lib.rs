@@ -53,7 +53,8 @@
 //! - **The receiver** — [`Sink`]: verifies signatures, counts callbacks and duplicates, answers
 //!   as scripted ([`Reply`]), records what it got ([`ReceivedCallback`], [`Sink::wait_for`]),
 //!   serves HTTPS and mutual TLS ([`SinkTls`]): what `callback-sim sink` runs.
-//! - **Signatures** — [`agora_sign`] and [`agora_verify`], for receivers of agora callbacks.
+//! - **Signatures** — [`agora_sign`] and [`agora_verify`], for receivers of agora callbacks;
+//!   [`tencent_sign`] for receivers of signed tencent URLs.
 //! - **Vocabulary** (docs/behaviour.md §1, §5) — [`Outcome`], [`FinalOutcome`], [`EventType`],
 //!   [`RuleKind`], [`Dialect`], [`ChatType`], [`MessageType`], [`Source`], [`Platform`],
 //!   [`OnFailure`], [`JoinType`], [`GroupType`], and the validated names [`AppId`], [`RuleName`], [`CallbackUrl`],
@@ -110,6 +111,7 @@ pub use config::{AppBuilder, Config, ConfigError, RuleBuilder};
 
 pub use dialect::Signature;
 pub use dialect::agora::{sign as agora_sign, verify as agora_verify};
+pub use dialect::tencent::{MAX_SKEW_SECS as TENCENT_MAX_SKEW_SECS, sign as tencent_sign};
 pub use dispatch::{CallbackReport, EnqueueError};
 pub use domain::{
     AppId, CallbackUrl, ChatType, DateKey, Dialect, DomainError, EventType, FinalOutcome, GroupType, JoinType,

@@ -54,6 +54,9 @@ pub struct Message {
     /// Recipients that are offline: each gets a `chat_offline` callback per post-send rule.
     /// Each is listed once, and the sender never ([`distinct_offline`]).
     pub(crate) offline: Vec<String>,
+    /// Deep-merged into every post-send wire body before signing (docs/behaviour.md §11.1):
+    /// the user's `overrides`, or a tencent before-command's `MsgBody`/`CloudCustomData`.
+    pub(crate) overrides: Option<Map<String, Value>>,
 }
 
 /// Why a message was refused; `field` names the JSON field.
@@ -113,6 +116,11 @@ pub struct MessageRequest {
     /// `offline`: up to [`MAX_OFFLINE`] offline recipients.
     #[serde(default)]
     pub offline: Option<Vec<String>>,
+    /// `overrides`: a JSON object deep-merged into each post-send wire body before it is
+    /// signed (objects merge key by key, `null` removes a key).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub overrides: Option<Map<String, Value>>,
 }
 
 /// Parses a REST body that must be a JSON object into `T`; errors name the offending field.
@@ -209,6 +217,7 @@ impl MessageRequest {
             platform: self.platform,
             client_ip,
             offline: self.offline.unwrap_or_default(),
+            overrides: self.overrides,
         };
         message.check()?;
         distinct_offline(&message.from, &mut message.offline);
@@ -256,7 +265,15 @@ impl Message {
             platform: None,
             client_ip: None,
             offline: Vec::new(),
+            overrides: None,
         }
+    }
+
+    /// `overrides`: deep-merged into each post-send wire body before signing
+    /// (docs/behaviour.md §11.1).
+    pub fn with_overrides(mut self, overrides: Map<String, Value>) -> Self {
+        self.overrides = Some(overrides);
+        self
     }
 
     /// `chat_type`: sent to a user (`chat`, the default), a group or a chatroom, whose id is

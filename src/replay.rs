@@ -300,7 +300,9 @@ impl Replayer {
                 Err(_) => return Ok(Replayed::Failed),
             },
         };
-        let uri = base.uri_with_query(item.query.as_deref());
+        // Signed as it is sent (a tencent app with a token): a replay carries a fresh RequestTime.
+        let query = app.wire.sign_query(item.query.as_deref(), self.clock.now_ms());
+        let uri = base.uri_with_query(query.as_deref());
         let client = rule.map(|r| &r.client).unwrap_or(&self.default_client);
         let body = Bytes::from(std::mem::take(&mut item.body));
         let (last, attempts) = self

@@ -270,7 +270,15 @@ impl Apps {
         let mut apps = HashMap::new();
         let mut index = 0;
         for app in &config.apps {
-            let wire = dialect::wire(app.dialect, app.sdk_app_id);
+            let wire = dialect::wire(
+                app.dialect,
+                dialect::WireSettings {
+                    sdk_app_id: app.sdk_app_id,
+                    appkey: app.appkey.clone(),
+                    legacy_groups: app.legacy_groups,
+                    token: app.tencent_token.as_ref().map(|t| t.expose().to_string()),
+                },
+            );
             let mut rules = Vec::with_capacity(app.rules.len());
             for rule in &app.rules {
                 let client = if rule.tls.is_default() {

@@ -282,12 +282,11 @@ impl Server {
     /// (`POST /app-id/{app}/events?wait=true`).
     pub async fn send_event(&self, app: &str, event: Event) -> Result<Sent, SimError> {
         let app = self.app(app)?;
-        event.check()?;
         let mut s = self.sim.submit_event(app, event, true).await?;
         Ok(Sent {
-            msg_id: String::new(),
-            accepted: true,
-            code: None,
+            msg_id: std::mem::take(&mut s.msg_id),
+            accepted: s.accepted,
+            code: s.code.take(),
             warnings: std::mem::take(&mut s.warnings),
             callbacks: s.wait().await,
         })

@@ -18,7 +18,7 @@ use crate::dialect::{MessageFacts, Prepared};
 use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, PolicyAttempt, Via, spawn_unban_log};
 use crate::domain::CallbackUrl;
 use crate::domain::{FinalOutcome, Outcome, RuleKind, Source};
-use crate::event::Event;
+use crate::event::{Event, Stamp};
 use crate::history::{Entry, History};
 use crate::ids::Ids;
 use crate::message::Message;
@@ -55,6 +55,11 @@ pub struct Submitted {
     pub accepted: bool,
     /// What the sender is told when blocked (only with `notify_sender`).
     pub code: Option<String>,
+    /// The error code the sender gets when blocked, where the provider has one (tencent).
+    pub error_code: Option<i64>,
+    /// Accepted, but a pre-send rule dropped it silently: no post-send callback was made
+    /// (tencent `ErrorCode` 2).
+    pub silently_dropped: bool,
     /// Post-send callbacks queued.
     pub queued: usize,
     /// Why nothing was queued for a message or event that no post-send rule takes (the
@@ -72,6 +77,8 @@ impl Submitted {
             msg_id,
             accepted: true,
             code: None,
+            error_code: None,
+            silently_dropped: false,
             queued: 0,
             warnings: Vec::new(),
             pre_send: Vec::new(),
@@ -137,7 +144,7 @@ pub struct Simulator {
     ids: Ids,
     /// Pre-send calls go through it: a stop waits for them and cuts them short.
     attempter: Attempter,
-    /// The recent callbacks of each app and the console's live notes (docs/behaviour.md §11).
+    /// The recent callbacks of each app and the console's live notes (docs/behaviour.md §12).
     pub history: Arc<History>,
 }
 
@@ -233,7 +240,7 @@ impl Simulator {
         Ok(())
     }
 
-    /// Sends callback `call_id` of `app` once more (docs/behaviour.md §11): found in the
+    /// Sends callback `call_id` of `app` once more (docs/behaviour.md §12): found in the
     /// history, else in the exception store; with `edited`, that body signed again by the
     /// app's provider; to `target` or the rule's URL (which obeys and feeds its ban), with the
     /// app's policy. Not stored when it fails; kept in the history as a resend.
@@ -281,7 +288,14 @@ impl Simulator {
         let _running = self.attempter.track();
         let started = Instant::now();
         let base = target.as_ref().unwrap_or(&rule.config.url);
-        let uri = base.uri_with_query(query.as_deref());
+        // Signed now, as every send is (tencent with a token: a fresh RequestTime).
+        let sent = rule.wire.sign_query(query.as_deref(), self.clock.now_ms());
+        let uri = base.uri_with_query(sent.as_deref());
+        let sent_query = match &sent {
+            Some(std::borrow::Cow::Owned(signed)) => Some(Arc::<str>::from(signed.as_str())),
+            _ => None,
+        };
+        drop(sent);
         let mut trail = Vec::new();
         let (last, attempts) = self
             .attempter
@@ -331,6 +345,7 @@ impl Simulator {
             attempts: trail,
             body,
             query,
+            sent_query,
             target: target.map(Box::new),
             resend: true,
         });
@@ -379,12 +394,23 @@ impl Simulator {
                 if !verdict.accepted {
                     submitted.accepted = false;
                     submitted.code = verdict.code;
+                    submitted.error_code = verdict.error_code;
+                    return Ok(submitted);
+                }
+                if verdict.silent_drop {
+                    submitted.silently_dropped = true;
                     return Ok(submitted);
                 }
                 if let Some(r) = verdict.rewrite {
-                    msg.body.insert("msg".into(), serde_json::Value::String(r.msg));
+                    if let Some(text) = r.msg {
+                        msg.body.insert("msg".into(), serde_json::Value::String(text));
+                    }
                     if let Some(ext) = r.ext {
                         msg.ext = ext;
+                    }
+                    if let Some(wire) = r.wire {
+                        let overrides = msg.overrides.get_or_insert_with(Default::default);
+                        overrides.extend(wire);
                     }
                 }
             }
@@ -414,14 +440,44 @@ impl Simulator {
         Ok(submitted)
     }
 
-    /// A non-message event: one callback per enabled post-send rule whose `event_types` allow it.
-    pub async fn submit_event(&self, app: &AppRuntime, event: Event, wait: bool) -> Result<Submitted, EnqueueError> {
+    /// A catalog event (docs/behaviour.md §11): the provider's before-command, if it has one
+    /// for this event, is asked of the app's pre-send rules first; then one callback per
+    /// enabled post-send rule whose `event_types` allow it.
+    pub async fn submit_event(
+        &self,
+        app: &AppRuntime,
+        mut event: Event,
+        wait: bool,
+    ) -> Result<Submitted, EnqueueError> {
         if self.dispatcher.is_stopping() {
             return Err(EnqueueError::ShuttingDown);
         }
         let accepted_at = Instant::now();
-        let mut submitted = Submitted::new(String::new());
-        let prepared = app.wire.event(&event, self.clock.now_ms());
+        let stamp = Stamp {
+            msg_id: self.ids.msg_id(),
+            timestamp: self.clock.now_ms(),
+            seq: self.ids.seq(),
+            random: self.ids.random(),
+        };
+        let mut submitted = Submitted::new(stamp.msg_id.clone());
+        let dialect = app.config.dialect();
+        if !event.def().in_dialect(dialect) {
+            submitted.warnings.push(format!(
+                "the {dialect} dialect has no {} callback: nothing was queued",
+                event.event_type()
+            ));
+            return Ok(submitted);
+        }
+        if let Some(verdict) = presend::ask_event(app, &mut event, &stamp, &self.ids, &self.attempter).await {
+            submitted.pre_send = verdict.reports;
+            if !verdict.accepted {
+                submitted.accepted = false;
+                submitted.code = verdict.code;
+                submitted.warnings.extend(verdict.refusal);
+                return Ok(submitted);
+            }
+        }
+        let prepared = app.wire.event(&event, &stamp);
         let rules = app
             .rules
             .iter()
@@ -465,7 +521,7 @@ impl Simulator {
                     query: encoded.query,
                     done: None,
                     accepted_at,
-                    trail: Vec::new(),
+                    trail: Default::default(),
                 });
             }
         }

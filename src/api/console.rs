@@ -1,4 +1,4 @@
-//! The console (docs/behaviour.md §11): one page at `/console`, its script and its style,
+//! The console (docs/behaviour.md §12): one page at `/console`, its script and its style,
 //! embedded in the binary (no build step, nothing fetched from another host); `/` redirects
 //! there. The page needs no token; every data call it makes does.
 

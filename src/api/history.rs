@@ -1,4 +1,4 @@
-//! The console's routes (docs/behaviour.md §11): `GET …/callbacks/history`, the recent
+//! The console's routes (docs/behaviour.md §12): `GET …/callbacks/history`, the recent
 //! callbacks with their attempts and exact requests; `GET …/callbacks/stream`, server-sent
 //! events as callbacks end, rules change and buckets change; `POST …/callbacks/resend`, one
 //! callback sent again, edited or not.

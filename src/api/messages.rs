@@ -16,7 +16,7 @@ use super::{
     ApiError, AppState, Ctx, Envelope, ErrorKind, bad_request, body_error, error_responses, field_error, query_pairs,
 };
 use crate::dispatch::{CallbackReport, EnqueueError};
-use crate::event::EventRequest;
+use crate::event::catalog;
 use crate::message::MessageRequest;
 use crate::runtime::AppRuntime;
 use crate::sim::{Simulator, Submitted};
@@ -33,6 +33,14 @@ pub(super) struct MessageAnswer {
     msg_id: String,
     accepted: bool,
     code: Option<String>,
+    /// The error code the sender gets when blocked, where the provider has one (tencent
+    /// 20006, or the before-command's 120001–130000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<i64>,
+    /// `true` when a tencent before-command answered `ErrorCode` 2: the sender is told the
+    /// message was sent, but no post-send callback is made.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    silently_dropped: bool,
     queued: usize,
     /// Why nothing was queued when no post-send rule takes the message; empty otherwise.
     warnings: Vec<String>,
@@ -43,6 +51,13 @@ pub(super) struct MessageAnswer {
 /// `data` of `POST …/events`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct EventAnswer {
+    /// The event's own id (agora `msg_id` of action events).
+    event_id: String,
+    /// `false` when a tencent before-command refused it (see `warnings`): nothing was queued.
+    accepted: bool,
+    /// What the sender is told when refused (with `notify_sender`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
     queued: usize,
     /// Why nothing was queued when no post-send rule takes the event (its `event_types`);
     /// empty otherwise.
@@ -154,6 +169,8 @@ pub(super) async fn post_message(
         msg_id: std::mem::take(&mut submitted.msg_id),
         accepted: submitted.accepted,
         code: submitted.code.take(),
+        error_code: submitted.error_code,
+        silently_dropped: submitted.silently_dropped,
         queued: submitted.queued,
         warnings: std::mem::take(&mut submitted.warnings),
         callbacks: callbacks(submitted, wait).await,
@@ -161,7 +178,8 @@ pub(super) async fn post_message(
     Ok(ctx.ok("/messages", app.config.id.as_str(), answer))
 }
 
-/// A non-message event: user online/offline, group members joined.
+/// A catalog event (`GET /catalog`): its REST fields, and `overrides` merged into the wire body
+/// before signing.
 #[utoipa::path(post, path = "/app-id/{app_id}/events", tag = "simulation",
     params(("app_id" = String, Path, description = "The app id"),
            ("wait" = Option<bool>, Query, description = "Answer only when every callback has its final outcome")),
@@ -179,17 +197,99 @@ pub(super) async fn post_event(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Ingest { app, wait, body } = ingest(&ctx, &sim, app_id, query.as_deref(), &headers, body)?;
-    let event = EventRequest::from_json(&body)
-        .and_then(EventRequest::into_event)
-        .map_err(|e| field_error(&ctx, e))?;
+    let event = crate::event::parse_request(&body, app.config.dialect()).map_err(|e| field_error(&ctx, e))?;
     let mut submitted = sim
         .submit_event(&app, event, wait)
         .await
         .map_err(|e| enqueue_error(&ctx, &sim, e))?;
     let answer = EventAnswer {
+        event_id: std::mem::take(&mut submitted.msg_id),
+        accepted: submitted.accepted,
+        code: submitted.code.take(),
         queued: submitted.queued,
         warnings: std::mem::take(&mut submitted.warnings),
         callbacks: callbacks(submitted, wait).await,
     };
     Ok(ctx.ok("/events", app.config.id.as_str(), answer))
 }
+
+/// The REST body of `POST …/events`, described from the catalog: one schema per event
+/// (`type` its name, its fields, `overrides`).
+pub(super) struct EventRequest;
+
+impl utoipa::PartialSchema for EventRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+
+        use crate::event::fields::Kind;
+        let mut one_of = OneOfBuilder::new();
+        for def in catalog::all() {
+            let mut o = ObjectBuilder::new()
+                .description(Some(def.summary))
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([def.name.as_str()])),
+                )
+                .required("type")
+                .property(
+                    "overrides",
+                    ObjectBuilder::new().schema_type(Type::Object).description(Some(
+                        "Deep-merged into the wire body before signing; null removes a key",
+                    )),
+                )
+                .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+            for f in def.fields {
+                let id = || {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(crate::message::MAX_ID_CHARS))
+                        .pattern(Some("^[^\\u0000-\\u001f\\u007f-\\u009f]*$"))
+                };
+                let schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> = match f.kind {
+                    Kind::Id => id().description(Some(f.doc)).into(),
+                    Kind::Ids => ArrayBuilder::new()
+                        .items(id())
+                        .min_items(Some(1))
+                        .max_items(Some(crate::event::fields::MAX_LIST))
+                        .description(Some(f.doc))
+                        .into(),
+                    Kind::Text => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(crate::event::fields::MAX_TEXT_CHARS))
+                        .description(Some(f.doc))
+                        .into(),
+                    Kind::Bool => ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .description(Some(f.doc))
+                        .into(),
+                    Kind::Int => ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .description(Some(f.doc))
+                        .into(),
+                    Kind::Choice(words) => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(words.iter().copied()))
+                        .description(Some(f.doc))
+                        .into(),
+                    Kind::Ip => ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(utoipa::openapi::SchemaFormat::Custom("ip".into())))
+                        .description(Some(f.doc))
+                        .into(),
+                };
+                o = o.property(f.name, schema);
+                if f.required {
+                    o = o.required(f.name);
+                }
+            }
+            one_of = one_of.item(o);
+        }
+        one_of.into()
+    }
+}
+
+impl utoipa::ToSchema for EventRequest {}

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         super::ops::healthz,
         super::ops::metrics,
         super::ops::openapi,
+        super::ops::catalog,
     ),
     components(schemas(super::NoExtra, super::ErrorBody)),
     modifiers(&BearerAuth)
@@ -68,6 +69,7 @@ mod tests {
             "/healthz",
             "/metrics",
             "/openapi.json",
+            "/catalog",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

@@ -1,19 +1,37 @@
 //! Operational routes: `GET /healthz`, and the JSON answers for unknown routes and methods.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::{ApiError, AppState, Ctx, ErrorKind};
+use super::{ApiError, AppState, Ctx, ErrorKind, bad_request, query_pairs};
+use crate::domain::Dialect;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .route("/catalog", get(catalog))
+}
+
+/// The event catalog (docs/behaviour.md §11.2): every event, its REST fields, and for each
+/// provider that has it how a receiver tells it apart and a complete signed example body. No
+/// auth; plain JSON. `?dialect=agora|tencent` keeps one provider's events.
+#[utoipa::path(get, path = "/catalog", tag = "simulation",
+    params(("dialect" = Option<String>, Query, description = "agora or tencent: only that provider's events")),
+    responses(
+        (status = 200, description = "`{\"events\": [{\"name\", \"summary\", \"fields\", \"dialects\"}]}`"),
+        (status = 400, description = "Unknown query parameter or dialect", body = super::ErrorBody)))]
+pub(super) async fn catalog(ctx: Ctx, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let mut only = None;
+    for (_, v) in query_pairs(&ctx, query.as_deref(), &["dialect"])? {
+        only = Some(Dialect::parse(&v).map_err(|e| bad_request(&ctx, format!("query parameter dialect: {}", e.0)))?);
+    }
+    Ok(axum::Json(crate::dialect::examples::document(only)).into_response())
 }
 
 /// Prometheus text: callbacks and attempts by app/rule/outcome, attempt latency, queue depth,

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::config::TlsConfig;
 use crate::dialect::{self, MessageFacts, Wire};
 use crate::domain::{AppId, CallbackUrl, ChatType, Dialect, MessageType, Outcome, RuleKind};
-use crate::event::Event;
+use crate::event::{Event, Stamp};
 use crate::ids::Ids;
 use crate::message::Message;
 use crate::transport::{self, AttemptLimits, AttemptResult, Client, Target};
@@ -165,7 +165,15 @@ pub async fn run(target: &CheckTarget, progress: &(dyn Fn(&str) + Sync)) -> Resu
     let now = now_ms();
     let mut r = Runner {
         target,
-        wire: dialect::wire(target.dialect, target.sdk_app_id),
+        wire: dialect::wire(
+            target.dialect,
+            dialect::WireSettings {
+                sdk_app_id: target.sdk_app_id,
+                appkey: format!("sim#{}", target.app.as_str()),
+                token: target.token.clone(),
+                ..Default::default()
+            },
+        ),
         client,
         ids: Ids::new(now),
         sent: 0,
@@ -276,7 +284,9 @@ impl Runner<'_> {
     async fn post(&mut self, body: Bytes, query: Option<&str>) -> Answer {
         self.sent += 1;
         debug_assert!(self.sent <= MAX_CALLBACKS, "a check run stays bounded");
-        post(&self.client, self.target, &*self.wire, body, query).await
+        // Signed as it is sent, as deliveries are (tencent with a token).
+        let query = self.wire.sign_query(query, now_ms());
+        post(&self.client, self.target, &*self.wire, body, query.as_deref()).await
     }
 
     fn status(&self, sample: &[Answer]) -> CheckResult {
@@ -425,9 +435,15 @@ impl Runner<'_> {
             }
         }
         if self.target.kind == RuleKind::PostSend {
-            for event in events() {
+            for event in events(self.target.dialect) {
                 let e = {
-                    let prepared = self.wire.event(&event, now_ms());
+                    let stamp = Stamp {
+                        msg_id: self.ids.msg_id(),
+                        timestamp: now_ms(),
+                        seq: self.ids.seq(),
+                        random: self.ids.random(),
+                    };
+                    let prepared = self.wire.event(&event, &stamp);
                     let to = prepared.recipients()[0];
                     let call_id = self.ids.call_id(&self.target.app);
                     prepared.encode(to, &call_id, &self.target.secret)
@@ -504,11 +520,10 @@ impl Runner<'_> {
         self.sent += BURST;
         debug_assert!(self.sent <= MAX_CALLBACKS, "a check run stays bounded");
         let (client, target, wire) = (&self.client, self.target, &*self.wire);
-        let answers = futures_util::future::join_all(
-            bodies
-                .into_iter()
-                .map(|(body, query)| async move { post(client, target, wire, body, query.as_deref()).await }),
-        )
+        let answers = futures_util::future::join_all(bodies.into_iter().map(|(body, query)| async move {
+            let query = wire.sign_query(query.as_deref(), now_ms());
+            post(client, target, wire, body, query.as_deref()).await
+        }))
         .await;
         let failed: Vec<&Answer> = answers
             .iter()
@@ -530,31 +545,45 @@ impl Runner<'_> {
     }
 
     async fn bad_signature(&mut self) -> CheckResult {
-        match self.target.dialect {
-            Dialect::Tencent => {
-                return pass(
-                    "bad_signature",
-                    if self.target.token.is_some() {
-                        "not run: the simulator's tencent callbacks are unsigned (docs/behaviour.md §4.3)"
-                    } else {
-                        "not run: no --token"
-                    },
+        let a = match (self.target.dialect, &self.target.token) {
+            (Dialect::Tencent, None) => return pass("bad_signature", "not run: no --token"),
+            (Dialect::Tencent, Some(token)) => {
+                // A URL signed with another token: Sign does not match SHA-256(token + RequestTime).
+                let call_id = self.ids.call_id(&self.target.app);
+                let (body, query) = self.encode_message(&text("wrongly signed"), &call_id, "");
+                let wrong = crate::dialect::tencent::signed_query(
+                    query.as_deref().unwrap_or_default(),
+                    &format!("{token}-wrong"),
+                    now_ms(),
                 );
+                self.sent += 1;
+                post(&self.client, self.target, &*self.wire, body, Some(&wrong)).await
             }
-            Dialect::Agora if self.target.secret.is_empty() => {
+            (Dialect::Agora, _) if self.target.secret.is_empty() => {
                 return pass("bad_signature", "not run: no --secret");
             }
-            Dialect::Agora => {}
-        }
-        let wrong = format!("{}-wrong", self.target.secret);
-        let a = self.send(&text("wrongly signed"), Some(&wrong)).await;
-        if a.result.outcome == Outcome::Delivered {
-            grade(
-                "bad_signature",
-                Grade::Warn,
-                "a wrongly signed callback was answered 200; verify security = MD5(callId + secret + timestamp) \
-                 and refuse a mismatch",
-            )
+            (Dialect::Agora, _) => {
+                let wrong = format!("{}-wrong", self.target.secret);
+                self.send(&text("wrongly signed"), Some(&wrong)).await
+            }
+        };
+        // Tencent reads an answer's ErrorCode: a refusal may be a 200 with ErrorCode ≠ 0.
+        let refused_in_body = self.target.dialect == Dialect::Tencent
+            && a.result.outcome == Outcome::Delivered
+            && crate::dialect::tencent::parse_answer(a.result.body.as_deref().unwrap_or_default())
+                .is_some_and(|answer| answer.error_code != 0);
+        if a.result.outcome == Outcome::Delivered && !refused_in_body {
+            let fix = match self.target.dialect {
+                Dialect::Tencent => {
+                    "a wrongly signed callback was accepted; verify Sign = SHA-256(token + RequestTime) and refuse a \
+                     mismatch (and a RequestTime more than a minute old)"
+                }
+                Dialect::Agora => {
+                    "a wrongly signed callback was answered 200; verify security = MD5(callId + secret + timestamp) \
+                     and refuse a mismatch"
+                }
+            };
+            grade("bad_signature", Grade::Warn, fix)
         } else {
             pass(
                 "bad_signature",
@@ -648,21 +677,14 @@ fn body(t: MessageType) -> Map<String, Value> {
     }
 }
 
-/// The events post-send rules get besides messages.
-fn events() -> Vec<Event> {
-    vec![
-        Event::UserStatus {
-            user: "alice".into(),
-            online: true,
-            platform: None,
-            client_ip: None,
-        },
-        Event::GroupMemberJoined {
-            group_id: "group1".into(),
-            members: vec!["carol".into()],
-            operator: "alice".into(),
-            join_type: crate::domain::JoinType::ALL[0],
-            group_type: crate::domain::GroupType::ALL[0],
-        },
-    ]
+/// The events post-send rules get besides messages: the catalog's example of each event of
+/// the dialect.
+fn events(dialect: crate::domain::Dialect) -> Vec<Event> {
+    crate::event::catalog::all()
+        .filter(|d| d.in_dialect(dialect))
+        .filter_map(|d| {
+            let fields = serde_json::from_str(d.example).ok()?;
+            Event::new(d.name, fields).ok()
+        })
+        .collect()
 }

@@ -34,7 +34,7 @@ pub async fn serve(config_path: &Path) -> ExitCode {
     };
     let stop = shutdown_signal();
     // The address, then the console signed in, for each app: the token is in the fragment,
-    // which the browser never sends (docs/behaviour.md §11). Printed for the person who
+    // which the browser never sends (docs/behaviour.md §12). Printed for the person who
     // started it, never logged; in one write, and a reader that stops after the address
     // line (a closed pipe) does not stop the server.
     let mut started = format!("callback-sim listening on {}\n", server.base_url());

@@ -11,6 +11,7 @@ mod commands;
 mod conform;
 mod demo;
 mod logging;
+mod trigger;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +55,17 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Print the event catalog: every event, its REST fields, and how each provider sends it.
+    Catalog {
+        /// Only the events of this provider.
+        #[arg(long, value_parser = parse_dialect)]
+        dialect: Option<Dialect>,
+        /// The `GET /catalog` JSON, example bodies included.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one catalog event (or `message`) to a running `serve` and print the answer.
+    Trigger(Box<trigger::TriggerArgs>),
     /// Check a receiver against the provider's rules (status, time, size, every message type,
     /// retries, bursts, signatures, pre-send answers); exit 1 when a check fails.
     Check(Box<conform::CheckArgs>),
@@ -117,17 +129,27 @@ enum Command {
         #[arg(long, requires = "server", value_parser = at_least_one::<usize>)]
         connections: Option<usize>,
     },
-    /// Print the agora signature MD5(callId + secret + timestamp).
+    /// Print a signature: agora's MD5(callId + secret + timestamp), or with --dialect tencent
+    /// the URL's Sign = SHA-256(token + RequestTime).
     Sign {
-        /// The callback's `callId`, e.g. demo#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11.
+        /// Whose signature.
+        #[arg(long, default_value = "agora", value_parser = parse_dialect)]
+        dialect: Dialect,
+        /// Agora: the callback's `callId`, e.g. demo#e7b1c1d2-5a0f-4a34-9c1e-0f6b2f7a9a11.
         #[arg(long)]
-        call_id: String,
-        /// The rule's signing secret (`secret` in config.toml).
+        call_id: Option<String>,
+        /// Agora: the rule's signing secret (`secret` in config.toml).
         #[arg(long)]
-        secret: String,
-        /// Unix time in milliseconds, as in the callback's `timestamp`.
+        secret: Option<String>,
+        /// Agora: Unix time in milliseconds, as in the callback's `timestamp`.
         #[arg(long)]
-        timestamp: u64,
+        timestamp: Option<u64>,
+        /// Tencent: the app's webhook token (`tencent_token` in config.toml).
+        #[arg(long)]
+        token: Option<String>,
+        /// Tencent: the URL's `RequestTime`, Unix seconds.
+        #[arg(long)]
+        request_time: Option<u64>,
     },
     /// A receiver that verifies signatures, counts callbacks and injects faults.
     Sink {
@@ -138,8 +160,11 @@ enum Command {
         #[arg(long, default_value = "agora", value_parser = parse_dialect)]
         dialect: Dialect,
         /// Verify agora signatures with this secret.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "token")]
         secret: Option<String>,
+        /// Verify tencent URL signatures (Sign, RequestTime) with this token.
+        #[arg(long)]
+        token: Option<String>,
         /// Fraction (0..1) of callbacks answered with --status (default 500); 0 fails none.
         #[arg(long)]
         fail_rate: Option<f64>,
@@ -303,15 +328,37 @@ pub fn main() -> ExitCode {
                 command: ConfigCommand::Check { config },
             } => check::check(&config),
             Command::Check(args) => conform::run(*args).await,
+            Command::Catalog { dialect, json } => trigger::catalog_command(dialect, json),
+            Command::Trigger(args) => trigger::run(*args).await,
             Command::Sign {
+                dialect,
                 call_id,
                 secret,
                 timestamp,
-            } => commands::sign(&call_id, &secret, timestamp),
+                token,
+                request_time,
+            } => match (dialect, call_id, secret, timestamp, token, request_time) {
+                (Dialect::Agora, Some(call_id), Some(secret), Some(timestamp), None, None) => {
+                    commands::sign(&call_id, &secret, timestamp)
+                }
+                (Dialect::Tencent, None, None, None, Some(token), Some(t)) => {
+                    println!("{}", crate::tencent_sign(&token, t));
+                    ExitCode::SUCCESS
+                }
+                (Dialect::Agora, ..) => {
+                    eprintln!("error: agora signatures take --call-id, --secret and --timestamp (and no --token or --request-time)");
+                    ExitCode::from(2)
+                }
+                (Dialect::Tencent, ..) => {
+                    eprintln!("error: tencent signatures take --token and --request-time (and no --call-id, --secret or --timestamp)");
+                    ExitCode::from(2)
+                }
+            },
             Command::Sink {
                 listen,
                 dialect,
                 secret,
+                token,
                 fail_rate,
                 status,
                 delay_ms,
@@ -327,7 +374,8 @@ pub fn main() -> ExitCode {
                 let opts = SinkOptions {
                     listen,
                     dialect,
-                    secret,
+                    // The sink checks with one key: agora's secret or tencent's token.
+                    secret: secret.or(token),
                     fail_rate,
                     status,
                     delay: Duration::from_millis(delay_ms),

@@ -154,6 +154,9 @@ impl AppBuilder {
             token: token.into(),
             dialect: None,
             sdk_app_id: None,
+            appkey: None,
+            group_events: None,
+            tencent_token: None,
             exception_store: None,
             max_rules: None,
             timeout_secs: None,
@@ -167,6 +170,24 @@ impl AppBuilder {
     pub fn tencent(mut self, sdk_app_id: u64) -> Self {
         self.0.dialect = Some("tencent".into());
         self.0.sdk_app_id = Some(sdk_app_id);
+        self
+    }
+
+    /// `appkey` (agora: `{org}#{app}`, default `sim#{id}`).
+    pub fn appkey(mut self, appkey: &str) -> Self {
+        self.0.appkey = Some(appkey.into());
+        self
+    }
+
+    /// `group_events` (agora: `new`, the default, or `legacy`).
+    pub fn group_events(mut self, shape: &str) -> Self {
+        self.0.group_events = Some(shape.into());
+        self
+    }
+
+    /// `tencent_token`: signs every URL with `Sign` and `RequestTime`.
+    pub fn tencent_token(mut self, token: &str) -> Self {
+        self.0.tencent_token = Some(token.into());
         self
     }
 

@@ -19,7 +19,7 @@ pub(crate) const DATA_DIR: &str = "./data";
 /// a client that streams without end.
 pub(crate) const MAX_BODY_BYTES: u64 = 1_048_576;
 /// `server.history_per_app`: the callbacks the console and `callbacks/history` show per app;
-/// about 1.7 MB per app at the benchmark's body size (docs/behaviour.md §11).
+/// about 1.8 MB per app at the benchmark's body size (docs/behaviour.md §12).
 pub(crate) const HISTORY_PER_APP: u64 = 2_000;
 
 // [delivery]

@@ -344,6 +344,12 @@ pub struct AppConfig {
     /// `apps[].sdk_app_id`: tencent only, the `SdkAppid` query parameter
     /// (default 1400000000).
     pub(crate) sdk_app_id: u64,
+    /// `apps[].appkey`: the `{org}#{app}` agora event bodies carry (default `sim#{id}`).
+    pub(crate) appkey: String,
+    /// `apps[].group_events = "legacy"` (agora): group events in the older `muc` shape.
+    pub(crate) legacy_groups: bool,
+    /// `apps[].tencent_token` (tencent): signs every callback URL (`Sign`, `RequestTime`).
+    pub(crate) tencent_token: Option<Secret>,
     /// `apps[].exception_store`: `false` drops failed callbacks (final outcome `dropped`) and
     /// makes the storage API answer 403 (default `true`).
     pub(crate) exception_store: bool,
@@ -374,6 +380,21 @@ impl AppConfig {
     /// `apps[].sdk_app_id`: the tencent `SdkAppid` query parameter.
     pub fn sdk_app_id(&self) -> u64 {
         self.sdk_app_id
+    }
+
+    /// `apps[].appkey`: the `{org}#{app}` of agora event bodies.
+    pub fn appkey(&self) -> &str {
+        &self.appkey
+    }
+
+    /// `apps[].group_events = "legacy"`: agora group events in the older `muc` shape.
+    pub fn legacy_groups(&self) -> bool {
+        self.legacy_groups
+    }
+
+    /// `apps[].tencent_token`: the token that signs tencent callback URLs.
+    pub fn tencent_token(&self) -> Option<&Secret> {
+        self.tencent_token.as_ref()
     }
 
     /// `apps[].exception_store`: whether failed callbacks are kept for replay.

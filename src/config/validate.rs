@@ -218,6 +218,54 @@ impl Validator<'_> {
                 format!("only applies to tencent apps, but this app is {dialect}; remove it"),
             ));
         }
+        let appkey = match &a.appkey {
+            None => format!("sim#{}", id.as_str()),
+            Some(k) => {
+                let ok = k
+                    .split_once('#')
+                    .is_some_and(|(org, app)| !org.is_empty() && !app.is_empty())
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || "#-_.".contains(c));
+                if !ok {
+                    return Err(self.err(
+                        format!("{at}.appkey"),
+                        format!("must be {{org}}#{{app}} (letters, digits, -, _ and . around one #), got {k:?}"),
+                    ));
+                }
+                k.clone()
+            }
+        };
+        let legacy_groups = match a.group_events.as_deref() {
+            None | Some("new") => false,
+            Some("legacy") => true,
+            Some(other) => {
+                return Err(self.err(
+                    format!("{at}.group_events"),
+                    format!("must be \"new\" (group_op_event) or \"legacy\" (chat_type muc), got {other:?}"),
+                ));
+            }
+        };
+        if a.group_events.is_some() && dialect != Dialect::Agora {
+            return Err(self.err(
+                format!("{at}.group_events"),
+                format!("only applies to agora apps, but this app is {dialect}; remove it"),
+            ));
+        }
+        let tencent_token = match &a.tencent_token {
+            None => None,
+            Some(_) if dialect != Dialect::Tencent => {
+                return Err(self.err(
+                    format!("{at}.tencent_token"),
+                    format!("only applies to tencent apps, but this app is {dialect}; remove it"),
+                ));
+            }
+            Some(t) if t.is_empty() || !t.chars().all(|c| c.is_ascii_graphic()) => {
+                return Err(self.err(
+                    format!("{at}.tencent_token"),
+                    "must be 1 or more visible ASCII characters (the token of the provider's webhook authentication)",
+                ));
+            }
+            Some(t) => Some(Secret::new(t)),
+        };
         let defaults = DeliveryPolicy::default_for(dialect);
         let policy = DeliveryPolicy {
             timeout: match a.timeout_secs {
@@ -267,6 +315,9 @@ impl Validator<'_> {
             token: Secret::new(&a.token),
             dialect,
             sdk_app_id: a.sdk_app_id.unwrap_or(defaults::SDK_APP_ID),
+            appkey,
+            legacy_groups,
+            tencent_token,
             exception_store: a.exception_store.unwrap_or(defaults::EXCEPTION_STORE),
             max_rules,
             policy,
@@ -527,6 +578,13 @@ mod tests {
             assert!(e.reason.contains("visible ASCII"), "{e}");
         }
         assert!(parse(&MINIMAL.replace("token = \"t\"", "token = \"Ab0-._~+/=!\"")).is_ok());
+        // appkey, group_events and tencent_token are checked and belong to one dialect each.
+        let e = err(&MINIMAL.replace("token = \"t\"", "token = \"t\"\nappkey = \"nohash\""));
+        assert_eq!(e.key, "apps[0].appkey");
+        let e = err(&MINIMAL.replace("token = \"t\"", "token = \"t\"\ngroup_events = \"old\""));
+        assert_eq!(e.key, "apps[0].group_events");
+        let e = err(&MINIMAL.replace("token = \"t\"", "token = \"t\"\ntencent_token = \"x\""));
+        assert_eq!(e.key, "apps[0].tencent_token");
         // sdk_app_id is only read by tencent apps.
         let e = err(&MINIMAL.replace("token = \"t\"", "token = \"t\"\nsdk_app_id = 1400000001"));
         assert_eq!(e.key, "apps[0].sdk_app_id");

@@ -7,10 +7,15 @@
 //! provider is adding a module here and its line in [`wire`].
 //!
 //! - `agora` — Agora Chat / Shengwang-Easemob (docs/behaviour.md §4.1, §4.2): signed JSON.
-//! - `tencent` — Tencent Cloud IM (docs/behaviour.md §4.3): the command in the query string,
-//!   unsigned bodies, `{"ActionStatus","ErrorCode","ErrorInfo"}` answers.
+//! - `tencent` — Tencent Cloud IM (docs/behaviour.md §4.3, §11.4): the command in the query
+//!   string, `Sign`/`RequestTime` there when the app has a token, `{"ActionStatus",
+//!   "ErrorCode","ErrorInfo"}` answers.
+//!
+//! Events' bodies come from the catalog (`event::catalog`); the dialect adds what it owns:
+//! agora's signature, tencent's query string.
 
 pub mod agora;
+pub mod examples;
 pub mod tencent;
 
 use std::borrow::Cow;
@@ -22,15 +27,33 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::domain::{Dialect, EventType, MessageType, RuleKind};
-use crate::event::Event;
+use crate::event::{Event, Stamp};
 use crate::message::Message;
 
-/// The provider of an app, with what the provider needs from the app's settings
-/// (tencent: its `SdkAppid`).
-pub fn wire(dialect: Dialect, sdk_app_id: u64) -> Arc<dyn Wire> {
+/// What a provider needs from an app's settings.
+#[derive(Debug, Clone, Default)]
+pub struct WireSettings {
+    /// Tencent: the `SdkAppid` in every query string.
+    pub sdk_app_id: u64,
+    /// Agora: the `appkey` (`{org}#{app}`) event bodies carry.
+    pub appkey: String,
+    /// Agora: group events in the older `chat_type: "muc"` shape (`group_events = "legacy"`).
+    pub legacy_groups: bool,
+    /// Tencent: the webhook token that signs every URL (`Sign`, `RequestTime`).
+    pub token: Option<String>,
+}
+
+/// The provider of an app, with what the provider needs from the app's settings.
+pub fn wire(dialect: Dialect, settings: WireSettings) -> Arc<dyn Wire> {
     match dialect {
-        Dialect::Agora => Arc::new(agora::Agora),
-        Dialect::Tencent => Arc::new(tencent::Tencent { sdk_app_id }),
+        Dialect::Agora => Arc::new(agora::Agora {
+            appkey: settings.appkey,
+            legacy_groups: settings.legacy_groups,
+        }),
+        Dialect::Tencent => Arc::new(tencent::Tencent {
+            sdk_app_id: settings.sdk_app_id,
+            token: settings.token,
+        }),
     }
 }
 
@@ -107,21 +130,40 @@ pub trait Prepared: Send + Sync {
 pub struct Verdict {
     /// Whether the message may be delivered.
     pub allow: bool,
+    /// Allowed, but dropped without a word: the sender is told it was sent, and no post-send
+    /// callback is made (tencent `ErrorCode` 2).
+    pub silent_drop: bool,
     /// What the sender is told when it is not (with `notify_sender`).
     pub sender_text: Option<String>,
+    /// The error code the sender gets when it is not, where the provider has one (tencent
+    /// 20006, or the answer's 120001–130000).
+    pub sender_code: Option<i64>,
     /// A text rewrite the post-send callbacks carry instead of the original.
     pub rewrite: Option<Rewrite>,
     /// Sentences about the receiver's mistakes (e.g. a payload that was ignored).
     pub warnings: Vec<String>,
 }
 
-/// A rewrite of a text message by a pre-send receiver.
+/// A rewrite of a message by a pre-send receiver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rewrite {
-    /// The new text.
-    pub msg: String,
+    /// The new text (agora: a text message's `msg`).
+    pub msg: Option<String>,
     /// New extension fields; `None` keeps the message's own.
     pub ext: Option<Map<String, Value>>,
+    /// Fields to merge into the post-send bodies (tencent: `MsgBody`, `CloudCustomData`).
+    pub wire: Option<Map<String, Value>>,
+}
+
+/// A before-command's usable answer about an event (tencent, docs/behaviour.md §11.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventAnswer {
+    /// `ErrorCode` 0: the event happens (maybe with pairs or members left out).
+    pub allow: bool,
+    /// What the sender is told when it does not.
+    pub sender_text: Option<String>,
+    /// The whole answer, for the catalog to read what it refuses.
+    pub answer: Value,
 }
 
 /// What a receiver made of a callback's signature, as [`Sink`](crate::Sink) checks it.
@@ -141,6 +183,8 @@ pub enum Signature {
     QueryOk,
     /// Tencent: a query parameter is missing or disagrees with the body.
     QueryBad,
+    /// Tencent with a token: `RequestTime` is more than 60 s away from now.
+    Stale,
 }
 
 impl fmt::Display for Signature {
@@ -153,6 +197,7 @@ impl fmt::Display for Signature {
             Signature::Unparsable => "unparsable",
             Signature::QueryOk => "query-ok",
             Signature::QueryBad => "query-BAD",
+            Signature::Stale => "STALE",
         })
     }
 }
@@ -173,8 +218,25 @@ pub trait Wire: Send + Sync + fmt::Debug {
     /// `chat_offline` per offline recipient; tencent one before- or after-command.
     fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a>;
 
-    /// An event's callbacks; `timestamp` is the Unix ms at which it was received.
-    fn event<'a>(&self, event: &'a Event, timestamp: u64) -> Box<dyn Prepared + 'a>;
+    /// An event's post-send callbacks, from its catalog entry (docs/behaviour.md §11).
+    fn event<'a>(&self, event: &'a Event, stamp: &'a Stamp) -> Box<dyn Prepared + 'a>;
+
+    /// The before-command `pre_send` rules are asked about an event, if the provider has one
+    /// (tencent, docs/behaviour.md §11.4).
+    fn event_before(&self, _event: &Event, _stamp: &Stamp) -> Option<Encoded> {
+        None
+    }
+
+    /// Reads a before-command's answer about an event; `Err` says why it is not usable.
+    fn event_answer(&self, _body: &[u8]) -> Result<EventAnswer, String> {
+        Err("this provider asks nothing about events".into())
+    }
+
+    /// The query string of one request, as sent now (`now_ms`): tencent apps with a token sign
+    /// every URL here, so that retries and replays carry a fresh `RequestTime`.
+    fn sign_query<'q>(&self, query: Option<&'q str>, _now_ms: u64) -> Option<Cow<'q, str>> {
+        query.map(Cow::Borrowed)
+    }
 
     /// Whether a post-send callback's 200 answer must be read and checked
     /// ([`check_answer`](Self::check_answer)); agora does not interpret it.
@@ -199,7 +261,7 @@ pub trait Wire: Send + Sync + fmt::Debug {
     /// reads nothing in a post-send answer: empty; tencent reads `ActionStatus`/`ErrorCode`).
     fn receiver_answer(&self, ok: bool) -> &'static str;
 
-    /// A callback body a person edited (the console's resend, docs/behaviour.md §11), made
+    /// A callback body a person edited (the console's resend, docs/behaviour.md §12), made
     /// ready to send: a JSON object, written compactly with its fields in the order given, and
     /// signed again with the rule's `secret` where the provider signs. `Err` says what is
     /// wrong with it.
@@ -207,7 +269,7 @@ pub trait Wire: Send + Sync + fmt::Debug {
 }
 
 /// An edited body's top-level fields in their order, each value compact: the JSON object as
-/// written, whitespace aside (docs/behaviour.md §11).
+/// written, whitespace aside (docs/behaviour.md §12).
 pub(crate) fn edited_fields(edited: &[u8]) -> Result<Vec<(String, Box<serde_json::value::RawValue>)>, String> {
     use serde::de::{Deserializer, MapAccess, Visitor};
     struct Fields;
@@ -294,7 +356,10 @@ mod tests {
 
     #[test]
     fn each_dialect_answers_its_own_body() {
-        let (agora, tencent) = (wire(Dialect::Agora, 1), wire(Dialect::Tencent, 1));
+        let (agora, tencent) = (
+            wire(Dialect::Agora, WireSettings::default()),
+            wire(Dialect::Tencent, WireSettings::default()),
+        );
         assert_eq!((agora.receiver_answer(true), agora.receiver_answer(false)), ("", ""));
         assert!(tencent.receiver_answer(true).contains(r#""ErrorCode":0"#));
         assert!(tencent.receiver_answer(false).contains(r#""ErrorCode":1"#));

@@ -35,7 +35,7 @@ use self::settle::final_outcome;
 use crate::clock::SharedClock;
 use crate::config::DeliveryConfig;
 use crate::domain::{EventType, FinalOutcome, Outcome};
-use crate::history::{AttemptLog, History};
+use crate::history::{History, Trail};
 use crate::runtime::RuleRuntime;
 use crate::store::Store;
 use crate::transport::{self, AttemptResult, Target};
@@ -59,9 +59,9 @@ pub struct Job {
     pub done: Option<oneshot::Sender<CallbackReport>>,
     /// When it was accepted: latency is measured from here.
     pub accepted_at: Instant,
-    /// Its attempts, for the history (docs/behaviour.md §11); filled only while it keeps
+    /// Its attempts, for the history (docs/behaviour.md §12); filled only while it keeps
     /// callbacks.
-    pub trail: Vec<AttemptLog>,
+    pub trail: Trail,
 }
 
 /// Why callbacks could not be queued.
@@ -101,7 +101,7 @@ struct Shared {
     store: Store,
     clock: SharedClock,
     observer: std::sync::OnceLock<Observer>,
-    /// Where finished callbacks are kept for the console (docs/behaviour.md §11).
+    /// Where finished callbacks are kept for the console (docs/behaviour.md §12).
     history: std::sync::OnceLock<Arc<History>>,
 }
 
@@ -323,6 +323,11 @@ impl Attempter {
         }
     }
 
+    /// The time now, from the simulator's clock (signing a request's query).
+    pub fn now_ms(&self) -> u64 {
+        self.0.clock.now_ms()
+    }
+
     /// While the token lives, a stop waits for its holder (up to the grace period, after
     /// which its attempts are cut short).
     pub fn track(&self) -> TaskTrackerToken {
@@ -439,11 +444,16 @@ impl Shared {
         let rule = &job.rule;
         let keeps = self.history.get().is_some_and(|h| h.of(rule).keeps());
         if keeps {
-            job.trail.reserve_exact(1 + rule.policy.retries as usize);
+            job.trail.attempts.reserve_exact(1 + rule.policy.retries as usize);
         }
         let url = &rule.config.url;
-        // A tencent callback's URI, query included, is built once for all its attempts.
-        let with_query = job.query.as_deref().map(|q| url.uri_with_query(Some(q)));
+        // A tencent callback's URI, query included (signed now, for an app with a token), is
+        // built once for all its attempts.
+        let query = rule.wire.sign_query(job.query.as_deref(), self.clock.now_ms());
+        if keeps && let Some(std::borrow::Cow::Owned(signed)) = &query {
+            job.trail.sent_query = Some(signed.as_str().into());
+        }
+        let with_query = query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let idle = &self.lane(rule).idle;
         conn.check_out(idle);
         let (last, attempts) = self
@@ -456,7 +466,7 @@ impl Shared {
                     policy: rule.policy,
                     rule: Some(rule),
                     obey_ban: true,
-                    trail: keeps.then_some(&mut job.trail),
+                    trail: keeps.then_some(&mut job.trail.attempts),
                 },
                 abort,
             )

@@ -43,7 +43,7 @@ pub struct PolicyAttempt<'a> {
     pub rule: Option<&'a RuleRuntime>,
     /// Skip a banned rule and feed its failure window (false for replays to a `targetUrl`).
     pub obey_ban: bool,
-    /// Where each attempt is written down for the history (docs/behaviour.md §11), if anywhere;
+    /// Where each attempt is written down for the history (docs/behaviour.md §12), if anywhere;
     /// the answers of 200s are then kept too.
     pub trail: Option<&'a mut Vec<AttemptLog>>,
 }

@@ -95,7 +95,7 @@ impl Shared {
             match self.store.put(to_store).await {
                 Ok(()) => {
                     if let Some(history) = self.history.get() {
-                        // The console's store view (docs/behaviour.md §11): one note per app.
+                        // The console's store view (docs/behaviour.md §12): one note per app.
                         let mut told: Vec<&crate::domain::AppId> = Vec::new();
                         for (job, last, _) in &done {
                             let app = &job.rule.app;
@@ -144,7 +144,7 @@ impl Shared {
             detail = last.detail.as_deref(),
             "callback"
         );
-        // The app's history, when it keeps callbacks (docs/behaviour.md §11).
+        // The app's history, when it keeps callbacks (docs/behaviour.md §12).
         let keeper = self.history.get().map(|h| h.of(rule)).filter(|h| h.keeps());
         if let Some(done) = job.done.take() {
             let (call_id, to) = match keeper {
@@ -175,7 +175,8 @@ impl Shared {
                 latency_ms,
                 outcome,
                 last_attempt: last.outcome,
-                attempts: std::mem::take(&mut job.trail),
+                attempts: std::mem::take(&mut job.trail.attempts),
+                sent_query: job.trail.sent_query.take(),
                 rule: job.rule,
                 call_id: job.call_id,
                 event_type: job.event_type,

@@ -131,17 +131,58 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// Post-send event types a rule can subscribe to: messages (Easemob's chat and offline
-    /// messages) and the non-message events of `POST /app-id/{app_id}/events` (`docs/behaviour.md §8.3`).
+    /// What a post-send callback is about, as rules filter it (`event_types`): messages
+    /// (Easemob's chat and offline messages) and the events of the catalog
+    /// (`docs/behaviour.md §11`), each defined once in `event::catalog`.
     EventType {
         /// A message was sent: one callback per message and rule.
         Chat = "chat",
         /// A message reached an offline recipient: one callback per offline recipient.
         ChatOffline = "chat_offline",
-        /// A user went online or offline (tencent `State.StateChange`).
+        /// A user logged in, logged out or was kicked.
         UserStatus = "user_status",
-        /// Members joined a group (tencent `Group.CallbackAfterNewMemberJoin`).
+        /// Members joined a group or chatroom.
         GroupMemberJoined = "group_member_joined",
+        /// A message was recalled.
+        MessageRecalled = "message_recalled",
+        /// A message was read (a read receipt).
+        MessageRead = "message_read",
+        /// A whole conversation was read.
+        ConversationRead = "conversation_read",
+        /// A sent message was edited.
+        MessageEdited = "message_edited",
+        /// A reaction was added to or removed from a message.
+        ReactionChanged = "reaction_changed",
+        /// A contact (friend) request was sent.
+        ContactAdded = "contact_added",
+        /// A contact request was accepted.
+        ContactAccepted = "contact_accepted",
+        /// A contact request was declined.
+        ContactDeclined = "contact_declined",
+        /// A contact was removed.
+        ContactRemoved = "contact_removed",
+        /// A user was put on another's block list.
+        UserBlocked = "user_blocked",
+        /// A user was taken off another's block list.
+        UserUnblocked = "user_unblocked",
+        /// A group or chatroom was created.
+        GroupCreated = "group_created",
+        /// A group or chatroom was destroyed.
+        GroupDestroyed = "group_destroyed",
+        /// Members left or were removed from a group or chatroom.
+        GroupMemberLeft = "group_member_left",
+        /// A group's name, description or announcement changed.
+        GroupInfoChanged = "group_info_changed",
+        /// A group got a new owner.
+        GroupOwnerChanged = "group_owner_changed",
+        /// Group admins were added or removed.
+        GroupAdminsChanged = "group_admins_changed",
+        /// Group members were muted or unmuted.
+        GroupMembersMuted = "group_members_muted",
+        /// A message hit the keyword filter.
+        KeywordAlert = "keyword_alert",
+        /// The result of an offline push.
+        PushResult = "push_result",
     }
 }
 

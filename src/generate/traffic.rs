@@ -220,6 +220,7 @@ impl Traffic {
             platform,
             client_ip,
             offline,
+            overrides: None,
         }
     }
 }

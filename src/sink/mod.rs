@@ -181,7 +181,7 @@ impl Sink {
         let stop = CancellationToken::new();
         let state = Arc::new(SinkState {
             // A receiver knows no app settings: the wire format only checks and answers here.
-            wire: dialect::wire(opts.dialect, 0),
+            wire: dialect::wire(opts.dialect, Default::default()),
             stats: SinkStats::default(),
             body: if opts.body_chars <= INLINE_BODY_CHARS {
                 Bytes::from("x".repeat(opts.body_chars))

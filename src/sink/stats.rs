@@ -18,6 +18,7 @@ pub(super) struct SinkStats {
     bytes: AtomicU64,
     signature_ok: AtomicU64,
     signature_bad: AtomicU64,
+    signature_stale: AtomicU64,
     unchecked: AtomicU64,
     unparsable: AtomicU64,
     query_bad: AtomicU64,
@@ -45,6 +46,7 @@ impl SinkStats {
         match signature {
             Signature::Valid => count(&self.signature_ok),
             Signature::Invalid | Signature::Missing => count(&self.signature_bad),
+            Signature::Stale => count(&self.signature_stale),
             Signature::Unchecked | Signature::QueryOk => count(&self.unchecked),
             Signature::QueryBad => {
                 count(&self.unchecked);
@@ -86,6 +88,7 @@ impl SinkStats {
             bytes: g(&self.bytes),
             signature_ok: g(&self.signature_ok),
             signature_bad: g(&self.signature_bad),
+            signature_stale: g(&self.signature_stale),
             unchecked: g(&self.unchecked),
             unparsable: g(&self.unparsable),
             query_bad: g(&self.query_bad),
@@ -139,18 +142,23 @@ pub struct SinkSummary {
     pub received: u64,
     /// Body bytes received, all callbacks together.
     pub bytes: u64,
-    /// Agora callbacks whose `security` matched.
+    /// Callbacks whose signature matched: agora `security`, or tencent `Sign` (token known).
     pub signature_ok: u64,
-    /// Agora callbacks whose `security` did not match or was missing (secret known).
+    /// Callbacks whose signature did not match or was missing (secret or token known).
     pub signature_bad: u64,
-    /// Callbacks not checked: no secret given, or tencent (unsigned).
+    /// Tencent callbacks correctly signed but with a `RequestTime` more than 60 s from the
+    /// sink's clock.
+    #[serde(default)]
+    pub signature_stale: u64,
+    /// Callbacks not checked: no secret or token given.
     pub unchecked: u64,
     /// Bodies that are not JSON (objects).
     pub unparsable: u64,
     /// Tencent callbacks whose query string was missing a parameter or disagreed with the body.
     pub query_bad: u64,
     /// Callbacks seen before: the same agora `callId`, or the same tencent
-    /// `CallbackCommand` + `MsgKey` (retries and replays show up here), among the last
+    /// `CallbackCommand` + `MsgKey` (group messages: `GroupId` + `Random`; other commands:
+    /// the same bytes) — retries and replays show up here —, among the last
     /// 262,144 to 524,288 ids (older ones are forgotten: the sink's memory stays bounded).
     pub duplicates: u64,
     /// Callbacks answered 200.

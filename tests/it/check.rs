@@ -396,3 +396,21 @@ async fn the_rules_of_a_config_are_checked_with_their_settings() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no rule \"nope\""));
 }
+
+#[tokio::test]
+async fn tencent_with_a_token_signs_every_url_and_sends_one_wrongly_signed() {
+    let rx = Sink::start(SinkOptions {
+        dialect: Dialect::Tencent,
+        secret: Some("tok".into()),
+        ..SinkOptions::default()
+    })
+    .await
+    .unwrap();
+    let (code, v) = check(&["--url", &rx.url("/cb"), "--dialect", "tencent", "--token", "tok"]).await;
+    // The sink accepts what it finds wrongly signed: the check warns about it.
+    assert_eq!(grade(&v, "bad_signature"), "warn", "{}", grades(&v));
+    assert_eq!(code, 0, "{}", grades(&v));
+    let s = rx.summary();
+    assert_eq!(s.signature_bad, 1, "only the one sent wrongly signed: {s:?}");
+    assert!(s.signature_ok > 20, "{s:?}");
+}

@@ -227,3 +227,110 @@ fn logs_never_show_secrets_or_tokens_and_json_logs_are_json() {
         assert!(!logs.contains(secret), "{secret} appears in the log");
     }
 }
+
+#[test]
+fn sign_computes_the_tencent_url_signature() {
+    let out = Command::new(BIN)
+        .args([
+            "sign",
+            "--dialect",
+            "tencent",
+            "--token",
+            "s3cr3t_Token",
+            "--request-time",
+            "1700000000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4654af236dd1ece3a00cea5df5e97008f0da6ab96aefe5515849989ce28a6b3e"
+    );
+    let out = Command::new(BIN)
+        .args(["sign", "--dialect", "tencent", "--secret", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}
+
+#[test]
+fn catalog_lists_each_dialects_events() {
+    let out = Command::new(BIN)
+        .args(["catalog", "--dialect", "tencent"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("message_recalled") && text.contains("Group.CallbackAfterRecallMsg"),
+        "{text}"
+    );
+    assert!(!text.contains("reaction_changed"), "{text}");
+    let out = Command::new(BIN).args(["catalog", "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["events"].as_array().unwrap().len(), 22);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_sends_an_event_to_a_running_serve_and_waits_for_its_outcome() {
+    let rx = callback_sim::Sink::recording(Some("s")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n[[apps]]\nid = \"a\"\ntoken = \"t\"\n  [[apps.rules]]\n  name = \"r\"\n  url = \"{}\"\n  secret = \"s\"\n[[apps]]\nid = \"b\"\ntoken = \"tb\"\nretries = 0\n  [[apps.rules]]\n  name = \"down\"\n  url = \"http://127.0.0.1:{}/\"\n  secret = \"s\"\n",
+            dir.path().join("data"),
+            rx.url("/cb"),
+            refused_port()
+        ),
+    )
+    .unwrap();
+    let (child, url) = spawn_serve(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stderr(Stdio::piped()),
+    );
+    let trigger = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("trigger")
+            .args(args)
+            .args(["--server", &url, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    // The config's first app; the catalog's example, with a field set and an override.
+    let out = trigger(&[
+        "message_recalled",
+        "--set",
+        "to=carol",
+        "--override",
+        "payload.ext.k=1",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("delivered"));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["data"]["callbacks"][0]["outcome"], "delivered", "{answer}");
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    let body = got[0].json();
+    assert_eq!(
+        (body["to"].as_str(), body["payload"]["ext"]["k"].as_u64()),
+        (Some("carol"), Some(1))
+    );
+    assert_eq!(got[0].signature, callback_sim::Signature::Valid);
+    // A callback that is not delivered: exit 1.
+    let out = trigger(&["group_created", "--app", "b", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stored"));
+    // A name in no catalog: a usage error.
+    let out = trigger(&["nap"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("message_recalled"));
+    stop_serve(child);
+}

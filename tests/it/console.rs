@@ -1,4 +1,4 @@
-//! The console in a real browser (docs/behaviour.md §11): headless Chromium driven over
+//! The console in a real browser (docs/behaviour.md §12): headless Chromium driven over
 //! WebDriver (chromedriver's HTTP API, through reqwest). Without Chromium and chromedriver the
 //! test says so and passes — unless `CONSOLE_BROWSER_REQUIRED` is set (`.ci/run` sets it), then
 //! it fails. `CONSOLE_SCREENSHOT=PATH` also saves a screenshot of the console there (the
@@ -385,58 +385,60 @@ async fn the_console_signs_in_by_fragment_shows_callbacks_live_resends_resets_an
     let replayed = good.received().iter().filter(|c| c.path == "/replayed").count();
     assert_eq!(replayed as u64, stored);
 
-    // The send form: a message (and catalog events when the simulator has a catalog).
+    // The send form: a message, and an event of the catalog (GET /catalog), its fields built
+    // from the catalog and pre-filled with its example request.
     browser.click(".tab[data-tab=trigger]").await;
-    let catalog = reqwest::get(format!("{base}/catalog")).await.unwrap().status();
-    if catalog == 200 {
-        eventually("catalog events in the form", || async {
-            let n = browser
-                .js(
-                    "return document.querySelectorAll('#trigger-kind option').length;",
-                    json!([]),
-                )
-                .await;
-            (n.as_u64() > Some(1)).then_some(())
-        })
-        .await;
-    } else {
-        browser.wait_text("#catalog-note", "Messages only").await;
-    }
     browser.click("#trigger-form button[type=submit]").await;
     browser
         .wait_text("#trigger-result", "sync (post_send) chat → delivered")
         .await;
-    if catalog != 200 {
-        // An event form is built from the catalog's fields: one given here in its documented
-        // shape, for an event the events route takes.
-        let fake = json!([{"name": "user_status", "summary": "a user went online or offline",
-            "fields": {"user": {"type": "string", "required": true, "default": null},
-                       "status": {"type": "string", "required": true, "default": "online"}},
-            "dialects": {"agora": {"wire": "user_status", "example": {"eventType": "user_status"}},
-                         "tencent": {"command": "State.StateChange", "example": {}}}}]);
-        browser
-            .js("state.catalog = arguments[0]; renderTrigger();", json!([fake]))
+    eventually("the catalog's events in the form", || async {
+        let n = browser
+            .js(
+                "return document.querySelectorAll('#trigger-kind option[value=user_status]').length;",
+                json!([]),
+            )
             .await;
-        browser
-            .js("const s = document.getElementById('trigger-kind'); s.value = 'user_status'; s.dispatchEvent(new Event('change'));", json!([]))
-            .await;
-        browser.wait_shown("#event-fields input[data-field=user]", true).await;
-        browser.type_into("#event-fields input[data-field=user]", "u9").await;
-        browser.click("#trigger-form button[type=submit]").await;
-        browser
-            .wait_text("#trigger-result", "sync (post_send) user_status → delivered")
-            .await;
-        let got = good
-            .received()
-            .into_iter()
-            .rev()
-            .find(|c| c.json()["eventType"] == "user_status")
-            .unwrap();
-        assert_eq!(
-            (got.json()["user"].as_str(), got.json()["status"].as_str()),
-            (Some("u9"), Some("online"))
-        );
-    }
+        (n.as_u64() == Some(1)).then_some(())
+    })
+    .await;
+    browser
+        .js(
+            "const s = document.getElementById('trigger-kind'); s.value = 'user_status'; s.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    browser.wait_shown("#event-fields input[data-field=user]", true).await;
+    let status = browser
+        .js(
+            "return document.querySelector('#event-fields [data-field=status]').value;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(status, "online", "pre-filled from the catalog's example request");
+    let client_ip = browser
+        .js(
+            "return document.querySelector('#event-fields [data-field=client_ip]').value;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(client_ip, "127.0.0.1", "a plain default is a value");
+    let reason = browser
+        .js(
+            "return document.querySelector('#event-fields [data-field=reason]').value;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(reason, "", "a default in parentheses describes, it is not sent");
+    browser.type_into("#event-fields input[data-field=user]", "u9").await;
+    let before = good.received().len();
+    browser.click("#trigger-form button[type=submit]").await;
+    browser
+        .wait_text("#trigger-result", "sync (post_send) user_status → delivered")
+        .await;
+    let got = arrived(&good, before + 1).await.remove(before);
+    let body = String::from_utf8_lossy(&got.body).to_string();
+    assert!(body.contains("u9") && body.contains(r#""status":"online""#), "{body}");
 
     // Readable in a narrow window: nothing wider than the window but the tables' own scroll.
     browser.window(420, 900).await;

@@ -1,4 +1,4 @@
-//! The console's REST routes over HTTP (docs/behaviour.md §11): the history of callbacks with
+//! The console's REST routes over HTTP (docs/behaviour.md §12): the history of callbacks with
 //! their attempts and exact requests, the live stream, and resending a callback, edited or not.
 
 use callback_sim::{Reply, Sink, agora_sign};

@@ -2,6 +2,7 @@
 //! library's `Sink` as the receiver (raw TCP where a receiver must misbehave byte by byte).
 
 mod api;
+mod catalog;
 mod check;
 mod cli;
 mod cli_flags;

@@ -1,4 +1,4 @@
-// callback-sim console (docs/behaviour.md §11): plain JavaScript, no build step, no request to
+// callback-sim console (docs/behaviour.md §12): plain JavaScript, no build step, no request to
 // any host but the simulator. The token lives in this tab's sessionStorage and in the
 // Authorization header of each call; it never goes into a URL the server sees.
 "use strict";
@@ -539,11 +539,20 @@ function showTriggerFields() {
   const ex = $("event-example");
   if (kind === "message") { box.hidden = true; ex.hidden = true; return; }
   const ev = state.catalog.find((e) => e.name === kind);
+  const example = ev.example_request || {};
   box.innerHTML = Object.entries(ev.fields || {}).map(([name, f]) => {
-    const def = f.default === undefined || f.default === null ? "" : typeof f.default === "string" ? f.default : JSON.stringify(f.default);
+    // A default in parentheses describes what the simulator picks: a hint, not a value.
+    const described = typeof f.default === "string" && /^\(.*\)$/.test(f.default);
+    const given = name in example ? example[name] : described || f.default == null ? "" : f.default;
+    const value = typeof given === "string" ? given : JSON.stringify(given);
     const hint = (f.type || "") + (f.required ? ", required" : "");
-    return "<label>" + esc(name) + " <span class=\"muted\">(" + esc(hint) + ")</span>" +
-      "<input data-field=\"" + esc(name) + "\" data-type=\"" + esc(f.type || "string") + "\" value=\"" + esc(def) + "\"" + (f.required ? " required" : "") + "></label>";
+    const title = esc([f.description, described ? "default: " + f.default : ""].filter(Boolean).join("; "));
+    const attrs = " data-field=\"" + esc(name) + "\" data-type=\"" + esc(f.type || "string") + "\" title=\"" + title + "\"" + (f.required ? " required" : "");
+    const input = Array.isArray(f.enum)
+      ? "<select" + attrs + ">" + (f.required ? "" : "<option value=\"\">(default)</option>") +
+        f.enum.map((v) => "<option" + (String(v) === value ? " selected" : "") + ">" + esc(v) + "</option>").join("") + "</select>"
+      : "<input" + attrs + " value=\"" + esc(value) + "\" placeholder=\"" + esc(described ? f.default : "") + "\">";
+    return "<label>" + esc(name) + " <span class=\"muted\">(" + esc(hint) + ")</span>" + input + "</label>";
   }).join("") + "<label class=\"wide\">overrides (JSON: wire fields to set as given) <textarea data-overrides rows=\"2\" spellcheck=\"false\">{}</textarea></label>";
   box.hidden = false;
   const d = ev.dialects && ev.dialects[state.dialect];
@@ -579,7 +588,7 @@ async function trigger(ev) {
       r = (await api("POST", "/messages?wait=true", msg)).data;
     } else {
       const body = { type: kind };
-      for (const input of $("event-fields").querySelectorAll("input[data-field]")) {
+      for (const input of $("event-fields").querySelectorAll("[data-field]")) {
         const v = typed(input.dataset.type, input.value);
         if (v !== undefined) body[input.dataset.field] = v;
       }

@@ -90,65 +90,6 @@ impl CallbackBody<'_> {
     }
 }
 
-/// A user went online or offline (this project's agora shape, after the fields of
-/// Easemob's login/logout callback; docs/decisions.md).
-#[derive(Serialize)]
-pub struct UserStatusBody<'a> {
-    /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
-    #[serde(rename = "callId")]
-    pub call_id: &'a str,
-    /// `eventType`: `user_status`.
-    #[serde(rename = "eventType")]
-    pub event_type: &'a str,
-    /// `timestamp`: Unix time in milliseconds at which the simulator received the event.
-    pub timestamp: u64,
-    /// `user`: whose status changed.
-    pub user: &'a str,
-    /// `online` or `offline`.
-    pub status: &'a str,
-    /// `login` or `logout`.
-    pub reason: &'a str,
-    /// `os`: the event's platform ([`Platform`](crate::domain::Platform) name), if given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub os: Option<&'a str>,
-    /// `ip`: the client's IP address, if given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    /// `securityVersion`: always [`SECURITY_VERSION`].
-    #[serde(rename = "securityVersion")]
-    pub security_version: &'static str,
-    /// `security`: [`sign`](super::sign) of `callId`, the rule's secret and `timestamp`.
-    pub security: &'a str,
-}
-
-/// Members joined a group (this project's agora shape; docs/decisions.md).
-#[derive(Serialize)]
-pub struct MemberJoinedBody<'a> {
-    /// `callId`: `{app_id}#{uuid}`, unique per callback, the same across retries and replays.
-    #[serde(rename = "callId")]
-    pub call_id: &'a str,
-    /// `eventType`: `group_member_joined`.
-    #[serde(rename = "eventType")]
-    pub event_type: &'a str,
-    /// `timestamp`: Unix time in milliseconds at which the simulator received the event.
-    pub timestamp: u64,
-    /// `chat_type`: always `groupchat`.
-    pub chat_type: &'static str,
-    /// `group_id`: the group the members joined.
-    pub group_id: &'a str,
-    /// Who added them (the member itself when they applied).
-    pub from: &'a str,
-    /// `members`: the user ids that joined.
-    pub members: &'a [String],
-    /// `Apply` or `Invited`.
-    pub join_type: &'a str,
-    /// `securityVersion`: always [`SECURITY_VERSION`].
-    #[serde(rename = "securityVersion")]
-    pub security_version: &'static str,
-    /// `security`: [`sign`](super::sign) of `callId`, the rule's secret and `timestamp`.
-    pub security: &'a str,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,11 +16,11 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 pub use self::body::SECURITY_VERSION;
-pub use self::sign::{sign, verify};
+pub use self::sign::{sign, sign_value, verify};
 pub use self::verdict::INTERNAL_ERROR;
 use super::{Checked, Defaults, Encoded, MessageFacts, Prepared, Recipient, Signature, Verdict, Wire};
 use crate::domain::{EventType, MessageType, RuleKind};
-use crate::event::Event;
+use crate::event::{Event, Stamp};
 
 /// The provider's defaults: a post-send attempt waits up to 60 s, a failed one is retried
 /// once at once, failures ban the rule; a pre-send verdict is waited for 200 ms; rules sign
@@ -33,9 +33,14 @@ pub const DEFAULTS: Defaults = Defaults {
     signs: true,
 };
 
-/// The agora wire format.
-#[derive(Debug, Clone, Copy)]
-pub struct Agora;
+/// The agora wire format of one app.
+#[derive(Debug, Clone, Default)]
+pub struct Agora {
+    /// The app's `appkey`, in event bodies.
+    pub appkey: String,
+    /// Group events in the older `chat_type: "muc"` shape.
+    pub legacy_groups: bool,
+}
 
 impl Wire for Agora {
     fn message<'a>(&self, facts: MessageFacts<'a>, kind: RuleKind) -> Box<dyn Prepared + 'a> {
@@ -59,14 +64,24 @@ impl Wire for Agora {
         })
     }
 
-    fn event<'a>(&self, event: &'a Event, timestamp: u64) -> Box<dyn Prepared + 'a> {
+    fn event<'a>(&self, event: &'a Event, stamp: &'a Stamp) -> Box<dyn Prepared + 'a> {
+        let recipients = if event.def().agora.is_some() {
+            event
+                .agora_targets(self.legacy_groups)
+                .into_iter()
+                .map(|to| Recipient {
+                    event_type: event.event_type(),
+                    to,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Box::new(PreparedEvent {
             event,
-            timestamp,
-            recipients: [Recipient {
-                event_type: event.event_type(),
-                to: event.subject(),
-            }],
+            stamp,
+            wire: self.clone(),
+            recipients,
         })
     }
 
@@ -158,6 +173,16 @@ impl Prepared for PreparedMessage<'_> {
             security: &security,
         }
         .to_bytes();
+        let body = match &f.msg.overrides {
+            None => body,
+            // The slow path, only for messages with overrides: merge, then sign what is sent.
+            Some(o) => {
+                let mut v: serde_json::Value = serde_json::from_slice(&body).expect("a body we built parses");
+                crate::event::merge(&mut v, o);
+                sign_value(&mut v, secret, o.contains_key("security"));
+                serde_json::to_vec(&v).expect("a JSON value serializes")
+            }
+        };
         Encoded {
             body: Bytes::from(body),
             query: None,
@@ -165,11 +190,12 @@ impl Prepared for PreparedMessage<'_> {
     }
 }
 
-/// An event: one signed body per callback.
+/// An event: its catalog body, overrides merged, signed per callback.
 struct PreparedEvent<'a> {
     event: &'a Event,
-    timestamp: u64,
-    recipients: [Recipient<'a>; 1],
+    stamp: &'a Stamp,
+    wire: Agora,
+    recipients: Vec<Recipient<'a>>,
 }
 
 impl Prepared for PreparedEvent<'_> {
@@ -178,49 +204,15 @@ impl Prepared for PreparedEvent<'_> {
     }
 
     fn encode(&self, to: Recipient<'_>, call_id: &str, secret: &str) -> Encoded {
-        let timestamp = self.timestamp;
-        let security = sign(call_id, secret, timestamp);
-        let event_type = to.event_type.as_str();
-        let body = match self.event {
-            Event::UserStatus {
-                user,
-                online,
-                platform,
-                client_ip,
-            } => serde_json::to_vec(&body::UserStatusBody {
-                call_id,
-                event_type,
-                timestamp,
-                user,
-                status: if *online { "online" } else { "offline" },
-                reason: if *online { "login" } else { "logout" },
-                os: platform.map(|p| p.as_str()),
-                ip: client_ip.map(|ip| ip.to_string()),
-                security_version: SECURITY_VERSION,
-                security: &security,
-            }),
-            Event::GroupMemberJoined {
-                group_id,
-                members,
-                operator,
-                join_type,
-                ..
-            } => serde_json::to_vec(&body::MemberJoinedBody {
-                call_id,
-                event_type,
-                timestamp,
-                chat_type: "groupchat",
-                group_id,
-                from: operator,
-                members,
-                join_type: join_type.as_str(),
-                security_version: SECURITY_VERSION,
-                security: &security,
-            }),
-        }
-        .expect("an event body serializes");
+        let w = &self.wire;
+        let mut body = self
+            .event
+            .agora_body(self.stamp, &w.appkey, call_id, w.legacy_groups, Some(to.to))
+            .unwrap_or_default();
+        let overridden = self.event.overrides().is_some_and(|o| o.contains_key("security"));
+        sign_value(&mut body, secret, overridden);
         Encoded {
-            body: Bytes::from(body),
+            body: Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes")),
             query: None,
         }
     }
@@ -238,14 +230,19 @@ mod tests {
             "payload": {"bodies": [{"type": "txt", "msg": "edited"}], "ext": {}},
             "securityVersion": "1.0.0", "security": "stale"
         }"#;
-        let body = Agora.resign(edited.as_bytes(), "s").unwrap();
+        let body = Agora::default().resign(edited.as_bytes(), "s").unwrap();
         let expected = format!(
             r#"{{"callId":"a#2","eventType":"chat","timestamp":7,"payload":{{"bodies":[{{"type":"txt","msg":"edited"}}],"ext":{{}}}},"securityVersion":"1.0.0","security":"{}"}}"#,
             sign("a#2", "s", 7)
         );
         assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
-        assert_eq!(Agora.check_received(None, &body, Some("s")).signature, Signature::Valid);
-        let unsigned = Agora.resign(br#"{"callId":"a#3","timestamp":9}"#, "s").unwrap();
+        assert_eq!(
+            Agora::default().check_received(None, &body, Some("s")).signature,
+            Signature::Valid
+        );
+        let unsigned = Agora::default()
+            .resign(br#"{"callId":"a#3","timestamp":9}"#, "s")
+            .unwrap();
         assert!(std::str::from_utf8(&unsigned).unwrap().ends_with(&format!(
             r#""securityVersion":"1.0.0","security":"{}"}}"#,
             sign("a#3", "s", 9)
@@ -255,7 +252,7 @@ mod tests {
             (r#"{"callId":"x","timestamp":"1"}"#, "timestamp"),
             ("[]", "JSON object"),
         ] {
-            let e = Agora.resign(bad.as_bytes(), "s").unwrap_err();
+            let e = Agora::default().resign(bad.as_bytes(), "s").unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }
@@ -264,18 +261,23 @@ mod tests {
     fn receivers_check_the_signature_and_dedupe_by_call_id() {
         let security = sign("a#1", "s", 5);
         let body = format!(r#"{{"callId":"a#1","timestamp":5,"security":"{security}"}}"#);
-        let c = Agora.check_received(None, body.as_bytes(), Some("s"));
+        let c = Agora::default().check_received(None, body.as_bytes(), Some("s"));
         assert_eq!(c.signature, Signature::Valid);
         assert_eq!(c.dedupe_key.as_deref(), Some("a#1"));
         assert_eq!(
-            Agora.check_received(None, body.as_bytes(), Some("x")).signature,
+            Agora::default()
+                .check_received(None, body.as_bytes(), Some("x"))
+                .signature,
             Signature::Invalid
         );
         assert_eq!(
-            Agora.check_received(None, body.as_bytes(), None).signature,
+            Agora::default().check_received(None, body.as_bytes(), None).signature,
             Signature::Unchecked
         );
-        assert_eq!(Agora.check_received(None, b"[", None).signature, Signature::Unparsable);
+        assert_eq!(
+            Agora::default().check_received(None, b"[", None).signature,
+            Signature::Unparsable
+        );
     }
 
     #[test]
@@ -289,7 +291,7 @@ mod tests {
             seq: 1,
             random: 2,
         };
-        let post = Agora.message(facts, RuleKind::PostSend);
+        let post = Agora::default().message(facts, RuleKind::PostSend);
         let kinds: Vec<_> = post.recipients().iter().map(|r| (r.event_type, r.to)).collect();
         assert_eq!(
             kinds,
@@ -299,7 +301,7 @@ mod tests {
                 (EventType::ChatOffline, "d")
             ]
         );
-        assert_eq!(Agora.message(facts, RuleKind::PreSend).recipients().len(), 1);
+        assert_eq!(Agora::default().message(facts, RuleKind::PreSend).recipients().len(), 1);
         let enc = post.encode(post.recipients()[1], "app#x", "s");
         let v: serde_json::Value = serde_json::from_slice(&enc.body).unwrap();
         assert_eq!(

@@ -25,6 +25,34 @@ pub fn sign(call_id: &str, secret: &str, timestamp_ms: u64) -> String {
     hex(&h.finalize())
 }
 
+/// Signs a body built as a JSON value (an event's, docs/behaviour.md §11.1): `security` from
+/// the body's own `callId` and `timestamp`, so that overrides of either are signed as sent. A
+/// body whose `security` an override set (or removed) is left as it is.
+pub fn sign_value(body: &mut serde_json::Value, secret: &str, overridden: bool) {
+    if overridden {
+        return;
+    }
+    let call_id = body.get("callId").and_then(|v| v.as_str()).unwrap_or_default();
+    let security = match body.get("timestamp") {
+        Some(serde_json::Value::Number(n)) if n.is_u64() => sign(call_id, secret, n.as_u64().unwrap_or_default()),
+        Some(serde_json::Value::String(t)) => sign_text(call_id, secret, t),
+        Some(other) => sign_text(call_id, secret, &other.to_string()),
+        None => sign_text(call_id, secret, ""),
+    };
+    if let serde_json::Value::Object(m) = body {
+        m.insert("security".into(), security.into());
+    }
+}
+
+/// MD5(callId + secret + timestamp) with the timestamp as text.
+fn sign_text(call_id: &str, secret: &str, timestamp: &str) -> String {
+    let mut h = Md5::new();
+    h.update(call_id.as_bytes());
+    h.update(secret.as_bytes());
+    h.update(timestamp.as_bytes());
+    hex(&h.finalize())
+}
+
 /// `n` in decimal, written into `buf` without allocating.
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
@@ -113,6 +141,18 @@ mod tests {
             ),
             "b799cb921c701a742c45c89296990cf7"
         );
+    }
+
+    #[test]
+    fn values_are_signed_from_their_own_fields() {
+        let mut v = serde_json::json!({"callId": "a#1", "timestamp": 5, "security": ""});
+        sign_value(&mut v, "s", false);
+        assert_eq!(v["security"], sign("a#1", "s", 5));
+        let mut v = serde_json::json!({"callId": "a#1", "timestamp": "5", "security": "mine"});
+        sign_value(&mut v, "s", true);
+        assert_eq!(v["security"], "mine");
+        sign_value(&mut v, "s", false);
+        assert_eq!(v["security"], sign("a#1", "s", 5));
     }
 
     #[test]

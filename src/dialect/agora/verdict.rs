@@ -31,7 +31,9 @@ pub fn read(body: &[u8], msg_type: MessageType, rule: &str) -> Result<Verdict, S
     };
     let mut v = Verdict {
         allow: valid,
+        silent_drop: false,
         sender_text: None,
+        sender_code: None,
         rewrite: None,
         warnings: Vec::new(),
     };
@@ -98,8 +100,9 @@ fn rewrite(msg_type: MessageType, payload: &Value) -> Result<Rewrite, String> {
         .and_then(Value::as_str)
         .ok_or_else(|| format!("the body's msg is missing or not a string; {SHAPE}"))?;
     Ok(Rewrite {
-        msg: msg.to_string(),
+        msg: Some(msg.to_string()),
         ext,
+        wire: None,
     })
 }
 
@@ -146,8 +149,9 @@ mod tests {
         assert_eq!(
             v.rewrite,
             Some(Rewrite {
-                msg: "***".into(),
-                ext: None
+                msg: Some("***".into()),
+                ext: None,
+                wire: None,
             })
         );
         let v =

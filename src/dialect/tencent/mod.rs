@@ -1,21 +1,31 @@
-//! The tencent dialect — Tencent Cloud IM third-party callbacks (docs/behaviour.md §4.3): the
-//! `CallbackCommand` and the app's `SdkAppid` travel in the query string, bodies are unsigned
-//! (mutual TLS is how a receiver authenticates them), and every answer is
+//! The tencent dialect — Tencent Cloud IM third-party callbacks (docs/behaviour.md §4.3,
+//! §11.4): the `CallbackCommand` and the app's `SdkAppid` travel in the query string, bodies
+//! are unsigned (an app with a token signs the URL: `Sign`, `RequestTime`; mutual TLS is the
+//! other way a receiver authenticates them), and every answer is
 //! `{"ActionStatus","ErrorCode","ErrorInfo"}`.
 //!
-//! - `body` — the commands, the query string and the bodies.
+//! - `body` — the message commands, the query string and the message bodies (events' bodies
+//!   come from the catalog);
+//! - `sign` — `Sign` and `RequestTime`, and their check for receivers.
 
 mod body;
+mod sign;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
-pub use self::body::{GROUP_MEMBER_JOIN, MsgIds, STATE_CHANGE, message_command, platform, query};
-use super::{Checked, Defaults, Encoded, MessageFacts, Prepared, Recipient, Signature, Verdict, Wire};
-use crate::domain::{MessageType, Platform, RuleKind};
-use crate::event::Event;
+pub use self::body::{MsgIds, message_command, platform, query};
+pub use self::sign::{MAX_SKEW_SECS, sign, signed_query, verify};
+
+use super::{
+    Checked, Defaults, Encoded, EventAnswer, MessageFacts, Prepared, Recipient, Rewrite, Signature, Verdict, Wire,
+};
+use crate::domain::{EventType, MessageType, Platform, RuleKind};
+use crate::event::{Event, Stamp};
 
 /// The provider's defaults: every callback, before-commands included, waits at most 2 s and is
 /// not retried; there are no bans and no signing secret (docs/providers.md).
@@ -40,11 +50,39 @@ pub const ANSWER_OK: &str = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""
 pub const ANSWER_FAIL: &str =
     r#"{"ActionStatus":"FAIL","ErrorCode":1,"ErrorInfo":"fault injected by callback-sim sink"}"#;
 
+/// The sender code of a plain deny (`ErrorCode` 1): "blocked by the app's callback".
+pub const DENIED_CODE: i64 = 20006;
+
 /// The tencent wire format of one app.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Tencent {
     /// The app's `SdkAppid`, in every callback's query string.
     pub sdk_app_id: u64,
+    /// The app's webhook token: when set, every URL is signed.
+    pub token: Option<String>,
+}
+
+impl Tencent {
+    /// The query string of an event's command: its client's address and platform when the
+    /// event names them (`State.StateChange` spells iOS `IOS`), else `RESTAPI`.
+    fn event_query(&self, event: &Event, command: &str) -> String {
+        let f = event.fields();
+        let ip = f.get("client_ip").and_then(Value::as_str).unwrap_or(DEFAULT_CLIENT_IP);
+        let platform = match f.get("platform").and_then(Value::as_str) {
+            Some("iOS") if command == crate::event::catalog::STATE_CHANGE => "IOS",
+            Some(p) => p,
+            None => Platform::RestApi.as_str(),
+        };
+        query(self.sdk_app_id, command, ip, platform)
+    }
+}
+
+/// A body with `overrides` (or a rewrite) merged in.
+fn merged(body: Vec<u8>, overrides: Option<&Map<String, Value>>) -> Vec<u8> {
+    let Some(o) = overrides else { return body };
+    let mut v: Value = serde_json::from_slice(&body).expect("a body we built parses");
+    crate::event::merge(&mut v, o);
+    serde_json::to_vec(&v).expect("a JSON value serializes")
 }
 
 impl Wire for Tencent {
@@ -61,63 +99,67 @@ impl Wire for Tencent {
             self.sdk_app_id,
             cmd,
             ip.as_deref().unwrap_or(DEFAULT_CLIENT_IP),
-            platform(msg.source, msg.platform),
+            platform(msg.source, msg.platform).as_str(),
         );
+        let body = body::message_body(cmd, msg, ids, facts.timestamp);
         // Tencent has no offline callback: one command per rule, the same bytes for all.
         Box::new(Shared {
             encoded: Encoded {
-                body: Bytes::from(body::message_body(cmd, msg, ids)),
+                body: Bytes::from(merged(body, msg.overrides.as_ref())),
                 query: Some(q.into()),
             },
-            recipients: [Recipient {
-                event_type: crate::domain::EventType::Chat,
+            recipients: vec![Recipient {
+                event_type: EventType::Chat,
                 to: msg.to.as_str(),
             }],
         })
     }
 
-    fn event<'a>(&self, event: &'a Event, timestamp: u64) -> Box<dyn Prepared + 'a> {
-        let (cmd, body, ip, platform) = match event {
-            Event::UserStatus {
-                user,
-                online,
-                platform,
-                client_ip,
-            } => (
-                STATE_CHANGE,
-                body::state_change_body(user, *online, timestamp),
-                client_ip.map(|ip| ip.to_string()),
-                platform.unwrap_or(Platform::Unknown),
-            ),
-            Event::GroupMemberJoined {
-                group_id,
-                members,
-                operator,
-                join_type,
-                group_type,
-            } => (
-                GROUP_MEMBER_JOIN,
-                body::member_join_body(group_id, group_type.as_str(), join_type.as_str(), operator, members),
-                None,
-                Platform::RestApi,
-            ),
+    fn event<'a>(&self, event: &'a Event, stamp: &'a Stamp) -> Box<dyn Prepared + 'a> {
+        let Some((command, body)) = event.tencent_body(stamp) else {
+            return Box::new(Shared {
+                encoded: Encoded {
+                    body: Bytes::new(),
+                    query: None,
+                },
+                recipients: Vec::new(),
+            });
         };
-        let q = query(
-            self.sdk_app_id,
-            cmd,
-            ip.as_deref().unwrap_or(DEFAULT_CLIENT_IP),
-            platform,
-        );
         Box::new(Shared {
             encoded: Encoded {
-                body: Bytes::from(body),
-                query: Some(q.into()),
+                body: Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes")),
+                query: Some(self.event_query(event, &command).into()),
             },
-            recipients: [Recipient {
+            recipients: vec![Recipient {
                 event_type: event.event_type(),
                 to: event.subject(),
             }],
         })
+    }
+
+    fn event_before(&self, event: &Event, stamp: &Stamp) -> Option<Encoded> {
+        let (command, body) = event.tencent_before(stamp)?;
+        Some(Encoded {
+            body: Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes")),
+            query: Some(self.event_query(event, command).into()),
+        })
+    }
+
+    fn event_answer(&self, body: &[u8]) -> Result<EventAnswer, String> {
+        let a = parse_answer(body).ok_or("the answer is not a JSON object with an integer ErrorCode")?;
+        let answer: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        Ok(EventAnswer {
+            allow: a.error_code == 0,
+            sender_text: a.error_info.filter(|i| !i.is_empty()),
+            answer,
+        })
+    }
+
+    fn sign_query<'q>(&self, query: Option<&'q str>, now_ms: u64) -> Option<Cow<'q, str>> {
+        match (&self.token, query) {
+            (Some(token), Some(q)) => Some(Cow::Owned(signed_query(q, token, now_ms))),
+            (_, q) => q.map(Cow::Borrowed),
+        }
     }
 
     fn reads_answers(&self) -> bool {
@@ -132,10 +174,22 @@ impl Wire for Tencent {
 
     fn pre_send_verdict(&self, body: &[u8], _msg_type: MessageType, _rule: &str) -> Result<Verdict, String> {
         let a = parse_answer(body).ok_or("the answer is not a JSON object with an integer ErrorCode")?;
+        let info = a.error_info.clone().filter(|i| !i.is_empty());
+        // docs/behaviour.md §11.4: 0 allows, 2 drops silently, 120001–130000 deny with that
+        // code, anything else denies with 20006.
+        let (allow, silent_drop, sender_code) = match a.error_code {
+            0 => (true, false, None),
+            2 => (true, true, None),
+            c @ 120_001..=130_000 => (false, false, Some(c)),
+            _ => (false, false, Some(DENIED_CODE)),
+        };
+        let rewrite = if allow && !silent_drop { rewrite_of(body) } else { None };
         Ok(Verdict {
-            allow: a.error_code == 0,
-            sender_text: a.error_info,
-            rewrite: None,
+            allow,
+            silent_drop,
+            sender_text: if allow { None } else { info },
+            sender_code,
+            rewrite,
             warnings: Vec::new(),
         })
     }
@@ -144,19 +198,27 @@ impl Wire for Tencent {
         INTERNAL_ERROR
     }
 
-    fn check_received<'b>(&self, query: Option<&str>, body: &'b [u8], _secret: Option<&str>) -> Checked<'b> {
-        let Ok(serde_json::Value::Object(body)) = serde_json::from_slice::<serde_json::Value>(body) else {
+    fn check_received<'b>(&self, query: Option<&str>, body: &'b [u8], token: Option<&str>) -> Checked<'b> {
+        let Ok(Value::Object(parsed)) = serde_json::from_slice::<Value>(body) else {
             return Checked {
                 signature: Signature::Unparsable,
                 dedupe_key: None,
             };
         };
-        // Tencent callbacks are unsigned: their query string is what a receiver can check.
-        let command = body.get("CallbackCommand").and_then(|c| c.as_str()).unwrap_or_default();
-        let dedupe_key = body
-            .get("MsgKey")
-            .and_then(|k| k.as_str())
-            .map(|key| format!("{command}/{key}").into());
+        let command = parsed
+            .get("CallbackCommand")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default();
+        // A retry or replay sends the same bytes: messages by their MsgKey, group messages by
+        // their group and Random, anything else by the bytes themselves.
+        let dedupe_key = match (parsed.get("MsgKey"), parsed.get("GroupId"), parsed.get("Random")) {
+            (Some(Value::String(key)), _, _) => format!("{command}/{key}"),
+            (_, Some(Value::String(group)), Some(random)) => format!("{command}/{group}/{random}"),
+            _ => format!(
+                "{command}/{}",
+                crate::dialect::agora::sign(&String::from_utf8_lossy(body), "", 0)
+            ),
+        };
         let params: std::collections::HashMap<String, String> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .into_owned()
@@ -169,10 +231,22 @@ impl Wire for Tencent {
             && params
                 .get("ClientIP")
                 .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-            && params.get("OptPlatform").is_some_and(|p| Platform::parse(p).is_ok());
+            && params
+                .get("OptPlatform")
+                .is_some_and(|p| p == "IOS" || Platform::parse(p).is_ok());
+        let signature = match (ok, token) {
+            (false, _) => Signature::QueryBad,
+            (true, None) => Signature::QueryOk,
+            (true, Some(token)) => verify(
+                params.get("Sign").map(String::as_str),
+                params.get("RequestTime").map(String::as_str),
+                token,
+                crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            ),
+        };
         Checked {
-            signature: if ok { Signature::QueryOk } else { Signature::QueryBad },
-            dedupe_key,
+            signature,
+            dedupe_key: Some(dedupe_key.into()),
         }
     }
 
@@ -181,16 +255,35 @@ impl Wire for Tencent {
     }
 
     fn resign(&self, edited: &[u8], _secret: &str) -> Result<Bytes, String> {
-        // Unsigned (docs/behaviour.md §4.3): the body goes as edited, compact; the query string
-        // stays the callback's.
+        // Bodies are unsigned (docs/behaviour.md §4.3): the body goes as edited, compact; the
+        // query string stays the callback's (its URL signature, if any, is made at send).
         Ok(super::write_fields(&super::edited_fields(edited)?))
     }
+}
+
+/// An allowing answer's `MsgBody` and `CloudCustomData`: what the post-send callbacks carry
+/// instead of the message's own.
+fn rewrite_of(body: &[u8]) -> Option<Rewrite> {
+    let Ok(Value::Object(answer)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let mut wire = Map::new();
+    for key in ["MsgBody", "CloudCustomData"] {
+        if let Some(v) = answer.get(key).filter(|v| !v.is_null()) {
+            wire.insert(key.into(), v.clone());
+        }
+    }
+    (!wire.is_empty()).then_some(Rewrite {
+        msg: None,
+        ext: None,
+        wire: Some(wire),
+    })
 }
 
 /// A message or event whose callbacks all carry the same bytes.
 struct Shared<'a> {
     encoded: Encoded,
-    recipients: [Recipient<'a>; 1],
+    recipients: Vec<Recipient<'a>>,
 }
 
 impl Prepared for Shared<'_> {
@@ -244,7 +337,10 @@ mod tests {
 
     #[test]
     fn receivers_check_the_query_string_and_dedupe_by_msg_key() {
-        let w = Tencent { sdk_app_id: 1 };
+        let w = Tencent {
+            sdk_app_id: 1,
+            token: None,
+        };
         let body = br#"{"CallbackCommand":"C2C.CallbackAfterSendMsg","MsgKey":"1_2_3"}"#;
         let good =
             "SdkAppid=1&CallbackCommand=C2C.CallbackAfterSendMsg&contenttype=json&ClientIP=127.0.0.1&OptPlatform=iOS";
@@ -267,13 +363,42 @@ mod tests {
 
     #[test]
     fn answers_and_verdicts() {
-        let w = Tencent { sdk_app_id: 1 };
+        let w = Tencent {
+            sdk_app_id: 1,
+            token: None,
+        };
         assert!(w.check_answer(ANSWER_OK.as_bytes()).is_ok());
         assert!(w.check_answer(b"<html>").is_err());
         let v = w
             .pre_send_verdict(ANSWER_FAIL.as_bytes(), MessageType::Txt, "r")
             .unwrap();
         assert!(!v.allow && v.sender_text.as_deref() == Some("fault injected by callback-sim sink"));
+        assert_eq!(v.sender_code, Some(DENIED_CODE));
+        let silent = w
+            .pre_send_verdict(br#"{"ErrorCode":2}"#, MessageType::Txt, "r")
+            .unwrap();
+        assert!(silent.allow && silent.silent_drop && silent.rewrite.is_none());
+        let custom = w
+            .pre_send_verdict(br#"{"ErrorCode":120005,"ErrorInfo":"nope"}"#, MessageType::Txt, "r")
+            .unwrap();
+        assert_eq!(
+            (custom.allow, custom.sender_code, custom.sender_text.as_deref()),
+            (false, Some(120005), Some("nope"))
+        );
+        let out_of_range = w
+            .pre_send_verdict(br#"{"ErrorCode":130001}"#, MessageType::Txt, "r")
+            .unwrap();
+        assert_eq!(out_of_range.sender_code, Some(DENIED_CODE));
+        let rewrite = w
+            .pre_send_verdict(
+                br#"{"ErrorCode":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"***"}}],"CloudCustomData":"x"}"#,
+                MessageType::Txt,
+                "r",
+            )
+            .unwrap();
+        let wire = rewrite.rewrite.unwrap().wire.unwrap();
+        assert_eq!(wire["MsgBody"][0]["MsgContent"]["Text"], "***");
+        assert_eq!(wire["CloudCustomData"], "x");
         assert!(
             w.pre_send_verdict(ANSWER_OK.as_bytes(), MessageType::Txt, "r")
                 .unwrap()
