@@ -339,3 +339,35 @@ async fn a_stored_callback_outside_the_history_can_be_resent_and_a_tencent_one_k
         "the query is kept"
     );
 }
+
+#[tokio::test]
+async fn a_tencent_url_signed_at_send_shows_as_sent_and_a_resend_signs_it_afresh() {
+    let receiver = sink(Reply::ok().with_body(r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#)).await;
+    let sim = start_app(
+        app1()
+            .tencent(1400000001)
+            .tencent_token("tok_x")
+            .rule(rule("im", &receiver.url("/t"))),
+    )
+    .await;
+    one_callback(&sim).await;
+    let got = arrived(&receiver, 1).await.remove(0);
+    let query = got.query.clone().unwrap();
+    assert!(query.contains("Sign=") && query.contains("RequestTime="), "{query}");
+    let listed = history(&sim, "").await;
+    assert_eq!(
+        listed[0]["request"]["url"],
+        format!("{}?{query}", receiver.url("/t")),
+        "the URL as sent"
+    );
+    let call_id = listed[0]["callId"].as_str().unwrap().to_string();
+    let (s, v) = resend(&sim, json!({ "callId": call_id })).await;
+    assert_eq!(s, 200, "{v}");
+    let again = arrived(&receiver, 2).await.remove(1);
+    let q = again.query.unwrap();
+    assert!(
+        q.contains("Sign=") && q.contains("CallbackCommand=C2C.CallbackAfterSendMsg"),
+        "{q}"
+    );
+    assert_eq!(again.body, got.body);
+}
