@@ -15,16 +15,20 @@ use crate::ban::BanStart;
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::{MessageFacts, Prepared};
-use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, spawn_unban_log};
+use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, PolicyAttempt, Via, spawn_unban_log};
+use crate::domain::CallbackUrl;
 use crate::domain::{FinalOutcome, Outcome, RuleKind, Source};
 use crate::event::{Event, Stamp};
+use crate::history::{Entry, History};
 use crate::ids::Ids;
 use crate::message::Message;
 use crate::metrics::{Metrics, RuleSample, Sample};
 use crate::presend;
 use crate::replay::Replayer;
 use crate::runtime::{AppRuntime, Apps, RuleRuntime};
-use crate::store::{Store, StoreError, spawn_sweeper};
+use crate::store::{Bucket, Store, StoreError, StoredCallback, spawn_sweeper};
+use crate::transport::Target;
+use bytes::Bytes;
 
 /// How long in-flight attempts may run after a stop is asked (docs/behaviour.md §9: at most
 /// 5 s).
@@ -97,6 +101,31 @@ impl Submitted {
     }
 }
 
+/// Why a callback could not be sent again (`callbacks/resend`).
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    /// No callback of that callId in the history or the store.
+    #[error("no callback {0:?} in the history (the last server.history_per_app callbacks) or the exception store")]
+    NotFound(String),
+    /// Its rule is no longer in the config: nothing to sign it with.
+    #[error("callback {call_id:?} was for rule {rule:?}, which the config no longer has")]
+    RuleGone {
+        /// The callback.
+        call_id: String,
+        /// Its rule's name.
+        rule: String,
+    },
+    /// The edited body cannot be sent: why.
+    #[error("field `body`: {0}")]
+    Body(String),
+    /// The simulator is stopping.
+    #[error("the simulator is shutting down")]
+    ShuttingDown,
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Apps, rules, the dispatcher and the exception store.
 #[derive(Debug)]
 pub struct Simulator {
@@ -115,6 +144,8 @@ pub struct Simulator {
     ids: Ids,
     /// Pre-send calls go through it: a stop waits for them and cuts them short.
     attempter: Attempter,
+    /// The recent callbacks of each app and the console's live notes (docs/behaviour.md §12).
+    pub history: Arc<History>,
 }
 
 impl Simulator {
@@ -127,6 +158,7 @@ impl Simulator {
         let metrics = Arc::new(Metrics::default());
         let apps = Apps::build(&config, &metrics)?;
         let store = Store::open(&config.server.data_dir, config.store.utc_offset)?;
+        let history = Arc::new(History::new(&apps, config.server.history_per_app));
         let now = clock.now_ms();
         for rule in apps.rules() {
             if let Some(record) = store.load_ban(&rule.app, rule.config.name.as_str()) {
@@ -141,7 +173,7 @@ impl Simulator {
                     since_ms: now,
                     until_ms: until,
                 };
-                spawn_unban_log(rule, start, clock.clone());
+                spawn_unban_log(rule, start, clock.clone(), Some(history.of(rule).clone()));
             }
         }
         let retention = config.store.retention;
@@ -159,6 +191,7 @@ impl Simulator {
             store.clone(),
             clock.clone(),
         );
+        dispatcher.record_into(history.clone());
         let attempter = dispatcher.attempter();
         let replayer = Replayer {
             store,
@@ -181,6 +214,7 @@ impl Simulator {
             metrics,
             ids,
             attempter,
+            history,
         })
     }
 
@@ -202,7 +236,138 @@ impl Simulator {
             self.store().save_ban(&rule.app, rule.config.name.as_str(), record);
         }
         tracing::warn!(app = %rule.app, rule = %rule.config.name, "rule reset: ban lifted, failure window and ban history cleared");
+        self.history.of(rule).rule_changed(&rule.config.name);
         Ok(())
+    }
+
+    /// Sends callback `call_id` of `app` once more (docs/behaviour.md §12): found in the
+    /// history, else in the exception store; with `edited`, that body signed again by the
+    /// app's provider; to `target` or the rule's URL (which obeys and feeds its ban), with the
+    /// app's policy. Not stored when it fails; kept in the history as a resend.
+    pub async fn resend(
+        &self,
+        app: &AppRuntime,
+        call_id: &str,
+        edited: Option<&[u8]>,
+        target: Option<CallbackUrl>,
+    ) -> Result<CallbackReport, ResendError> {
+        let history = self
+            .history
+            .app(app.config.id.as_str())
+            .expect("every app has a history");
+        let (rule, event_type, to, body, query) = match history.find(call_id) {
+            Some(e) => (
+                e.rule.clone(),
+                e.event_type,
+                e.to.clone(),
+                e.body.clone(),
+                e.query.clone(),
+            ),
+            None => {
+                let item = self
+                    .stored(app, call_id)?
+                    .ok_or_else(|| ResendError::NotFound(call_id.into()))?;
+                let rule = app.rule(&item.rule).cloned().ok_or_else(|| ResendError::RuleGone {
+                    call_id: call_id.into(),
+                    rule: item.rule.clone(),
+                })?;
+                let query = item.query.map(Arc::from);
+                (rule, item.event_type, item.to.into(), Bytes::from(item.body), query)
+            }
+        };
+        let body = match edited {
+            None => body,
+            Some(e) => rule
+                .wire
+                .resign(e, rule.config.secret.expose())
+                .map_err(ResendError::Body)?,
+        };
+        if self.attempter.is_stopping() {
+            return Err(ResendError::ShuttingDown);
+        }
+        let _running = self.attempter.track();
+        let started = Instant::now();
+        let base = target.as_ref().unwrap_or(&rule.config.url);
+        // Signed now, as every send is (tencent with a token: a fresh RequestTime).
+        let sent = rule.wire.sign_query(query.as_deref(), self.clock.now_ms());
+        let uri = base.uri_with_query(sent.as_deref());
+        let sent_query = match &sent {
+            Some(std::borrow::Cow::Owned(signed)) => Some(Arc::<str>::from(signed.as_str())),
+            _ => None,
+        };
+        drop(sent);
+        let mut trail = Vec::new();
+        let (last, attempts) = self
+            .attempter
+            .attempt_policy(PolicyAttempt {
+                wire: &*rule.wire,
+                via: Via::Pool(&rule.client),
+                to: Target::new(base, Some(&uri)),
+                body: &body,
+                policy: rule.policy,
+                rule: Some(&rule),
+                obey_ban: target.is_none(),
+                trail: history.keeps().then_some(&mut trail),
+            })
+            .await;
+        let outcome = match last.outcome {
+            Outcome::Delivered => FinalOutcome::Delivered,
+            Outcome::Violation => FinalOutcome::Violation,
+            _ => FinalOutcome::Dropped,
+        };
+        let latency = started.elapsed();
+        let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(app = %rule.app, rule = %rule.config.name, call_id, resend = true, edited = edited.is_some(),
+            outcome = %outcome, last_attempt = %last.outcome, attempts, status = last.status,
+            detail = last.detail.as_deref(), "callback");
+        let report = CallbackReport {
+            rule: rule.config.name.clone(),
+            kind: RuleKind::PostSend,
+            call_id: call_id.to_string(),
+            event_type,
+            to: to.to_string(),
+            outcome,
+            last_attempt: last.outcome,
+            attempts,
+            status: last.status,
+            warnings: Vec::new(),
+            latency_ms,
+        };
+        history.record(Entry {
+            rule,
+            call_id: call_id.into(),
+            event_type,
+            to,
+            outcome,
+            last_attempt: last.outcome,
+            created_at_ms: self.clock.now_ms().saturating_sub(latency.as_millis() as u64),
+            latency_ms,
+            attempts: trail,
+            body,
+            query,
+            sent_query,
+            target: target.map(Box::new),
+            resend: true,
+        });
+        Ok(report)
+    }
+
+    /// Callback `call_id` of `app` in the exception store, if it is there.
+    fn stored(&self, app: &AppRuntime, call_id: &str) -> Result<Option<StoredCallback>, StoreError> {
+        for b in self.store().buckets(&app.config.id) {
+            let bucket = Bucket {
+                app: app.config.id.clone(),
+                date: b.date,
+                retry: b.retry,
+            };
+            for entry in self.store().scan(&bucket) {
+                let (_, item) = entry?;
+                if item.call_id == call_id {
+                    return Ok(Some(item));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The one way a message enters: pre-send rules are asked first (for `source = client`);
@@ -356,6 +521,7 @@ impl Simulator {
                     query: encoded.query,
                     done: None,
                     accepted_at,
+                    trail: Default::default(),
                 });
             }
         }
@@ -408,6 +574,8 @@ impl Simulator {
     /// and pre-send calls in flight get [`SHUTDOWN_GRACE`] together — and then, once every
     /// replay has made its store changes, flushes and closes the store.
     pub async fn shutdown(&self) {
+        // Live streams end, so that the HTTP server's own stop does not wait for them.
+        self.history.close();
         self.dispatcher.shutdown(SHUTDOWN_GRACE).await;
         if let Err(e) = self.store().flush().await {
             tracing::error!(error = %e, "final flush of the exception store failed");

@@ -67,6 +67,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// `server.history_per_app`: callbacks kept in memory per app (0: none).
+    pub fn history_per_app(mut self, n: u64) -> Self {
+        self.server().history_per_app = Some(n);
+        self
+    }
+
     /// `delivery.concurrency`.
     pub fn concurrency(mut self, n: u64) -> Self {
         self.delivery().concurrency = Some(n);

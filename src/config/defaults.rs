@@ -18,6 +18,9 @@ pub(crate) const DATA_DIR: &str = "./data";
 /// `server.max_body_bytes`, 1 MiB: far above any message or event body, small enough to refuse
 /// a client that streams without end.
 pub(crate) const MAX_BODY_BYTES: u64 = 1_048_576;
+/// `server.history_per_app`: the callbacks the console and `callbacks/history` show per app;
+/// about 1.8 MB per app at the benchmark's body size (docs/behaviour.md §12).
+pub(crate) const HISTORY_PER_APP: u64 = 2_000;
 
 // [delivery]
 

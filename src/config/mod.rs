@@ -14,7 +14,7 @@
 //! documented fields and their read accessors; that is what makes it long.
 
 mod builder;
-mod defaults;
+pub(crate) mod defaults;
 mod raw;
 mod validate;
 
@@ -185,6 +185,9 @@ pub struct ServerConfig {
     /// `server.max_body_bytes`: the largest REST request body in bytes (default 1 MiB);
     /// larger bodies get 413.
     pub(crate) max_body_bytes: usize,
+    /// `server.history_per_app`: callbacks kept in memory per app for the console and
+    /// `callbacks/history` (default 2,000; 0 keeps none).
+    pub(crate) history_per_app: usize,
 }
 
 impl ServerConfig {
@@ -202,6 +205,11 @@ impl ServerConfig {
     /// `server.max_body_bytes`: the largest REST request body accepted.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// `server.history_per_app`: callbacks kept in memory per app (0: none).
+    pub fn history_per_app(&self) -> usize {
+        self.history_per_app
     }
 }
 

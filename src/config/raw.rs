@@ -24,6 +24,7 @@ pub struct Server {
     pub listen: Option<String>,
     pub data_dir: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub history_per_app: Option<u64>,
 }
 
 /// `[delivery]`.

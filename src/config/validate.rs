@@ -86,6 +86,13 @@ impl Validator<'_> {
                 1024,
                 1 << 30,
             )? as usize,
+            history_per_app: self.int(
+                "server.history_per_app",
+                s.history_per_app,
+                defaults::HISTORY_PER_APP,
+                0,
+                1_000_000,
+            )? as usize,
         };
 
         let d = f.delivery.unwrap_or_default();

@@ -35,6 +35,7 @@ use self::settle::final_outcome;
 use crate::clock::SharedClock;
 use crate::config::DeliveryConfig;
 use crate::domain::{EventType, FinalOutcome, Outcome};
+use crate::history::{History, Trail};
 use crate::runtime::RuleRuntime;
 use crate::store::Store;
 use crate::transport::{self, AttemptResult, Target};
@@ -58,6 +59,9 @@ pub struct Job {
     pub done: Option<oneshot::Sender<CallbackReport>>,
     /// When it was accepted: latency is measured from here.
     pub accepted_at: Instant,
+    /// Its attempts, for the history (docs/behaviour.md §12); filled only while it keeps
+    /// callbacks.
+    pub trail: Trail,
 }
 
 /// Why callbacks could not be queued.
@@ -97,6 +101,8 @@ struct Shared {
     store: Store,
     clock: SharedClock,
     observer: std::sync::OnceLock<Observer>,
+    /// Where finished callbacks are kept for the console (docs/behaviour.md §12).
+    history: std::sync::OnceLock<Arc<History>>,
 }
 
 /// Called once per finished post-send callback with its event type, its final outcome, its
@@ -177,6 +183,7 @@ impl Dispatcher {
             store,
             clock,
             observer: std::sync::OnceLock::new(),
+            history: std::sync::OnceLock::new(),
         });
         for rule in &shared.rules {
             for _ in 0..per_rule {
@@ -229,6 +236,11 @@ impl Dispatcher {
     /// Installs the observer (once; later calls are ignored).
     pub fn observe(&self, observer: Observer) {
         let _ = self.shared.observer.set(observer);
+    }
+
+    /// Keeps every finished callback in `history` from now on (once; later calls are ignored).
+    pub fn record_into(&self, history: Arc<History>) {
+        let _ = self.shared.history.set(history);
     }
 
     /// The exception store.
@@ -428,12 +440,19 @@ impl Shared {
     /// Delivers `job` on one of its rule's idle connections (or a new one), which goes back
     /// among them before the outcome is reported: whoever hears of it and sends the next
     /// callback finds the connection idle again.
-    async fn deliver(&self, job: Job, conn: &mut transport::Conn, abort: &CancellationToken) {
+    async fn deliver(&self, mut job: Job, conn: &mut transport::Conn, abort: &CancellationToken) {
         let rule = &job.rule;
+        let keeps = self.history.get().is_some_and(|h| h.of(rule).keeps());
+        if keeps {
+            job.trail.attempts.reserve_exact(1 + rule.policy.retries as usize);
+        }
         let url = &rule.config.url;
         // A tencent callback's URI, query included (signed now, for an app with a token), is
         // built once for all its attempts.
         let query = rule.wire.sign_query(job.query.as_deref(), self.clock.now_ms());
+        if keeps && let Some(std::borrow::Cow::Owned(signed)) = &query {
+            job.trail.sent_query = Some(signed.as_str().into());
+        }
         let with_query = query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let idle = &self.lane(rule).idle;
         conn.check_out(idle);
@@ -447,6 +466,7 @@ impl Shared {
                     policy: rule.policy,
                     rule: Some(rule),
                     obey_ban: true,
+                    trail: keeps.then_some(&mut job.trail.attempts),
                 },
                 abort,
             )

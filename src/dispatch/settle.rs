@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::policy::not_attempted;
 use super::{Job, Shared};
 use crate::domain::{EventType, FinalOutcome, Outcome, RuleKind, RuleName};
+use crate::history::Entry;
 use crate::store::StoredCallback;
 use crate::transport::AttemptResult;
 
@@ -92,7 +93,20 @@ impl Shared {
             true
         } else {
             match self.store.put(to_store).await {
-                Ok(()) => true,
+                Ok(()) => {
+                    if let Some(history) = self.history.get() {
+                        // The console's store view (docs/behaviour.md §12): one note per app.
+                        let mut told: Vec<&crate::domain::AppId> = Vec::new();
+                        for (job, last, _) in &done {
+                            let app = &job.rule.app;
+                            if !last.outcome.is_delivered() && job.rule.exception_store && !told.contains(&app) {
+                                history.of(&job.rule).store_changed();
+                                told.push(app);
+                            }
+                        }
+                    }
+                    true
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
                     false
@@ -105,8 +119,8 @@ impl Shared {
         }
     }
 
-    /// Counts, logs and reports one callback's end.
-    pub(super) fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
+    /// Counts, logs and reports one callback's end, and keeps it in the history.
+    pub(super) fn report(&self, mut job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
         let rule = &job.rule;
         if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
             rule.stats.count_outcome(last.outcome);
@@ -130,19 +144,47 @@ impl Shared {
             detail = last.detail.as_deref(),
             "callback"
         );
-        if let Some(done) = job.done {
+        // The app's history, when it keeps callbacks (docs/behaviour.md §12).
+        let keeper = self.history.get().map(|h| h.of(rule)).filter(|h| h.keeps());
+        if let Some(done) = job.done.take() {
+            let (call_id, to) = match keeper {
+                Some(_) => (job.call_id.to_string(), job.to.to_string()),
+                None => (
+                    std::mem::take(&mut job.call_id).into(),
+                    std::mem::take(&mut job.to).into(),
+                ),
+            };
             let _ = done.send(CallbackReport {
                 rule: rule.config.name.clone(),
                 kind: RuleKind::PostSend,
-                call_id: job.call_id.into(),
+                call_id,
                 event_type: job.event_type,
-                to: job.to.into(),
+                to,
                 outcome,
                 last_attempt: last.outcome,
                 attempts,
                 status: last.status,
                 warnings: Vec::new(),
                 latency_ms,
+            });
+        }
+        if let Some(app) = keeper {
+            let now = self.clock.now_ms();
+            app.record(Entry {
+                created_at_ms: now.saturating_sub(latency.as_millis() as u64),
+                latency_ms,
+                outcome,
+                last_attempt: last.outcome,
+                attempts: std::mem::take(&mut job.trail.attempts),
+                sent_query: job.trail.sent_query.take(),
+                rule: job.rule,
+                call_id: job.call_id,
+                event_type: job.event_type,
+                to: job.to,
+                body: job.body,
+                query: job.query,
+                target: None,
+                resend: false,
             });
         }
     }
