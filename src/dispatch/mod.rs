@@ -2,7 +2,9 @@
 //!
 //! Ingestion puts [`Job`]s on their rules' lanes, all of a message's callbacks or none
 //! ([`Dispatcher::enqueue`] answers [`EnqueueError::Full`] past `queue_capacity` and the API
-//! says 429). The dispatcher owns a lane per post-send rule, and each rule has its share of
+//! says 429). Each lane is bounded too (`rule_queue_capacity`): a job whose lane is full is not
+//! queued but stored at once as `overflow` (docs/behaviour.md §3), so that a hanging receiver
+//! never fills the queue the other rules need. The dispatcher owns a lane per post-send rule, and each rule has its share of
 //! `concurrency` as long-lived workers (docs/behaviour.md §6: a broken receiver holds only its
 //! own rule's share); a worker takes the next job of its lane and delivers it on its own
 //! keep-alive connection: attempts under the policy (`policy`: one immediate retry by
@@ -77,6 +79,8 @@ struct Shared {
     /// Callbacks accepted and not yet started (waiting in their rule's lane).
     queued: AtomicUsize,
     capacity: usize,
+    /// `rule_queue_capacity`: the bound of each lane.
+    lane_capacity: usize,
     /// Deliveries running now.
     in_flight: AtomicUsize,
     /// Calls of `enqueue` (and replays being started) under way: stopping waits for them, so
@@ -109,6 +113,8 @@ pub type Observer = Box<dyn Fn(FinalOutcome, Outcome, Duration) + Send + Sync>;
 struct Lane {
     tx: async_channel::Sender<Job>,
     rx: async_channel::Receiver<Job>,
+    /// Jobs accepted for this lane and not yet started: at most `rule_queue_capacity`.
+    queued: AtomicUsize,
     idle: transport::IdleConns,
 }
 
@@ -118,6 +124,7 @@ impl Default for Lane {
         Self {
             tx,
             rx,
+            queued: AtomicUsize::new(0),
             idle: transport::IdleConns::default(),
         }
     }
@@ -165,6 +172,7 @@ impl Dispatcher {
             permits: (per_rule * rules.len() > delivery.concurrency).then(|| Semaphore::new(delivery.concurrency)),
             queued: AtomicUsize::new(0),
             capacity: delivery.queue_capacity,
+            lane_capacity: delivery.rule_queue_capacity,
             in_flight: AtomicUsize::new(0),
             enqueuing: AtomicUsize::new(0),
             rules,
@@ -186,23 +194,29 @@ impl Dispatcher {
         Self { shared }
     }
 
-    /// Queues all `jobs` or none of them.
+    /// Queues all `jobs` or none of them. A job whose rule's lane is full is not queued: it
+    /// ends at once as `overflow`, stored (docs/behaviour.md §3), and needs no room in the queue.
     pub fn enqueue(&self, jobs: Vec<Job>) -> Result<(), EnqueueError> {
         if jobs.is_empty() {
             return Ok(());
         }
         let s = &self.shared;
         s.enqueuing.fetch_add(1, Ordering::SeqCst);
-        let r = s.enqueue(jobs);
+        let r = s.enqueue(jobs).map(|(lost, overflow)| {
+            if !lost.is_empty() {
+                // Cannot happen (lanes close only once no `enqueue` runs); if it did, the jobs
+                // still end, as `shutdown`, rather than vanish.
+                let shared = s.clone();
+                s.outside.spawn(async move { shared.settle_not_attempted(lost).await });
+            }
+            if !overflow.is_empty() {
+                // Tracked before `enqueuing` drops: a stop waits for the store write.
+                let shared = s.clone();
+                s.outside.spawn(async move { shared.settle_overflow(overflow).await });
+            }
+        });
         s.enqueuing.fetch_sub(1, Ordering::SeqCst);
-        let lost = r?;
-        if !lost.is_empty() {
-            // Cannot happen (lanes close only once no `enqueue` runs); if it did, the jobs
-            // still end, as `shutdown`, rather than vanish.
-            let shared = s.clone();
-            tokio::spawn(async move { shared.settle_not_attempted(lost).await });
-        }
-        Ok(())
+        r
     }
 
     /// Callbacks accepted and not yet started.
@@ -349,24 +363,49 @@ impl Shared {
         }
     }
 
-    /// Queues `jobs` on their lanes; answers the ones a lane did not take.
-    fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<Job>, EnqueueError> {
+    /// Queues `jobs` on their lanes; answers the ones a lane did not take, and the ones whose
+    /// lane was full (overflow).
+    fn enqueue(&self, jobs: Vec<Job>) -> Result<(Vec<Job>, Vec<Job>), EnqueueError> {
         if self.stop_intake.is_set() {
             return Err(EnqueueError::ShuttingDown);
         }
-        let n = jobs.len();
-        let cap = self.capacity;
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
-            .map_err(|_| EnqueueError::Full)?;
-        let mut lost = Vec::new();
+        // Room in each job's lane first: what does not fit there needs no room in the queue.
+        let (mut fit, mut overflow) = (Vec::with_capacity(jobs.len()), Vec::new());
         for job in jobs {
+            let lane = &self.lane(&job.rule).queued;
+            let cap = self.lane_capacity;
+            match lane.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q < cap).then_some(q + 1)) {
+                Ok(_) => fit.push(job),
+                Err(_) => overflow.push(job),
+            }
+        }
+        let n = fit.len();
+        let cap = self.capacity;
+        if n > 0
+            && self
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
+                .is_err()
+        {
+            for job in &fit {
+                self.lane(&job.rule).queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(EnqueueError::Full);
+        }
+        let mut lost = Vec::new();
+        for job in fit {
             // Unbounded, and closed only once no `enqueue` runs.
             if let Err(e) = self.lane(&job.rule).tx.try_send(job) {
                 lost.push(e.into_inner());
             }
         }
-        Ok(lost)
+        Ok((lost, overflow))
+    }
+
+    /// A job leaves the queue (started, or ended without an attempt).
+    fn dequeued(&self, job: &Job) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.lane(&job.rule).queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -396,7 +435,7 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
             shared.settle_not_attempted(vec![job]).await;
             break;
         }
-        shared.queued.fetch_sub(1, Ordering::AcqRel);
+        shared.dequeued(&job);
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         shared.deliver(job, &mut conn, &abort).await;
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);

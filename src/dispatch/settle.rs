@@ -58,9 +58,22 @@ impl Shared {
                     )
                 })
                 .collect();
-            self.queued.fetch_sub(chunk.len(), std::sync::atomic::Ordering::AcqRel);
+            for (job, _, _) in &chunk {
+                self.dequeued(job);
+            }
             self.settle(chunk).await;
         }
+    }
+
+    /// Ends jobs whose rule's lane was full as `overflow`: stored at once, not attempted
+    /// (docs/behaviour.md §3).
+    pub(super) async fn settle_overflow(&self, jobs: Vec<Job>) {
+        let why = "not attempted: the rule's lane was full (delivery.rule_queue_capacity)";
+        let done = jobs
+            .into_iter()
+            .map(|job| (job, not_attempted(Outcome::Overflow, why), 0))
+            .collect();
+        self.settle(done).await;
     }
 
     /// Decides each callback's final outcome — storing the undelivered ones in one durable
@@ -108,7 +121,7 @@ impl Shared {
     /// Counts, logs and reports one callback's end.
     pub(super) fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
         let rule = &job.rule;
-        if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
+        if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned | Outcome::Overflow) {
             rule.stats.count_outcome(last.outcome);
         }
         rule.stats.count_final(outcome);

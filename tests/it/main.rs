@@ -12,6 +12,7 @@ mod generate;
 mod helpers;
 mod hostile;
 mod ingest;
+mod lanes;
 mod masking;
 mod ops;
 mod presend;
