@@ -96,6 +96,8 @@ impl Metrics {
         self.gauge("callback_sim_bans_active", &[]).set(banned as f64);
         self.gauge("callback_sim_queue_depth", &[]).set(sample.queued as f64);
         self.gauge("callback_sim_in_flight", &[]).set(sample.in_flight as f64);
+        self.gauge("callback_sim_store_failing", &[])
+            .set(f64::from(u8::from(sample.store_failing)));
         for (app, size) in &sample.store_items {
             self.gauge("callback_sim_store_items", &[("app", app)])
                 .set(*size as f64);
@@ -115,6 +117,8 @@ pub struct Sample<'a> {
     pub in_flight: usize,
     /// Stored callbacks per app.
     pub store_items: Vec<(&'a str, u64)>,
+    /// The exception store's last write failed (it has not written since).
+    pub store_failing: bool,
 }
 
 /// One rule's counts.

@@ -352,6 +352,7 @@ impl Simulator {
                     (app.config.id.as_str(), size)
                 })
                 .collect(),
+            store_failing: self.store().is_failing(),
         };
         self.metrics.render(&sample)
     }

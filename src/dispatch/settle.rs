@@ -101,25 +101,29 @@ impl Shared {
                 stored_at_ms: now,
             })
             .collect();
-        let stored = if to_store.is_empty() {
-            true
-        } else {
-            match self.store.put(to_store).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
-                    false
-                }
-            }
+        // A failed write is logged by the store (once a minute at most) and said in each
+        // dropped callback's warnings (docs/behaviour.md §7).
+        let failed = match to_store.is_empty() {
+            true => None,
+            false => self.store.put(to_store).await.err(),
         };
         for (job, last, attempts) in done {
-            let outcome = final_outcome(&job, &last, stored);
-            self.report(job, last, attempts, outcome);
+            let outcome = final_outcome(&job, &last, failed.is_none());
+            let warnings = match (&failed, job.rule.exception_store && outcome == FinalOutcome::Dropped) {
+                (Some(e), true) => vec![format!("not stored, dropped: {e}")],
+                _ => Vec::new(),
+            };
+            self.report_with(job, last, attempts, outcome, warnings);
         }
     }
 
     /// Counts, logs and reports one callback's end.
     pub(super) fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
+        self.report_with(job, last, attempts, outcome, Vec::new());
+    }
+
+    /// [`report`](Self::report) with `warnings` for the report.
+    fn report_with(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome, warnings: Vec<String>) {
         let rule = &job.rule;
         if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned | Outcome::Overflow) {
             rule.stats.count_outcome(last.outcome);
@@ -154,7 +158,7 @@ impl Shared {
                 last_attempt: last.outcome,
                 attempts,
                 status: last.status,
-                warnings: Vec::new(),
+                warnings,
                 latency_ms,
             });
         }

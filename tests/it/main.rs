@@ -17,5 +17,6 @@ mod masking;
 mod ops;
 mod presend;
 mod storage;
+mod store_faults;
 mod tencent;
 mod tls;
