@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, RuleSample, Sample};
 use crate::presend;
 use crate::replay::Replayer;
 use crate::runtime::{AppRuntime, Apps, RuleRuntime};
-use crate::store::{Store, StoreError, spawn_sweeper};
+use crate::store::{Store, StoreError, StoredCallback, spawn_sweeper};
 
 /// How long in-flight attempts may run after a stop is asked (docs/behaviour.md §9: at most
 /// 5 s).
@@ -152,6 +152,8 @@ impl Simulator {
             store.clone(),
             clock.clone(),
         );
+        // Before any new traffic: what a previous run accepted and did not finish.
+        resume(&apps, &dispatcher, &store, clock.now_ms())?;
         let attempter = dispatcher.attempter();
         let replayer = Replayer {
             store,
@@ -253,7 +255,7 @@ impl Simulator {
                 msg.source
             ));
         }
-        self.enqueue(jobs, wait, &mut submitted)?;
+        self.enqueue(jobs, wait, &mut submitted).await?;
         Ok(submitted)
     }
 
@@ -279,7 +281,7 @@ impl Simulator {
                 kind = event.event_type()
             ));
         }
-        self.enqueue(jobs, wait, &mut submitted)?;
+        self.enqueue(jobs, wait, &mut submitted).await?;
         Ok(submitted)
     }
 
@@ -308,13 +310,17 @@ impl Simulator {
                     query: encoded.query,
                     done: None,
                     accepted_at,
+                    pending: None,
                 });
             }
         }
         jobs
     }
 
-    fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
+    /// Queues the jobs; with durable accept, returns once they are on disk (docs/behaviour.md
+    /// §7). A write that failed does not take back what was queued: the answer says it in its
+    /// `warnings`.
+    async fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
         if wait {
             for job in &mut jobs {
                 let (tx, rx) = oneshot::channel();
@@ -323,7 +329,16 @@ impl Simulator {
             }
         }
         submitted.queued = jobs.len();
-        self.dispatcher.enqueue(jobs)
+        if let Some(commit) = self.dispatcher.enqueue(jobs)? {
+            let written = commit.await.unwrap_or(Err(StoreError::Closed));
+            if let Err(e) = written {
+                submitted.warnings.push(format!(
+                    "the callbacks were accepted and are being delivered, but they could not be written to disk \
+                     ({e}): a crash before they finish would lose them"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The Prometheus text of `GET /metrics`, with every count as it is now.
@@ -353,6 +368,7 @@ impl Simulator {
                 })
                 .collect(),
             store_failing: self.store().is_failing(),
+            durable_flushes: self.store().pending().flushes(),
         };
         self.metrics.render(&sample)
     }
@@ -367,6 +383,93 @@ impl Simulator {
         }
         self.store().close().await;
     }
+}
+
+/// Queues again the callbacks a previous run accepted and did not finish (durable accept,
+/// docs/behaviour.md §7), whatever `delivery.durable` says now. One whose rule has left the
+/// config (or is no longer post-send) is stored as `shutdown`, not attempted, or dropped with
+/// its app's store off; one that cannot be read is dropped. Each is logged.
+fn resume(apps: &Apps, dispatcher: &Dispatcher, store: &Store, now_ms: u64) -> Result<(), StoreError> {
+    let left = store.load_pending()?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let accepted_at = Instant::now();
+    let (mut jobs, mut orphans, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, record) in left {
+        let p = match record {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "an accepted callback left by the last run cannot be read; it is dropped");
+                gone.push(key);
+                continue;
+            }
+        };
+        let app = apps.get(p.app.as_str());
+        let rule = app.and_then(|a| {
+            a.rules
+                .iter()
+                .find(|r| r.config.name.as_str() == p.rule && r.config.kind == RuleKind::PostSend)
+        });
+        match (app, rule) {
+            (_, Some(rule)) => jobs.push(Job {
+                rule: rule.clone(),
+                call_id: p.call_id.into(),
+                event_type: p.event_type,
+                to: p.to.into(),
+                body: p.body.into(),
+                query: p.query.map(Into::into),
+                done: None,
+                accepted_at,
+                pending: Some(key),
+            }),
+            (Some(a), None) if a.config.exception_store => orphans.push((
+                key,
+                StoredCallback {
+                    app: p.app,
+                    call_id: p.call_id,
+                    rule: p.rule,
+                    url: p.url,
+                    event_type: p.event_type,
+                    to: p.to,
+                    body: String::from_utf8_lossy(&p.body).into_owned(),
+                    query: p.query,
+                    outcome: Outcome::Shutdown,
+                    attempts: 0,
+                    status: None,
+                    stored_at_ms: now_ms,
+                },
+            )),
+            _ => {
+                tracing::warn!(app = %p.app, rule = %p.rule, call_id = %p.call_id,
+                    "an accepted callback left by the last run is for a rule (or app) no longer configured, without a store; it is dropped");
+                gone.push(key);
+            }
+        }
+    }
+    tracing::warn!(
+        queued = jobs.len(),
+        stored = orphans.len(),
+        dropped = gone.len(),
+        "callbacks accepted by the last run and not finished (it did not stop gracefully): queued again before new traffic"
+    );
+    dispatcher.requeue(jobs);
+    for key in gone {
+        store.pending().remove(key);
+    }
+    if !orphans.is_empty() {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (keys, items): (Vec<u64>, Vec<StoredCallback>) = orphans.into_iter().unzip();
+            match store.put(items).await {
+                Ok(()) => keys.into_iter().for_each(|k| store.pending().remove(k)),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store the callbacks left by the last run whose rule has gone; they stay pending")
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Does an enabled post-send rule want this message (docs/behaviour.md §3 step 2)?

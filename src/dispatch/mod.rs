@@ -38,7 +38,7 @@ use crate::clock::SharedClock;
 use crate::config::DeliveryConfig;
 use crate::domain::{EventType, FinalOutcome, Outcome};
 use crate::runtime::RuleRuntime;
-use crate::store::Store;
+use crate::store::{Commit, PendingRef, Store};
 use crate::transport::{self, AttemptResult, Target};
 
 /// One callback waiting to be delivered.
@@ -60,6 +60,24 @@ pub struct Job {
     pub done: Option<oneshot::Sender<CallbackReport>>,
     /// When it was accepted: latency is measured from here.
     pub accepted_at: Instant,
+    /// Its key among the accepted callbacks on disk (durable accept): removed when it ends.
+    pub pending: Option<u64>,
+}
+
+impl Job {
+    /// What durable accept writes of it.
+    fn pending_ref(&self) -> PendingRef<'_> {
+        PendingRef {
+            app: self.rule.app.as_str(),
+            rule: self.rule.config.name.as_str(),
+            url: self.rule.config.url.expose(),
+            call_id: &self.call_id,
+            event_type: self.event_type,
+            to: &self.to,
+            body: &self.body,
+            query: self.query.as_deref(),
+        }
+    }
 }
 
 /// Why callbacks could not be queued.
@@ -81,6 +99,8 @@ struct Shared {
     capacity: usize,
     /// `rule_queue_capacity`: the bound of each lane.
     lane_capacity: usize,
+    /// `durable`: accepted callbacks are written to disk before the answer.
+    durable: bool,
     /// Deliveries running now.
     in_flight: AtomicUsize,
     /// Calls of `enqueue` (and replays being started) under way: stopping waits for them, so
@@ -173,6 +193,7 @@ impl Dispatcher {
             queued: AtomicUsize::new(0),
             capacity: delivery.queue_capacity,
             lane_capacity: delivery.rule_queue_capacity,
+            durable: delivery.durable,
             in_flight: AtomicUsize::new(0),
             enqueuing: AtomicUsize::new(0),
             rules,
@@ -196,13 +217,16 @@ impl Dispatcher {
 
     /// Queues all `jobs` or none of them. A job whose rule's lane is full is not queued: it
     /// ends at once as `overflow`, stored (docs/behaviour.md §3), and needs no room in the queue.
-    pub fn enqueue(&self, jobs: Vec<Job>) -> Result<(), EnqueueError> {
+    /// With durable accept, the answer is the commit to wait for before saying the jobs were
+    /// accepted: they are on disk once it resolves (docs/behaviour.md §7); delivery does not
+    /// wait for it.
+    pub fn enqueue(&self, jobs: Vec<Job>) -> Result<Option<Commit>, EnqueueError> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let s = &self.shared;
         s.enqueuing.fetch_add(1, Ordering::SeqCst);
-        let r = s.enqueue(jobs).map(|(lost, overflow)| {
+        let r = s.enqueue(jobs).map(|Queued { lost, overflow, commit }| {
             if !lost.is_empty() {
                 // Cannot happen (lanes close only once no `enqueue` runs); if it did, the jobs
                 // still end, as `shutdown`, rather than vanish.
@@ -214,9 +238,23 @@ impl Dispatcher {
                 let shared = s.clone();
                 s.outside.spawn(async move { shared.settle_overflow(overflow).await });
             }
+            commit
         });
         s.enqueuing.fetch_sub(1, Ordering::SeqCst);
         r
+    }
+
+    /// Queues again the callbacks a previous run accepted and did not finish (already on disk,
+    /// with their keys), before any new traffic: they take their lanes whatever the bounds.
+    pub fn requeue(&self, jobs: Vec<Job>) {
+        let s = &self.shared;
+        for job in jobs {
+            s.queued.fetch_add(1, Ordering::AcqRel);
+            let lane = s.lane(&job.rule);
+            lane.queued.fetch_add(1, Ordering::AcqRel);
+            // The lanes are open: the simulator is being built.
+            let _ = lane.tx.try_send(job);
+        }
     }
 
     /// Callbacks accepted and not yet started.
@@ -365,7 +403,7 @@ impl Shared {
 
     /// Queues `jobs` on their lanes; answers the ones a lane did not take, and the ones whose
     /// lane was full (overflow).
-    fn enqueue(&self, jobs: Vec<Job>) -> Result<(Vec<Job>, Vec<Job>), EnqueueError> {
+    fn enqueue(&self, jobs: Vec<Job>) -> Result<Queued, EnqueueError> {
         if self.stop_intake.is_set() {
             return Err(EnqueueError::ShuttingDown);
         }
@@ -392,6 +430,16 @@ impl Shared {
             }
             return Err(EnqueueError::Full);
         }
+        // Accepted: on disk (in a group with the other requests' callbacks) before the answer,
+        // overflowed ones included, until each reaches its final outcome.
+        let commit = self.durable.then(|| {
+            let refs: Vec<PendingRef<'_>> = fit.iter().chain(&overflow).map(Job::pending_ref).collect();
+            let (keys, commit) = self.store.pending().insert(refs);
+            for (job, key) in fit.iter_mut().chain(overflow.iter_mut()).zip(keys) {
+                job.pending = Some(key);
+            }
+            commit
+        });
         let mut lost = Vec::new();
         for job in fit {
             // Unbounded, and closed only once no `enqueue` runs.
@@ -399,7 +447,7 @@ impl Shared {
                 lost.push(e.into_inner());
             }
         }
-        Ok((lost, overflow))
+        Ok(Queued { lost, overflow, commit })
     }
 
     /// A job leaves the queue (started, or ended without an attempt).
@@ -407,6 +455,16 @@ impl Shared {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.lane(&job.rule).queued.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What [`Shared::enqueue`] did with a message's jobs besides queueing them.
+struct Queued {
+    /// Jobs a closed lane did not take (cannot happen).
+    lost: Vec<Job>,
+    /// Jobs whose lane was full: they end as `overflow`.
+    overflow: Vec<Job>,
+    /// With durable accept: resolves once every job is on disk.
+    commit: Option<Commit>,
 }
 
 /// One of a rule's workers: takes the next job of the rule's lane and delivers it on the

@@ -125,6 +125,10 @@ impl Shared {
     /// [`report`](Self::report) with `warnings` for the report.
     fn report_with(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome, warnings: Vec<String>) {
         let rule = &job.rule;
+        if let Some(key) = job.pending {
+            // Final: durable accept forgets it (docs/behaviour.md §7).
+            self.store.pending().remove(key);
+        }
         if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned | Outcome::Overflow) {
             rule.stats.count_outcome(last.outcome);
         }

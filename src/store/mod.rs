@@ -16,7 +16,10 @@
 
 mod disk;
 mod format;
+mod pending;
 mod writer;
+
+pub use pending::{Commit, Left, Pending, PendingRef};
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
@@ -141,6 +144,9 @@ struct Inner {
     counts: Arc<RwLock<BTreeMap<Bucket, u64>>>,
     writer: mpsc::Sender<Cmd>,
     writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The accepted callbacks on disk (durable accept), and its committer task.
+    pending: Pending,
+    committer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: CancellationToken,
     offset: FixedOffset,
     /// The buckets being replayed right now.
@@ -181,17 +187,31 @@ impl Store {
         };
         let closed = CancellationToken::new();
         let writer_task = tokio::spawn(writer.run(rx, closed.clone()));
+        let (pending, committer_task) = Pending::start(disk.clone(), closed.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 disk,
                 counts,
                 writer: tx,
                 writer_task: std::sync::Mutex::new(Some(writer_task)),
+                pending,
+                committer_task: std::sync::Mutex::new(Some(committer_task)),
                 closed,
                 offset,
                 replaying: Arc::default(),
             }),
         })
+    }
+
+    /// The accepted callbacks on disk (durable accept, docs/behaviour.md §7).
+    pub fn pending(&self) -> &Pending {
+        &self.inner.pending
+    }
+
+    /// The accepted callbacks a previous run left unfinished, oldest first, each with its key
+    /// (to [`Pending::remove`] it once finished) or why it could not be read.
+    pub fn load_pending(&self) -> Result<Vec<Left>, StoreError> {
+        pending::load(&self.inner.disk)
     }
 
     /// True from a failed write until the store writes again (docs/behaviour.md §7):
@@ -394,8 +414,9 @@ impl Store {
     /// with [`StoreError::Closed`]; the files are released once every handle is dropped.
     pub async fn close(&self) {
         self.inner.closed.cancel();
-        let task = self.inner.writer_task.lock().expect("writer task lock").take();
-        if let Some(task) = task {
+        let tasks =
+            [&self.inner.writer_task, &self.inner.committer_task].map(|t| t.lock().expect("store task lock").take());
+        for task in tasks.into_iter().flatten() {
             let _ = task.await;
         }
     }

@@ -8,6 +8,7 @@ mod cli_flags;
 mod config_fuzz;
 mod connections;
 mod delivery;
+mod durable;
 mod generate;
 mod helpers;
 mod hostile;
