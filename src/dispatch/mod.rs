@@ -114,6 +114,8 @@ struct Shared {
     /// Cuts attempts in flight short (after the grace period of a stop). Each worker waits on
     /// a child of its own, so that no two workers share a waiter list.
     abort: CancellationToken,
+    /// Stops the watchers of the lanes' idle connections (when the lanes close).
+    idle_watch: CancellationToken,
     /// The delivery workers.
     tracker: TaskTracker,
     /// Replays and pre-send calls: attempts outside the lanes that a stop waits for.
@@ -201,6 +203,7 @@ impl Dispatcher {
             max_chars: delivery.max_response_chars,
             stop_intake: Signal::default(),
             abort: CancellationToken::new(),
+            idle_watch: CancellationToken::new(),
             tracker: TaskTracker::new(),
             outside: TaskTracker::new(),
             store,
@@ -211,6 +214,12 @@ impl Dispatcher {
             for _ in 0..per_rule {
                 shared.tracker.spawn(work(shared.clone(), rule.clone()));
             }
+            // Idle connections the receiver closes are dropped while idle (docs/behaviour.md §4).
+            let (shared, rule) = (shared.clone(), rule.clone());
+            tokio::spawn(async move {
+                let stop = shared.idle_watch.clone();
+                shared.lane(&rule).idle.watch(stop).await;
+            });
         }
         Self { shared }
     }
@@ -399,6 +408,7 @@ impl Shared {
         for lane in self.lanes.iter().flatten() {
             lane.tx.close();
         }
+        self.idle_watch.cancel();
     }
 
     /// Queues `jobs` on their lanes; answers the ones a lane did not take, and the ones whose
