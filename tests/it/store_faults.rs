@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use callback_sim::{FinalOutcome, Outcome, Reply, Server};
+use callback_sim::{FinalOutcome, Message, Outcome, Reply, Server};
 
 use crate::helpers::*;
 
@@ -77,6 +77,7 @@ async fn a_full_disk_drops_callbacks_with_the_reason_and_the_store_recovers_by_i
     let failing = sink(Reply::status(503)).await;
     let config = config()
         .data_dir(&fs.path().join("data"))
+        .durable(true)
         .app(app1().retries(0).bans(false).rule(rule("r", &failing.url("/"))))
         .build()
         .unwrap();
@@ -108,9 +109,18 @@ async fn a_full_disk_drops_callbacks_with_the_reason_and_the_store_recovers_by_i
         (503, &"failing".into(), &"degraded".into()),
         "{h}"
     );
-    // Still serving: messages are accepted and delivered; the rules answer.
-    let again = one_callback(&server).await;
-    assert_eq!(again.outcome, FinalOutcome::Dropped, "{again:?}");
+    // Still serving: messages are accepted and attempted; the answer says they are not on
+    // disk (durable accept could not write them either); the rules answer.
+    let sent = server
+        .send(APP, Message::text("u1", "u2", "m"))
+        .await
+        .expect("accepted");
+    assert_eq!(sent.callbacks[0].outcome, FinalOutcome::Dropped, "{sent:?}");
+    assert!(
+        sent.warnings.iter().any(|w| w.contains("could not be written to disk")),
+        "{:?}",
+        sent.warnings
+    );
     assert!(server.rules(APP).is_ok());
 
     // Room again: the store recovers without a restart, and without a write to tell it.
@@ -120,7 +130,12 @@ async fn a_full_disk_drops_callbacks_with_the_reason_and_the_store_recovers_by_i
         (code == 200 && h["store"] == "ok").then_some(())
     })
     .await;
-    let stored = one_callback(&server).await;
+    let sent = server
+        .send(APP, Message::text("u1", "u2", "m"))
+        .await
+        .expect("accepted");
+    assert!(sent.warnings.is_empty(), "{:?}", sent.warnings);
+    let stored = &sent.callbacks[0];
     assert_eq!(stored.outcome, FinalOutcome::Stored, "{stored:?}");
     assert!(stored.warnings.is_empty(), "{stored:?}");
     assert!(stored_total(&server) >= 2, "what was stored before is still there");
