@@ -4,12 +4,12 @@
 //! ([`Dispatcher::enqueue`] answers [`EnqueueError::Full`] past `queue_capacity` and the API
 //! says 429). Each lane is bounded too (`rule_queue_capacity`): a job whose lane is full is not
 //! queued but stored at once as `overflow` (docs/behaviour.md §3), so that a hanging receiver
-//! never fills the queue the other rules need. The dispatcher owns a lane per post-send rule, and each rule has its share of
-//! `concurrency` as long-lived workers (docs/behaviour.md §6: a broken receiver holds only its
-//! own rule's share); a worker takes the next job of its lane and delivers it on its own
-//! keep-alive connection: attempts under the policy (`policy`: one immediate retry by
-//! default), each classified as an outcome (docs/behaviour.md §5), then the final outcome,
-//! counters, one log line and the report to whoever waits for it (`settle`).
+//! never fills the queue the other rules need. The dispatcher owns a lane per post-send rule,
+//! and each rule has its share of `concurrency` as long-lived workers (docs/behaviour.md §6: a
+//! broken receiver holds only its own rule's share); a worker takes the next job of its lane
+//! and delivers it on its own keep-alive connection: attempts under the policy (`policy`: one
+//! immediate retry by default), each classified as an outcome (docs/behaviour.md §5), then the
+//! final outcome, counters, one log line and the report to whoever waits for it (`settle`).
 //!
 //! Attempts outside the lanes — replays and pre-send calls — go through an [`Attempter`]: they
 //! are cut short by the same stop, and the stop waits for them.
