@@ -480,3 +480,93 @@ pub fn post_send_matches(rule: &RuleConfig, msg: &Message) -> bool {
         && rule.allows_message_type(msg.msg_type)
         && (rule.include_rest || msg.source != Source::Rest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::domain::{AppId, EventType};
+    use crate::store::{Bucket, PendingRef};
+    use crate::{AppBuilder, RuleBuilder, Sink};
+
+    /// Waits (at most 20 s) for `check` to hold.
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "waited 20 s for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_left_pending_is_queued_again_and_an_orphan_is_stored() {
+        let sink = Sink::recording(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::builder()
+            .data_dir(dir.path())
+            .app(AppBuilder::new("app1", "t").rule(RuleBuilder::post_send("sync", &sink.url("/cb"), "s")))
+            .build()
+            .unwrap();
+        let offset = config.store.utc_offset;
+        {
+            // What a killed run left: one callback of a rule still configured, one of a rule
+            // that has left the config.
+            let store = Store::open(dir.path(), offset).unwrap();
+            let left = |rule, call_id| PendingRef {
+                app: "app1",
+                rule,
+                url: "http://127.0.0.1:9/gone",
+                call_id,
+                event_type: EventType::Chat,
+                to: "bob",
+                body: b"{\"k\":1}",
+                query: None,
+            };
+            let (_, commit) = store
+                .pending()
+                .insert(vec![left("sync", "app1#a"), left("gone", "app1#b")]);
+            commit.await.unwrap().unwrap();
+            store.close().await;
+        }
+        let sim = Simulator::build_with(config, Arc::new(SystemClock), None).unwrap();
+        let got = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+        assert_eq!((got[0].path.as_str(), &got[0].body[..]), ("/cb", &b"{\"k\":1}"[..]));
+        let app = AppId::parse("app1").unwrap();
+        until("the orphan to be stored", || !sim.store().buckets(&app).is_empty()).await;
+        let b = &sim.store().buckets(&app)[0];
+        let bucket = Bucket {
+            app: app.clone(),
+            date: b.date,
+            retry: b.retry,
+        };
+        let items: Vec<StoredCallback> = sim.store().scan(&bucket).map(|e| e.unwrap().1).collect();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (
+                items[0].call_id.as_str(),
+                items[0].rule.as_str(),
+                items[0].outcome,
+                items[0].attempts
+            ),
+            ("app1#b", "gone", Outcome::Shutdown, 0)
+        );
+        until("the delivered one to be reported", || {
+            sim.apps
+                .rules()
+                .next()
+                .unwrap()
+                .stats
+                .final_outcome(FinalOutcome::Delivered)
+                == 1
+        })
+        .await;
+        sim.shutdown().await;
+        drop(sim);
+        let store = Store::open(dir.path(), offset).unwrap();
+        assert!(
+            store.load_pending().unwrap().is_empty(),
+            "both are finished: nothing left"
+        );
+        store.close().await;
+    }
+}
