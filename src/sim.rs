@@ -192,6 +192,8 @@ impl Simulator {
             clock.clone(),
         );
         dispatcher.record_into(history.clone());
+        // Before any new traffic: what a previous run accepted and did not finish.
+        resume(&apps, &dispatcher, &store, clock.now_ms())?;
         let attempter = dispatcher.attempter();
         let replayer = Replayer {
             store,
@@ -436,7 +438,7 @@ impl Simulator {
                 msg.source
             ));
         }
-        self.enqueue(jobs, wait, &mut submitted)?;
+        self.enqueue(jobs, wait, &mut submitted).await?;
         Ok(submitted)
     }
 
@@ -492,7 +494,7 @@ impl Simulator {
                 kind = event.event_type()
             ));
         }
-        self.enqueue(jobs, wait, &mut submitted)?;
+        self.enqueue(jobs, wait, &mut submitted).await?;
         Ok(submitted)
     }
 
@@ -522,13 +524,17 @@ impl Simulator {
                     done: None,
                     accepted_at,
                     trail: Default::default(),
+                    pending: None,
                 });
             }
         }
         jobs
     }
 
-    fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
+    /// Queues the jobs; with durable accept, returns once they are on disk (docs/behaviour.md
+    /// §7). A write that failed does not take back what was queued: the answer says it in its
+    /// `warnings`.
+    async fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
         if wait {
             for job in &mut jobs {
                 let (tx, rx) = oneshot::channel();
@@ -537,7 +543,16 @@ impl Simulator {
             }
         }
         submitted.queued = jobs.len();
-        self.dispatcher.enqueue(jobs)
+        if let Some(commit) = self.dispatcher.enqueue(jobs)? {
+            let written = commit.await.unwrap_or(Err(StoreError::Closed));
+            if let Err(e) = written {
+                submitted.warnings.push(format!(
+                    "the callbacks were accepted and are being delivered, but they could not be written to disk \
+                     ({e}): a crash before they finish would lose them"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The Prometheus text of `GET /metrics`, with every count as it is now.
@@ -566,6 +581,8 @@ impl Simulator {
                     (app.config.id.as_str(), size)
                 })
                 .collect(),
+            store_failing: self.store().is_failing(),
+            durable_flushes: self.store().pending().flushes(),
         };
         self.metrics.render(&sample)
     }
@@ -584,6 +601,94 @@ impl Simulator {
     }
 }
 
+/// Queues again the callbacks a previous run accepted and did not finish (durable accept,
+/// docs/behaviour.md §7), whatever `delivery.durable` says now. One whose rule has left the
+/// config (or is no longer post-send) is stored as `shutdown`, not attempted, or dropped with
+/// its app's store off; one that cannot be read is dropped. Each is logged.
+fn resume(apps: &Apps, dispatcher: &Dispatcher, store: &Store, now_ms: u64) -> Result<(), StoreError> {
+    let left = store.load_pending()?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let accepted_at = Instant::now();
+    let (mut jobs, mut orphans, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, record) in left {
+        let p = match record {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "an accepted callback left by the last run cannot be read; it is dropped");
+                gone.push(key);
+                continue;
+            }
+        };
+        let app = apps.get(p.app.as_str());
+        let rule = app.and_then(|a| {
+            a.rules
+                .iter()
+                .find(|r| r.config.name.as_str() == p.rule && r.config.kind == RuleKind::PostSend)
+        });
+        match (app, rule) {
+            (_, Some(rule)) => jobs.push(Job {
+                rule: rule.clone(),
+                call_id: p.call_id.into(),
+                event_type: p.event_type,
+                to: p.to.into(),
+                body: p.body.into(),
+                query: p.query.map(Into::into),
+                done: None,
+                accepted_at,
+                trail: Default::default(),
+                pending: Some(key),
+            }),
+            (Some(a), None) if a.config.exception_store => orphans.push((
+                key,
+                StoredCallback {
+                    app: p.app,
+                    call_id: p.call_id,
+                    rule: p.rule,
+                    url: p.url,
+                    event_type: p.event_type,
+                    to: p.to,
+                    body: String::from_utf8_lossy(&p.body).into_owned(),
+                    query: p.query,
+                    outcome: Outcome::Shutdown,
+                    attempts: 0,
+                    status: None,
+                    stored_at_ms: now_ms,
+                },
+            )),
+            _ => {
+                tracing::warn!(app = %p.app, rule = %p.rule, call_id = %p.call_id,
+                    "an accepted callback left by the last run is for a rule (or app) no longer configured, without a store; it is dropped");
+                gone.push(key);
+            }
+        }
+    }
+    tracing::warn!(
+        queued = jobs.len(),
+        stored = orphans.len(),
+        dropped = gone.len(),
+        "callbacks accepted by the last run and not finished (it did not stop gracefully): queued again before new traffic"
+    );
+    dispatcher.requeue(jobs);
+    for key in gone {
+        store.pending().remove(key);
+    }
+    if !orphans.is_empty() {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (keys, items): (Vec<u64>, Vec<StoredCallback>) = orphans.into_iter().unzip();
+            match store.put(items).await {
+                Ok(()) => keys.into_iter().for_each(|k| store.pending().remove(k)),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store the callbacks left by the last run whose rule has gone; they stay pending")
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
 /// Does an enabled post-send rule want this message (docs/behaviour.md §3 step 2)?
 pub fn post_send_matches(rule: &RuleConfig, msg: &Message) -> bool {
     rule.kind == RuleKind::PostSend
@@ -591,4 +696,94 @@ pub fn post_send_matches(rule: &RuleConfig, msg: &Message) -> bool {
         && rule.allows_chat_type(msg.chat_type)
         && rule.allows_message_type(msg.msg_type)
         && (rule.include_rest || msg.source != Source::Rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::domain::{AppId, EventType};
+    use crate::store::{Bucket, PendingRef};
+    use crate::{AppBuilder, RuleBuilder, Sink};
+
+    /// Waits (at most 20 s) for `check` to hold.
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "waited 20 s for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_left_pending_is_queued_again_and_an_orphan_is_stored() {
+        let sink = Sink::recording(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::builder()
+            .data_dir(dir.path())
+            .app(AppBuilder::new("app1", "t").rule(RuleBuilder::post_send("sync", &sink.url("/cb"), "s")))
+            .build()
+            .unwrap();
+        let offset = config.store.utc_offset;
+        {
+            // What a killed run left: one callback of a rule still configured, one of a rule
+            // that has left the config.
+            let store = Store::open(dir.path(), offset).unwrap();
+            let left = |rule, call_id| PendingRef {
+                app: "app1",
+                rule,
+                url: "http://127.0.0.1:9/gone",
+                call_id,
+                event_type: EventType::Chat,
+                to: "bob",
+                body: b"{\"k\":1}",
+                query: None,
+            };
+            let (_, commit) = store
+                .pending()
+                .insert(vec![left("sync", "app1#a"), left("gone", "app1#b")]);
+            commit.await.unwrap().unwrap();
+            store.close().await;
+        }
+        let sim = Simulator::build_with(config, Arc::new(SystemClock), None).unwrap();
+        let got = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+        assert_eq!((got[0].path.as_str(), &got[0].body[..]), ("/cb", &b"{\"k\":1}"[..]));
+        let app = AppId::parse("app1").unwrap();
+        until("the orphan to be stored", || !sim.store().buckets(&app).is_empty()).await;
+        let b = &sim.store().buckets(&app)[0];
+        let bucket = Bucket {
+            app: app.clone(),
+            date: b.date,
+            retry: b.retry,
+        };
+        let items: Vec<StoredCallback> = sim.store().scan(&bucket).map(|e| e.unwrap().1).collect();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (
+                items[0].call_id.as_str(),
+                items[0].rule.as_str(),
+                items[0].outcome,
+                items[0].attempts
+            ),
+            ("app1#b", "gone", Outcome::Shutdown, 0)
+        );
+        until("the delivered one to be reported", || {
+            sim.apps
+                .rules()
+                .next()
+                .unwrap()
+                .stats
+                .final_outcome(FinalOutcome::Delivered)
+                == 1
+        })
+        .await;
+        sim.shutdown().await;
+        drop(sim);
+        let store = Store::open(dir.path(), offset).unwrap();
+        assert!(
+            store.load_pending().unwrap().is_empty(),
+            "both are finished: nothing left"
+        );
+        store.close().await;
+    }
 }

@@ -53,9 +53,11 @@ fn describe(path: &Path, config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "  delivery  {} in flight, queue of {}",
+        "  delivery  {} in flight, queue of {} ({} per rule), durable accept {}",
         delivery.concurrency(),
-        delivery.queue_capacity()
+        delivery.queue_capacity(),
+        delivery.rule_queue_capacity(),
+        if delivery.durable() { "on" } else { "off" }
     );
     let _ = writeln!(
         out,

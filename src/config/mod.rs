@@ -222,6 +222,14 @@ pub struct DeliveryConfig {
     /// `delivery.queue_capacity`: callbacks accepted but not yet attempted (default 100,000);
     /// beyond it, ingestion answers 429.
     pub(crate) queue_capacity: usize,
+    /// `delivery.rule_queue_capacity`: callbacks of one rule accepted but not yet attempted
+    /// (default 10,000); beyond it, the rule's new callbacks are stored at once as `overflow`
+    /// (`docs/behaviour.md §3`).
+    pub(crate) rule_queue_capacity: usize,
+    /// `delivery.durable`: a message is answered only once its callbacks are on disk, and
+    /// what was accepted and not finished is queued again at start (`docs/behaviour.md §7`).
+    /// Default true in a file, false in code.
+    pub(crate) durable: bool,
     /// `delivery.max_response_chars`: a 200 answer longer than this many characters is a
     /// `violation` (default 1,000; `docs/behaviour.md §5`). Bodies are read only up to this
     /// plus one.
@@ -237,6 +245,16 @@ impl DeliveryConfig {
     /// `delivery.queue_capacity`: callbacks accepted but not yet attempted.
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
+    }
+
+    /// `delivery.rule_queue_capacity`: callbacks of one rule accepted but not yet attempted.
+    pub fn rule_queue_capacity(&self) -> usize {
+        self.rule_queue_capacity
+    }
+
+    /// `delivery.durable`: whether accepted callbacks are on disk before the answer.
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     /// `delivery.max_response_chars`: the longest 200 answer that is not a `violation`.

@@ -33,7 +33,9 @@ pub struct Server {
 pub struct Delivery {
     pub concurrency: Option<u64>,
     pub queue_capacity: Option<u64>,
+    pub rule_queue_capacity: Option<u64>,
     pub max_response_chars: Option<u64>,
+    pub durable: Option<bool>,
 }
 
 /// `[ban]`.

@@ -105,6 +105,13 @@ impl Validator<'_> {
                 1,
                 100_000_000,
             )? as usize,
+            rule_queue_capacity: self.int(
+                "delivery.rule_queue_capacity",
+                d.rule_queue_capacity,
+                defaults::RULE_QUEUE_CAPACITY,
+                1,
+                100_000_000,
+            )? as usize,
             max_response_chars: self.int(
                 "delivery.max_response_chars",
                 d.max_response_chars,
@@ -112,6 +119,7 @@ impl Validator<'_> {
                 0,
                 100_000_000,
             )? as usize,
+            durable: d.durable.unwrap_or(defaults::DURABLE),
         };
 
         let b = f.ban.unwrap_or_default();
