@@ -137,7 +137,14 @@ impl Shared {
     }
 
     /// [`report`](Self::report) with `warnings` for the report.
-    fn report_with(&self, mut job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome, warnings: Vec<String>) {
+    fn report_with(
+        &self,
+        mut job: Job,
+        last: AttemptResult,
+        attempts: u32,
+        outcome: FinalOutcome,
+        warnings: Vec<String>,
+    ) {
         let rule = &job.rule;
         if let Some(key) = job.pending {
             // Final: durable accept forgets it (docs/behaviour.md §7).
