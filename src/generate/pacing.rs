@@ -220,6 +220,8 @@ pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) ->
     };
     // Durable accept only when asked (docs/behaviour.md §9): a load test measures delivery.
     config.delivery.durable = opts.durable;
+    // In process there is no console to read a history (docs/behaviour.md §9): keep none.
+    config.server.history_per_app = 0;
     let (backlog, capacity) = (config.delivery.concurrency * 4, config.delivery.queue_capacity);
     let in_flight_max = config.delivery.concurrency;
     let sim = Server::start_seeded(config, opts.seed).await.map_err(|e| match e {
