@@ -92,6 +92,7 @@ mod domain;
 mod event;
 mod generate;
 mod harness;
+mod history;
 mod ids;
 mod message;
 mod metrics;

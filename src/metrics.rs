@@ -96,6 +96,10 @@ impl Metrics {
         self.gauge("callback_sim_bans_active", &[]).set(banned as f64);
         self.gauge("callback_sim_queue_depth", &[]).set(sample.queued as f64);
         self.gauge("callback_sim_in_flight", &[]).set(sample.in_flight as f64);
+        self.gauge("callback_sim_store_failing", &[])
+            .set(f64::from(u8::from(sample.store_failing)));
+        self.counter("callback_sim_durable_flushes_total", &[])
+            .absolute(sample.durable_flushes);
         for (app, size) in &sample.store_items {
             self.gauge("callback_sim_store_items", &[("app", app)])
                 .set(*size as f64);
@@ -115,6 +119,10 @@ pub struct Sample<'a> {
     pub in_flight: usize,
     /// Stored callbacks per app.
     pub store_items: Vec<(&'a str, u64)>,
+    /// The exception store's last write failed (it has not written since).
+    pub store_failing: bool,
+    /// Flushes of durable accept so far (each served every request that arrived meanwhile).
+    pub durable_flushes: u64,
 }
 
 /// One rule's counts.

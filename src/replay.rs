@@ -315,6 +315,7 @@ impl Replayer {
                 policy: app.config.policy,
                 rule: rule.map(|r| r.as_ref()),
                 obey_ban,
+                trail: None,
             })
             .await;
         let delivered = last.outcome.is_delivered();

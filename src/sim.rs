@@ -15,16 +15,20 @@ use crate::ban::BanStart;
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::{Config, RuleConfig};
 use crate::dialect::{MessageFacts, Prepared};
-use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, spawn_unban_log};
+use crate::dispatch::{Attempter, CallbackReport, Dispatcher, EnqueueError, Job, PolicyAttempt, Via, spawn_unban_log};
+use crate::domain::CallbackUrl;
 use crate::domain::{FinalOutcome, Outcome, RuleKind, Source};
 use crate::event::{Event, Stamp};
+use crate::history::{Entry, History};
 use crate::ids::Ids;
 use crate::message::Message;
 use crate::metrics::{Metrics, RuleSample, Sample};
 use crate::presend;
 use crate::replay::Replayer;
 use crate::runtime::{AppRuntime, Apps, RuleRuntime};
-use crate::store::{Store, StoreError, spawn_sweeper};
+use crate::store::{Bucket, Store, StoreError, StoredCallback, spawn_sweeper};
+use crate::transport::Target;
+use bytes::Bytes;
 
 /// How long in-flight attempts may run after a stop is asked (docs/behaviour.md §9: at most
 /// 5 s).
@@ -97,6 +101,31 @@ impl Submitted {
     }
 }
 
+/// Why a callback could not be sent again (`callbacks/resend`).
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    /// No callback of that callId in the history or the store.
+    #[error("no callback {0:?} in the history (the last server.history_per_app callbacks) or the exception store")]
+    NotFound(String),
+    /// Its rule is no longer in the config: nothing to sign it with.
+    #[error("callback {call_id:?} was for rule {rule:?}, which the config no longer has")]
+    RuleGone {
+        /// The callback.
+        call_id: String,
+        /// Its rule's name.
+        rule: String,
+    },
+    /// The edited body cannot be sent: why.
+    #[error("field `body`: {0}")]
+    Body(String),
+    /// The simulator is stopping.
+    #[error("the simulator is shutting down")]
+    ShuttingDown,
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Apps, rules, the dispatcher and the exception store.
 #[derive(Debug)]
 pub struct Simulator {
@@ -115,6 +144,8 @@ pub struct Simulator {
     ids: Ids,
     /// Pre-send calls go through it: a stop waits for them and cuts them short.
     attempter: Attempter,
+    /// The recent callbacks of each app and the console's live notes (docs/behaviour.md §12).
+    pub history: Arc<History>,
 }
 
 impl Simulator {
@@ -127,6 +158,7 @@ impl Simulator {
         let metrics = Arc::new(Metrics::default());
         let apps = Apps::build(&config, &metrics)?;
         let store = Store::open(&config.server.data_dir, config.store.utc_offset)?;
+        let history = Arc::new(History::new(&apps, config.server.history_per_app));
         let now = clock.now_ms();
         for rule in apps.rules() {
             if let Some(record) = store.load_ban(&rule.app, rule.config.name.as_str()) {
@@ -141,7 +173,7 @@ impl Simulator {
                     since_ms: now,
                     until_ms: until,
                 };
-                spawn_unban_log(rule, start, clock.clone());
+                spawn_unban_log(rule, start, clock.clone(), Some(history.of(rule).clone()));
             }
         }
         let retention = config.store.retention;
@@ -159,6 +191,9 @@ impl Simulator {
             store.clone(),
             clock.clone(),
         );
+        dispatcher.record_into(history.clone());
+        // Before any new traffic: what a previous run accepted and did not finish.
+        resume(&apps, &dispatcher, &store, clock.now_ms())?;
         let attempter = dispatcher.attempter();
         let replayer = Replayer {
             store,
@@ -181,6 +216,7 @@ impl Simulator {
             metrics,
             ids,
             attempter,
+            history,
         })
     }
 
@@ -202,7 +238,138 @@ impl Simulator {
             self.store().save_ban(&rule.app, rule.config.name.as_str(), record);
         }
         tracing::warn!(app = %rule.app, rule = %rule.config.name, "rule reset: ban lifted, failure window and ban history cleared");
+        self.history.of(rule).rule_changed(&rule.config.name);
         Ok(())
+    }
+
+    /// Sends callback `call_id` of `app` once more (docs/behaviour.md §12): found in the
+    /// history, else in the exception store; with `edited`, that body signed again by the
+    /// app's provider; to `target` or the rule's URL (which obeys and feeds its ban), with the
+    /// app's policy. Not stored when it fails; kept in the history as a resend.
+    pub async fn resend(
+        &self,
+        app: &AppRuntime,
+        call_id: &str,
+        edited: Option<&[u8]>,
+        target: Option<CallbackUrl>,
+    ) -> Result<CallbackReport, ResendError> {
+        let history = self
+            .history
+            .app(app.config.id.as_str())
+            .expect("every app has a history");
+        let (rule, event_type, to, body, query) = match history.find(call_id) {
+            Some(e) => (
+                e.rule.clone(),
+                e.event_type,
+                e.to.clone(),
+                e.body.clone(),
+                e.query.clone(),
+            ),
+            None => {
+                let item = self
+                    .stored(app, call_id)?
+                    .ok_or_else(|| ResendError::NotFound(call_id.into()))?;
+                let rule = app.rule(&item.rule).cloned().ok_or_else(|| ResendError::RuleGone {
+                    call_id: call_id.into(),
+                    rule: item.rule.clone(),
+                })?;
+                let query = item.query.map(Arc::from);
+                (rule, item.event_type, item.to.into(), Bytes::from(item.body), query)
+            }
+        };
+        let body = match edited {
+            None => body,
+            Some(e) => rule
+                .wire
+                .resign(e, rule.config.secret.expose())
+                .map_err(ResendError::Body)?,
+        };
+        if self.attempter.is_stopping() {
+            return Err(ResendError::ShuttingDown);
+        }
+        let _running = self.attempter.track();
+        let started = Instant::now();
+        let base = target.as_ref().unwrap_or(&rule.config.url);
+        // Signed now, as every send is (tencent with a token: a fresh RequestTime).
+        let sent = rule.wire.sign_query(query.as_deref(), self.clock.now_ms());
+        let uri = base.uri_with_query(sent.as_deref());
+        let sent_query = match &sent {
+            Some(std::borrow::Cow::Owned(signed)) => Some(Arc::<str>::from(signed.as_str())),
+            _ => None,
+        };
+        drop(sent);
+        let mut trail = Vec::new();
+        let (last, attempts) = self
+            .attempter
+            .attempt_policy(PolicyAttempt {
+                wire: &*rule.wire,
+                via: Via::Pool(&rule.client),
+                to: Target::new(base, Some(&uri)),
+                body: &body,
+                policy: rule.policy,
+                rule: Some(&rule),
+                obey_ban: target.is_none(),
+                trail: history.keeps().then_some(&mut trail),
+            })
+            .await;
+        let outcome = match last.outcome {
+            Outcome::Delivered => FinalOutcome::Delivered,
+            Outcome::Violation => FinalOutcome::Violation,
+            _ => FinalOutcome::Dropped,
+        };
+        let latency = started.elapsed();
+        let latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(app = %rule.app, rule = %rule.config.name, call_id, resend = true, edited = edited.is_some(),
+            outcome = %outcome, last_attempt = %last.outcome, attempts, status = last.status,
+            detail = last.detail.as_deref(), "callback");
+        let report = CallbackReport {
+            rule: rule.config.name.clone(),
+            kind: RuleKind::PostSend,
+            call_id: call_id.to_string(),
+            event_type,
+            to: to.to_string(),
+            outcome,
+            last_attempt: last.outcome,
+            attempts,
+            status: last.status,
+            warnings: Vec::new(),
+            latency_ms,
+        };
+        history.record(Entry {
+            rule,
+            call_id: call_id.into(),
+            event_type,
+            to,
+            outcome,
+            last_attempt: last.outcome,
+            created_at_ms: self.clock.now_ms().saturating_sub(latency.as_millis() as u64),
+            latency_ms,
+            attempts: trail,
+            body,
+            query,
+            sent_query,
+            target: target.map(Box::new),
+            resend: true,
+        });
+        Ok(report)
+    }
+
+    /// Callback `call_id` of `app` in the exception store, if it is there.
+    fn stored(&self, app: &AppRuntime, call_id: &str) -> Result<Option<StoredCallback>, StoreError> {
+        for b in self.store().buckets(&app.config.id) {
+            let bucket = Bucket {
+                app: app.config.id.clone(),
+                date: b.date,
+                retry: b.retry,
+            };
+            for entry in self.store().scan(&bucket) {
+                let (_, item) = entry?;
+                if item.call_id == call_id {
+                    return Ok(Some(item));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The one way a message enters: pre-send rules are asked first (for `source = client`);
@@ -271,7 +438,7 @@ impl Simulator {
                 msg.source
             ));
         }
-        self.enqueue(jobs, wait, &mut submitted)?;
+        self.enqueue(jobs, wait, &mut submitted).await?;
         Ok(submitted)
     }
 
@@ -327,7 +494,7 @@ impl Simulator {
                 kind = event.event_type()
             ));
         }
-        self.enqueue(jobs, wait, &mut submitted)?;
+        self.enqueue(jobs, wait, &mut submitted).await?;
         Ok(submitted)
     }
 
@@ -356,13 +523,18 @@ impl Simulator {
                     query: encoded.query,
                     done: None,
                     accepted_at,
+                    trail: Default::default(),
+                    pending: None,
                 });
             }
         }
         jobs
     }
 
-    fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
+    /// Queues the jobs; with durable accept, returns once they are on disk (docs/behaviour.md
+    /// §7). A write that failed does not take back what was queued: the answer says it in its
+    /// `warnings`.
+    async fn enqueue(&self, mut jobs: Vec<Job>, wait: bool, submitted: &mut Submitted) -> Result<(), EnqueueError> {
         if wait {
             for job in &mut jobs {
                 let (tx, rx) = oneshot::channel();
@@ -371,7 +543,16 @@ impl Simulator {
             }
         }
         submitted.queued = jobs.len();
-        self.dispatcher.enqueue(jobs)
+        if let Some(commit) = self.dispatcher.enqueue(jobs)? {
+            let written = commit.await.unwrap_or(Err(StoreError::Closed));
+            if let Err(e) = written {
+                submitted.warnings.push(format!(
+                    "the callbacks were accepted and are being delivered, but they could not be written to disk \
+                     ({e}): a crash before they finish would lose them"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The Prometheus text of `GET /metrics`, with every count as it is now.
@@ -400,6 +581,8 @@ impl Simulator {
                     (app.config.id.as_str(), size)
                 })
                 .collect(),
+            store_failing: self.store().is_failing(),
+            durable_flushes: self.store().pending().flushes(),
         };
         self.metrics.render(&sample)
     }
@@ -408,12 +591,102 @@ impl Simulator {
     /// and pre-send calls in flight get [`SHUTDOWN_GRACE`] together — and then, once every
     /// replay has made its store changes, flushes and closes the store.
     pub async fn shutdown(&self) {
+        // Live streams end, so that the HTTP server's own stop does not wait for them.
+        self.history.close();
         self.dispatcher.shutdown(SHUTDOWN_GRACE).await;
         if let Err(e) = self.store().flush().await {
             tracing::error!(error = %e, "final flush of the exception store failed");
         }
         self.store().close().await;
     }
+}
+
+/// Queues again the callbacks a previous run accepted and did not finish (durable accept,
+/// docs/behaviour.md §7), whatever `delivery.durable` says now. One whose rule has left the
+/// config (or is no longer post-send) is stored as `shutdown`, not attempted, or dropped with
+/// its app's store off; one that cannot be read is dropped. Each is logged.
+fn resume(apps: &Apps, dispatcher: &Dispatcher, store: &Store, now_ms: u64) -> Result<(), StoreError> {
+    let left = store.load_pending()?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let accepted_at = Instant::now();
+    let (mut jobs, mut orphans, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, record) in left {
+        let p = match record {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "an accepted callback left by the last run cannot be read; it is dropped");
+                gone.push(key);
+                continue;
+            }
+        };
+        let app = apps.get(p.app.as_str());
+        let rule = app.and_then(|a| {
+            a.rules
+                .iter()
+                .find(|r| r.config.name.as_str() == p.rule && r.config.kind == RuleKind::PostSend)
+        });
+        match (app, rule) {
+            (_, Some(rule)) => jobs.push(Job {
+                rule: rule.clone(),
+                call_id: p.call_id.into(),
+                event_type: p.event_type,
+                to: p.to.into(),
+                body: p.body.into(),
+                query: p.query.map(Into::into),
+                done: None,
+                accepted_at,
+                trail: Default::default(),
+                pending: Some(key),
+            }),
+            (Some(a), None) if a.config.exception_store => orphans.push((
+                key,
+                StoredCallback {
+                    app: p.app,
+                    call_id: p.call_id,
+                    rule: p.rule,
+                    url: p.url,
+                    event_type: p.event_type,
+                    to: p.to,
+                    body: String::from_utf8_lossy(&p.body).into_owned(),
+                    query: p.query,
+                    outcome: Outcome::Shutdown,
+                    attempts: 0,
+                    status: None,
+                    stored_at_ms: now_ms,
+                },
+            )),
+            _ => {
+                tracing::warn!(app = %p.app, rule = %p.rule, call_id = %p.call_id,
+                    "an accepted callback left by the last run is for a rule (or app) no longer configured, without a store; it is dropped");
+                gone.push(key);
+            }
+        }
+    }
+    tracing::warn!(
+        queued = jobs.len(),
+        stored = orphans.len(),
+        dropped = gone.len(),
+        "callbacks accepted by the last run and not finished (it did not stop gracefully): queued again before new traffic"
+    );
+    dispatcher.requeue(jobs);
+    for key in gone {
+        store.pending().remove(key);
+    }
+    if !orphans.is_empty() {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (keys, items): (Vec<u64>, Vec<StoredCallback>) = orphans.into_iter().unzip();
+            match store.put(items).await {
+                Ok(()) => keys.into_iter().for_each(|k| store.pending().remove(k)),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not store the callbacks left by the last run whose rule has gone; they stay pending")
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Does an enabled post-send rule want this message (docs/behaviour.md §3 step 2)?
@@ -423,4 +696,94 @@ pub fn post_send_matches(rule: &RuleConfig, msg: &Message) -> bool {
         && rule.allows_chat_type(msg.chat_type)
         && rule.allows_message_type(msg.msg_type)
         && (rule.include_rest || msg.source != Source::Rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::domain::{AppId, EventType};
+    use crate::store::{Bucket, PendingRef};
+    use crate::{AppBuilder, RuleBuilder, Sink};
+
+    /// Waits (at most 20 s) for `check` to hold.
+    async fn until(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(Instant::now() < deadline, "waited 20 s for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_left_pending_is_queued_again_and_an_orphan_is_stored() {
+        let sink = Sink::recording(None).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::builder()
+            .data_dir(dir.path())
+            .app(AppBuilder::new("app1", "t").rule(RuleBuilder::post_send("sync", &sink.url("/cb"), "s")))
+            .build()
+            .unwrap();
+        let offset = config.store.utc_offset;
+        {
+            // What a killed run left: one callback of a rule still configured, one of a rule
+            // that has left the config.
+            let store = Store::open(dir.path(), offset).unwrap();
+            let left = |rule, call_id| PendingRef {
+                app: "app1",
+                rule,
+                url: "http://127.0.0.1:9/gone",
+                call_id,
+                event_type: EventType::Chat,
+                to: "bob",
+                body: b"{\"k\":1}",
+                query: None,
+            };
+            let (_, commit) = store
+                .pending()
+                .insert(vec![left("sync", "app1#a"), left("gone", "app1#b")]);
+            commit.await.unwrap().unwrap();
+            store.close().await;
+        }
+        let sim = Simulator::build_with(config, Arc::new(SystemClock), None).unwrap();
+        let got = sink.wait_for(1, Duration::from_secs(20)).await.unwrap();
+        assert_eq!((got[0].path.as_str(), &got[0].body[..]), ("/cb", &b"{\"k\":1}"[..]));
+        let app = AppId::parse("app1").unwrap();
+        until("the orphan to be stored", || !sim.store().buckets(&app).is_empty()).await;
+        let b = &sim.store().buckets(&app)[0];
+        let bucket = Bucket {
+            app: app.clone(),
+            date: b.date,
+            retry: b.retry,
+        };
+        let items: Vec<StoredCallback> = sim.store().scan(&bucket).map(|e| e.unwrap().1).collect();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (
+                items[0].call_id.as_str(),
+                items[0].rule.as_str(),
+                items[0].outcome,
+                items[0].attempts
+            ),
+            ("app1#b", "gone", Outcome::Shutdown, 0)
+        );
+        until("the delivered one to be reported", || {
+            sim.apps
+                .rules()
+                .next()
+                .unwrap()
+                .stats
+                .final_outcome(FinalOutcome::Delivered)
+                == 1
+        })
+        .await;
+        sim.shutdown().await;
+        drop(sim);
+        let store = Store::open(dir.path(), offset).unwrap();
+        assert!(
+            store.load_pending().unwrap().is_empty(),
+            "both are finished: nothing left"
+        );
+        store.close().await;
+    }
 }

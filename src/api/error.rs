@@ -24,6 +24,8 @@ pub enum ErrorKind {
     AppNotFound,
     /// 404 `rule_not_found`: the app has no rule of that name.
     RuleNotFound,
+    /// 404 `callback_not_found`: no callback of that callId in the history or the store.
+    CallbackNotFound,
     /// 404 `not_found`: no such route.
     NotFound,
     /// 405 `method_not_allowed`: the route does not take that method.
@@ -45,12 +47,13 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Every kind, in status order.
     #[cfg(test)]
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
         ErrorKind::StoreDisabled,
         ErrorKind::AppNotFound,
         ErrorKind::RuleNotFound,
+        ErrorKind::CallbackNotFound,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::ReplayInProgress,
@@ -67,7 +70,9 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::StoreDisabled => StatusCode::FORBIDDEN,
-            ErrorKind::AppNotFound | ErrorKind::RuleNotFound | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::AppNotFound | ErrorKind::RuleNotFound | ErrorKind::CallbackNotFound | ErrorKind::NotFound => {
+                StatusCode::NOT_FOUND
+            }
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::ReplayInProgress => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,6 +89,7 @@ impl ErrorKind {
             ErrorKind::StoreDisabled => "store_disabled",
             ErrorKind::AppNotFound => "app_not_found",
             ErrorKind::RuleNotFound => "rule_not_found",
+            ErrorKind::CallbackNotFound => "callback_not_found",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::ReplayInProgress => "replay_in_progress",
@@ -105,6 +111,7 @@ impl ErrorKind {
             ErrorKind::StoreDisabled => "The app keeps no exception store",
             ErrorKind::AppNotFound => "Unknown app",
             ErrorKind::RuleNotFound => "Unknown app, or the app has no rule of that name",
+            ErrorKind::CallbackNotFound => "Unknown app, or no callback of that callId in the history or the store",
             ErrorKind::NotFound => "No such route",
             ErrorKind::MethodNotAllowed => "The route does not take that HTTP method",
             ErrorKind::ReplayInProgress => "This bucket is being replayed",

@@ -250,11 +250,12 @@ impl utoipa::PartialSchema for EventRequest {
                 };
                 let schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> = match f.kind {
                     Kind::Id => id().description(Some(f.doc)).into(),
+                    // At most MAX_LIST ids: said in words, as a list that long is bounded by
+                    // max_body_bytes first (413).
                     Kind::Ids => ArrayBuilder::new()
                         .items(id())
                         .min_items(Some(1))
-                        .max_items(Some(crate::event::fields::MAX_LIST))
-                        .description(Some(f.doc))
+                        .description(Some(format!("{} (1 to {} ids)", f.doc, crate::event::fields::MAX_LIST)))
                         .into(),
                     Kind::Text => ObjectBuilder::new()
                         .schema_type(Type::String)

@@ -6,7 +6,9 @@
 //! then the request itself → 400. Every error is an [`ErrorKind`] (`error.rs`), which also
 //! writes the routes' error responses in the OpenAPI document.
 
+mod console;
 mod error;
+mod history;
 mod messages;
 mod openapi;
 mod ops;
@@ -41,6 +43,8 @@ pub fn router(sim: Arc<Simulator>) -> Router {
         .merge(rules::router())
         .merge(storage::router())
         .merge(ops::router())
+        .merge(history::router())
+        .merge(console::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -51,20 +51,26 @@ pub(super) async fn openapi() -> Response {
     axum::Json(super::openapi::document()).into_response()
 }
 
-/// 200 `{"status":"ok","queued":N,"in_flight":N}` while serving; 503 `stopping` in a graceful stop.
+/// 200 `{"status":"ok","store":"ok","queued":N,"in_flight":N}` while serving; 503 `stopping` in
+/// a graceful stop, 503 `degraded` with `"store":"failing"` while the store cannot write.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses(
-    (status = 200, description = "`{\"status\": \"ok\", \"queued\": N, \"in_flight\": N}`"),
-    (status = 503, description = "Stopping")))]
+    (status = 200, description = "`{\"status\": \"ok\", \"store\": \"ok\", \"queued\": N, \"in_flight\": N}`"),
+    (status = 503, description = "Stopping (`\"status\": \"stopping\"`), or the exception store cannot write (`\"status\": \"degraded\", \"store\": \"failing\"`)")))]
 pub(super) async fn healthz(State(sim): State<AppState>) -> Response {
     let d = &sim.dispatcher;
+    // A store that fails to write is a 503 too (docs/behaviour.md §7): callbacks that need it
+    // are dropped until it writes again.
+    let store = if d.store().is_failing() { "failing" } else { "ok" };
     let (code, status) = if d.is_stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else if store == "failing" {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
     } else {
         (StatusCode::OK, "ok")
     };
     (
         code,
-        axum::Json(json!({ "status": status, "queued": d.queued(), "in_flight": d.in_flight() })),
+        axum::Json(json!({ "status": status, "store": store, "queued": d.queued(), "in_flight": d.in_flight() })),
     )
         .into_response()
 }

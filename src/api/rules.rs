@@ -45,7 +45,7 @@ pub(super) struct RuleView<'a> {
 
 impl<'a> RuleView<'a> {
     /// The rule as it is at `now` (Unix ms).
-    fn of(r: &'a RuleRuntime, now: u64) -> Self {
+    pub(super) fn of(r: &'a RuleRuntime, now: u64) -> Self {
         let ban = r.ban_view(now);
         RuleView {
             name: &r.config.name,

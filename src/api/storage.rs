@@ -161,6 +161,10 @@ pub(super) async fn retry(
             ReplayError::ShuttingDown => ctx.error(ErrorKind::ShuttingDown, e.to_string()),
             ReplayError::Store(se) => store_error(&ctx, se),
         })?;
+    sim.history
+        .app(app.config.id.as_str())
+        .expect("every app has a history")
+        .store_changed();
     let data = if outcome.failed == 0 && outcome.interrupted == 0 {
         "success"
     } else {
@@ -308,6 +312,10 @@ pub(super) async fn delete_bucket(
         ));
     };
     let deleted = store.delete_bucket(&slot).await.map_err(|e| store_error(&ctx, &e))?;
+    sim.history
+        .app(app.config.id.as_str())
+        .expect("every app has a history")
+        .store_changed();
     Ok(ctx.ok("/callbacks", app.config.id.as_str(), Deleted { deleted }))
 }
 

@@ -41,6 +41,11 @@ fn describe(path: &Path, config: &Config) -> String {
     let _ = writeln!(out, "  REST API  http://{listen}{free}");
     let _ = writeln!(
         out,
+        "  console   http://{listen}/console (history of {} callbacks per app)",
+        server.history_per_app()
+    );
+    let _ = writeln!(
+        out,
         "  store     {} (retention {}, date keys at {})",
         server.data_dir().join("store.sled").display(),
         secs(store.retention()),
@@ -48,9 +53,11 @@ fn describe(path: &Path, config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "  delivery  {} in flight, queue of {}",
+        "  delivery  {} in flight, queue of {} ({} per rule), durable accept {}",
         delivery.concurrency(),
-        delivery.queue_capacity()
+        delivery.queue_capacity(),
+        delivery.rule_queue_capacity(),
+        if delivery.durable() { "on" } else { "off" }
     );
     let _ = writeln!(
         out,
@@ -165,6 +172,7 @@ mod tests {
         for want in [
             "/etc/sim/c.toml: valid; `serve` would run:",
             "REST API  http://127.0.0.1:0 (port 0",
+            "console   http://127.0.0.1:0/console (history of 2000 callbacks per app)",
             "store     /etc/sim/state/store.sled",
             "app shop: agora, exception store on, timeout 60 s, retries 1, bans on, 2 of at most",
             "rule orders post_send http://alice:***@127.0.0.1:9000/cb",

@@ -14,6 +14,11 @@ pub async fn serve(config_path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let links: Vec<String> = config
+        .apps()
+        .iter()
+        .map(|app| console_fragment(app.id().as_str(), app.token().expose()))
+        .collect();
     let server = match Server::start(config).await {
         Ok(s) => s,
         // A rule's ca_file / client_cert / client_key that exists but cannot be used is a
@@ -28,13 +33,31 @@ pub async fn serve(config_path: &Path) -> ExitCode {
         }
     };
     let stop = shutdown_signal();
-    println!("callback-sim listening on {}", server.base_url());
+    // The address, then the console signed in, for each app: the token is in the fragment,
+    // which the browser never sends (docs/behaviour.md §12). Printed for the person who
+    // started it, never logged; in one write, and a reader that stops after the address
+    // line (a closed pipe) does not stop the server.
+    let mut started = format!("callback-sim listening on {}\n", server.base_url());
+    for fragment in &links {
+        started.push_str(&format!("console: {}/console{fragment}\n", server.base_url()));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(started.as_bytes()).and_then(|()| out.flush());
+    }
     tracing::info!(addr = %server.addr(), "serving");
     stop.await;
     tracing::info!("stopping: new messages get 503, attempts in flight get at most 5 s, queued callbacks are stored");
     server.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `#app=ID&token=T`, each percent-encoded: what signs the console in.
+fn console_fragment(app: &str, token: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!("#app={}&token={}", enc(app), enc(token))
 }
 
 /// `callback-sim sign`: the agora signature, for people writing their verifier.

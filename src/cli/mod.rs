@@ -101,6 +101,10 @@ enum Command {
         /// The in-process simulator's store (default: a temp dir, removed at the end).
         #[arg(long, value_name = "DIR", conflicts_with = "server")]
         data_dir: Option<PathBuf>,
+        /// Write accepted callbacks to disk before taking the next message (delivery.durable;
+        /// off in generate unless given).
+        #[arg(long, conflicts_with = "server")]
+        durable: bool,
         /// Chance that a recipient is offline (one chat_offline callback each).
         #[arg(long, default_value_t = 0.2)]
         offline_ratio: f64,
@@ -256,6 +260,7 @@ pub fn main() -> ExitCode {
                 seed,
                 report,
                 data_dir,
+                durable,
                 offline_ratio,
                 chat_types,
                 message_types,
@@ -317,6 +322,7 @@ pub fn main() -> ExitCode {
                             report,
                             mix,
                             data_dir,
+                            durable,
                             server,
                             token,
                             connections: connections.unwrap_or(DEFAULT_CONNECTIONS),

@@ -27,11 +27,16 @@ pub struct ConfigBuilder {
 }
 
 impl Default for ConfigBuilder {
-    /// Listens on `127.0.0.1:0`; everything else at the defaults of the file.
+    /// Listens on `127.0.0.1:0` and does without durable accept; everything else at the
+    /// defaults of the file.
     fn default() -> Self {
         let file = raw::File {
             server: Some(raw::Server {
                 listen: Some(defaults::BUILDER_LISTEN.into()),
+                ..Default::default()
+            }),
+            delivery: Some(raw::Delivery {
+                durable: Some(defaults::BUILDER_DURABLE),
                 ..Default::default()
             }),
             ..Default::default()
@@ -67,6 +72,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// `server.history_per_app`: callbacks kept in memory per app (0: none).
+    pub fn history_per_app(mut self, n: u64) -> Self {
+        self.server().history_per_app = Some(n);
+        self
+    }
+
     /// `delivery.concurrency`.
     pub fn concurrency(mut self, n: u64) -> Self {
         self.delivery().concurrency = Some(n);
@@ -76,6 +87,19 @@ impl ConfigBuilder {
     /// `delivery.queue_capacity`.
     pub fn queue_capacity(mut self, n: u64) -> Self {
         self.delivery().queue_capacity = Some(n);
+        self
+    }
+
+    /// `delivery.rule_queue_capacity`: one rule's share of the queue.
+    pub fn rule_queue_capacity(mut self, n: u64) -> Self {
+        self.delivery().rule_queue_capacity = Some(n);
+        self
+    }
+
+    /// `delivery.durable` (default false in code, true in a file): answer a message only once
+    /// its callbacks are on disk.
+    pub fn durable(mut self, on: bool) -> Self {
+        self.delivery().durable = Some(on);
         self
     }
 

@@ -18,6 +18,9 @@ pub(crate) const DATA_DIR: &str = "./data";
 /// `server.max_body_bytes`, 1 MiB: far above any message or event body, small enough to refuse
 /// a client that streams without end.
 pub(crate) const MAX_BODY_BYTES: u64 = 1_048_576;
+/// `server.history_per_app`: the callbacks the console and `callbacks/history` show per app;
+/// about 1.8 MB per app at the benchmark's body size (docs/behaviour.md §12).
+pub(crate) const HISTORY_PER_APP: u64 = 2_000;
 
 // [delivery]
 
@@ -27,6 +30,17 @@ pub(crate) const CONCURRENCY: u64 = 512;
 /// `delivery.queue_capacity`: a burst of 100,000 callbacks waits in memory (the simulator stays
 /// under 200 MB with the queue full) before ingestion answers 429 and the sender backs off.
 pub(crate) const QUEUE_CAPACITY: u64 = 100_000;
+/// `delivery.rule_queue_capacity`: one rule's share of the queue. A receiver that hangs fills
+/// only its own lane, a tenth of the default queue, and its further callbacks go straight to the
+/// store (`overflow`) instead of taking room the other rules need.
+pub(crate) const RULE_QUEUE_CAPACITY: u64 = 10_000;
+/// `delivery.durable` in a config file: `serve` answers a message only once its callbacks are
+/// on disk, so that a `kill -9` loses nothing it accepted. A config built in code
+/// ([`BUILDER_DURABLE`]) and `generate` do without.
+pub(crate) const DURABLE: bool = true;
+/// `delivery.durable` of a config built in code: a test's simulator lives in a temp dir that a
+/// crash removes anyway, and an fsync per request would only slow the suite down.
+pub(crate) const BUILDER_DURABLE: bool = false;
 /// `delivery.max_response_chars`: Agora and Easemob require the answer to a post-send
 /// callback to be at most 1,000 characters; a longer one counts as a failure toward the ban.
 pub(crate) const MAX_RESPONSE_CHARS: u64 = 1000;

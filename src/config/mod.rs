@@ -14,7 +14,7 @@
 //! documented fields and their read accessors; that is what makes it long.
 
 mod builder;
-mod defaults;
+pub(crate) mod defaults;
 mod raw;
 mod validate;
 
@@ -185,6 +185,9 @@ pub struct ServerConfig {
     /// `server.max_body_bytes`: the largest REST request body in bytes (default 1 MiB);
     /// larger bodies get 413.
     pub(crate) max_body_bytes: usize,
+    /// `server.history_per_app`: callbacks kept in memory per app for the console and
+    /// `callbacks/history` (default 2,000; 0 keeps none).
+    pub(crate) history_per_app: usize,
 }
 
 impl ServerConfig {
@@ -203,6 +206,11 @@ impl ServerConfig {
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
     }
+
+    /// `server.history_per_app`: callbacks kept in memory per app (0: none).
+    pub fn history_per_app(&self) -> usize {
+        self.history_per_app
+    }
 }
 
 /// `[delivery]` (`docs/behaviour.md §2`).
@@ -214,6 +222,14 @@ pub struct DeliveryConfig {
     /// `delivery.queue_capacity`: callbacks accepted but not yet attempted (default 100,000);
     /// beyond it, ingestion answers 429.
     pub(crate) queue_capacity: usize,
+    /// `delivery.rule_queue_capacity`: callbacks of one rule accepted but not yet attempted
+    /// (default 10,000); beyond it, the rule's new callbacks are stored at once as `overflow`
+    /// (`docs/behaviour.md §3`).
+    pub(crate) rule_queue_capacity: usize,
+    /// `delivery.durable`: a message is answered only once its callbacks are on disk, and
+    /// what was accepted and not finished is queued again at start (`docs/behaviour.md §7`).
+    /// Default true in a file, false in code.
+    pub(crate) durable: bool,
     /// `delivery.max_response_chars`: a 200 answer longer than this many characters is a
     /// `violation` (default 1,000; `docs/behaviour.md §5`). Bodies are read only up to this
     /// plus one.
@@ -229,6 +245,16 @@ impl DeliveryConfig {
     /// `delivery.queue_capacity`: callbacks accepted but not yet attempted.
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
+    }
+
+    /// `delivery.rule_queue_capacity`: callbacks of one rule accepted but not yet attempted.
+    pub fn rule_queue_capacity(&self) -> usize {
+        self.rule_queue_capacity
+    }
+
+    /// `delivery.durable`: whether accepted callbacks are on disk before the answer.
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     /// `delivery.max_response_chars`: the longest 200 answer that is not a `violation`.

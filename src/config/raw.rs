@@ -24,6 +24,7 @@ pub struct Server {
     pub listen: Option<String>,
     pub data_dir: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub history_per_app: Option<u64>,
 }
 
 /// `[delivery]`.
@@ -32,7 +33,9 @@ pub struct Server {
 pub struct Delivery {
     pub concurrency: Option<u64>,
     pub queue_capacity: Option<u64>,
+    pub rule_queue_capacity: Option<u64>,
     pub max_response_chars: Option<u64>,
+    pub durable: Option<bool>,
 }
 
 /// `[ban]`.

@@ -86,6 +86,13 @@ impl Validator<'_> {
                 1024,
                 1 << 30,
             )? as usize,
+            history_per_app: self.int(
+                "server.history_per_app",
+                s.history_per_app,
+                defaults::HISTORY_PER_APP,
+                0,
+                1_000_000,
+            )? as usize,
         };
 
         let d = f.delivery.unwrap_or_default();
@@ -98,6 +105,13 @@ impl Validator<'_> {
                 1,
                 100_000_000,
             )? as usize,
+            rule_queue_capacity: self.int(
+                "delivery.rule_queue_capacity",
+                d.rule_queue_capacity,
+                defaults::RULE_QUEUE_CAPACITY,
+                1,
+                100_000_000,
+            )? as usize,
             max_response_chars: self.int(
                 "delivery.max_response_chars",
                 d.max_response_chars,
@@ -105,6 +119,7 @@ impl Validator<'_> {
                 0,
                 100_000_000,
             )? as usize,
+            durable: d.durable.unwrap_or(defaults::DURABLE),
         };
 
         let b = f.ban.unwrap_or_default();

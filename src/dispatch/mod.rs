@@ -2,12 +2,14 @@
 //!
 //! Ingestion puts [`Job`]s on their rules' lanes, all of a message's callbacks or none
 //! ([`Dispatcher::enqueue`] answers [`EnqueueError::Full`] past `queue_capacity` and the API
-//! says 429). The dispatcher owns a lane per post-send rule, and each rule has its share of
-//! `concurrency` as long-lived workers (docs/behaviour.md §6: a broken receiver holds only its
-//! own rule's share); a worker takes the next job of its lane and delivers it on its own
-//! keep-alive connection: attempts under the policy (`policy`: one immediate retry by
-//! default), each classified as an outcome (docs/behaviour.md §5), then the final outcome,
-//! counters, one log line and the report to whoever waits for it (`settle`).
+//! says 429). Each lane is bounded too (`rule_queue_capacity`): a job whose lane is full is not
+//! queued but stored at once as `overflow` (docs/behaviour.md §3), so that a hanging receiver
+//! never fills the queue the other rules need. The dispatcher owns a lane per post-send rule,
+//! and each rule has its share of `concurrency` as long-lived workers (docs/behaviour.md §6: a
+//! broken receiver holds only its own rule's share); a worker takes the next job of its lane
+//! and delivers it on its own keep-alive connection: attempts under the policy (`policy`: one
+//! immediate retry by default), each classified as an outcome (docs/behaviour.md §5), then the
+//! final outcome, counters, one log line and the report to whoever waits for it (`settle`).
 //!
 //! Attempts outside the lanes — replays and pre-send calls — go through an [`Attempter`]: they
 //! are cut short by the same stop, and the stop waits for them.
@@ -35,8 +37,9 @@ use self::settle::final_outcome;
 use crate::clock::SharedClock;
 use crate::config::DeliveryConfig;
 use crate::domain::{EventType, FinalOutcome, Outcome};
+use crate::history::{History, Trail};
 use crate::runtime::RuleRuntime;
-use crate::store::Store;
+use crate::store::{Commit, PendingRef, Store};
 use crate::transport::{self, AttemptResult, Target};
 
 /// One callback waiting to be delivered.
@@ -58,6 +61,27 @@ pub struct Job {
     pub done: Option<oneshot::Sender<CallbackReport>>,
     /// When it was accepted: latency is measured from here.
     pub accepted_at: Instant,
+    /// Its attempts, for the history (docs/behaviour.md §12); filled only while it keeps
+    /// callbacks.
+    pub trail: Trail,
+    /// Its key among the accepted callbacks on disk (durable accept): removed when it ends.
+    pub pending: Option<u64>,
+}
+
+impl Job {
+    /// What durable accept writes of it.
+    fn pending_ref(&self) -> PendingRef<'_> {
+        PendingRef {
+            app: self.rule.app.as_str(),
+            rule: self.rule.config.name.as_str(),
+            url: self.rule.config.url.expose(),
+            call_id: &self.call_id,
+            event_type: self.event_type,
+            to: &self.to,
+            body: &self.body,
+            query: self.query.as_deref(),
+        }
+    }
 }
 
 /// Why callbacks could not be queued.
@@ -77,6 +101,10 @@ struct Shared {
     /// Callbacks accepted and not yet started (waiting in their rule's lane).
     queued: AtomicUsize,
     capacity: usize,
+    /// `rule_queue_capacity`: the bound of each lane.
+    lane_capacity: usize,
+    /// `durable`: accepted callbacks are written to disk before the answer.
+    durable: bool,
     /// Deliveries running now.
     in_flight: AtomicUsize,
     /// Calls of `enqueue` (and replays being started) under way: stopping waits for them, so
@@ -90,6 +118,8 @@ struct Shared {
     /// Cuts attempts in flight short (after the grace period of a stop). Each worker waits on
     /// a child of its own, so that no two workers share a waiter list.
     abort: CancellationToken,
+    /// Stops the watchers of the lanes' idle connections (when the lanes close).
+    idle_watch: CancellationToken,
     /// The delivery workers.
     tracker: TaskTracker,
     /// Replays and pre-send calls: attempts outside the lanes that a stop waits for.
@@ -97,6 +127,8 @@ struct Shared {
     store: Store,
     clock: SharedClock,
     observer: std::sync::OnceLock<Observer>,
+    /// Where finished callbacks are kept for the console (docs/behaviour.md §12).
+    history: std::sync::OnceLock<Arc<History>>,
 }
 
 /// Called once per finished post-send callback with its event type, its final outcome, its
@@ -109,6 +141,8 @@ pub type Observer = Box<dyn Fn(EventType, FinalOutcome, Outcome, Duration) + Sen
 struct Lane {
     tx: async_channel::Sender<Job>,
     rx: async_channel::Receiver<Job>,
+    /// Jobs accepted for this lane and not yet started: at most `rule_queue_capacity`.
+    queued: AtomicUsize,
     idle: transport::IdleConns,
 }
 
@@ -118,6 +152,7 @@ impl Default for Lane {
         Self {
             tx,
             rx,
+            queued: AtomicUsize::new(0),
             idle: transport::IdleConns::default(),
         }
     }
@@ -165,6 +200,8 @@ impl Dispatcher {
             permits: (per_rule * rules.len() > delivery.concurrency).then(|| Semaphore::new(delivery.concurrency)),
             queued: AtomicUsize::new(0),
             capacity: delivery.queue_capacity,
+            lane_capacity: delivery.rule_queue_capacity,
+            durable: delivery.durable,
             in_flight: AtomicUsize::new(0),
             enqueuing: AtomicUsize::new(0),
             rules,
@@ -172,37 +209,68 @@ impl Dispatcher {
             max_chars: delivery.max_response_chars,
             stop_intake: Signal::default(),
             abort: CancellationToken::new(),
+            idle_watch: CancellationToken::new(),
             tracker: TaskTracker::new(),
             outside: TaskTracker::new(),
             store,
             clock,
             observer: std::sync::OnceLock::new(),
+            history: std::sync::OnceLock::new(),
         });
         for rule in &shared.rules {
             for _ in 0..per_rule {
                 shared.tracker.spawn(work(shared.clone(), rule.clone()));
             }
+            // Idle connections the receiver closes are dropped while idle (docs/behaviour.md §4).
+            let (shared, rule) = (shared.clone(), rule.clone());
+            tokio::spawn(async move {
+                let stop = shared.idle_watch.clone();
+                shared.lane(&rule).idle.watch(stop).await;
+            });
         }
         Self { shared }
     }
 
-    /// Queues all `jobs` or none of them.
-    pub fn enqueue(&self, jobs: Vec<Job>) -> Result<(), EnqueueError> {
+    /// Queues all `jobs` or none of them. A job whose rule's lane is full is not queued: it
+    /// ends at once as `overflow`, stored (docs/behaviour.md §3), and needs no room in the queue.
+    /// With durable accept, the answer is the commit to wait for before saying the jobs were
+    /// accepted: they are on disk once it resolves (docs/behaviour.md §7); delivery does not
+    /// wait for it.
+    pub fn enqueue(&self, jobs: Vec<Job>) -> Result<Option<Commit>, EnqueueError> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let s = &self.shared;
         s.enqueuing.fetch_add(1, Ordering::SeqCst);
-        let r = s.enqueue(jobs);
+        let r = s.enqueue(jobs).map(|Queued { lost, overflow, commit }| {
+            if !lost.is_empty() {
+                // Cannot happen (lanes close only once no `enqueue` runs); if it did, the jobs
+                // still end, as `shutdown`, rather than vanish.
+                let shared = s.clone();
+                s.outside.spawn(async move { shared.settle_not_attempted(lost).await });
+            }
+            if !overflow.is_empty() {
+                // Tracked before `enqueuing` drops: a stop waits for the store write.
+                let shared = s.clone();
+                s.outside.spawn(async move { shared.settle_overflow(overflow).await });
+            }
+            commit
+        });
         s.enqueuing.fetch_sub(1, Ordering::SeqCst);
-        let lost = r?;
-        if !lost.is_empty() {
-            // Cannot happen (lanes close only once no `enqueue` runs); if it did, the jobs
-            // still end, as `shutdown`, rather than vanish.
-            let shared = s.clone();
-            tokio::spawn(async move { shared.settle_not_attempted(lost).await });
+        r
+    }
+
+    /// Queues again the callbacks a previous run accepted and did not finish (already on disk,
+    /// with their keys), before any new traffic: they take their lanes whatever the bounds.
+    pub fn requeue(&self, jobs: Vec<Job>) {
+        let s = &self.shared;
+        for job in jobs {
+            s.queued.fetch_add(1, Ordering::AcqRel);
+            let lane = s.lane(&job.rule);
+            lane.queued.fetch_add(1, Ordering::AcqRel);
+            // The lanes are open: the simulator is being built.
+            let _ = lane.tx.try_send(job);
         }
-        Ok(())
     }
 
     /// Callbacks accepted and not yet started.
@@ -229,6 +297,11 @@ impl Dispatcher {
     /// Installs the observer (once; later calls are ignored).
     pub fn observe(&self, observer: Observer) {
         let _ = self.shared.observer.set(observer);
+    }
+
+    /// Keeps every finished callback in `history` from now on (once; later calls are ignored).
+    pub fn record_into(&self, history: Arc<History>) {
+        let _ = self.shared.history.set(history);
     }
 
     /// The exception store.
@@ -352,27 +425,73 @@ impl Shared {
         for lane in self.lanes.iter().flatten() {
             lane.tx.close();
         }
+        self.idle_watch.cancel();
     }
 
-    /// Queues `jobs` on their lanes; answers the ones a lane did not take.
-    fn enqueue(&self, jobs: Vec<Job>) -> Result<Vec<Job>, EnqueueError> {
+    /// Queues `jobs` on their lanes; answers the ones a lane did not take, and the ones whose
+    /// lane was full (overflow).
+    fn enqueue(&self, jobs: Vec<Job>) -> Result<Queued, EnqueueError> {
         if self.stop_intake.is_set() {
             return Err(EnqueueError::ShuttingDown);
         }
-        let n = jobs.len();
-        let cap = self.capacity;
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
-            .map_err(|_| EnqueueError::Full)?;
-        let mut lost = Vec::new();
+        // Room in each job's lane first: what does not fit there needs no room in the queue.
+        let (mut fit, mut overflow) = (Vec::with_capacity(jobs.len()), Vec::new());
         for job in jobs {
+            let lane = &self.lane(&job.rule).queued;
+            let cap = self.lane_capacity;
+            match lane.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q < cap).then_some(q + 1)) {
+                Ok(_) => fit.push(job),
+                Err(_) => overflow.push(job),
+            }
+        }
+        let n = fit.len();
+        let cap = self.capacity;
+        if n > 0
+            && self
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + n <= cap).then_some(q + n))
+                .is_err()
+        {
+            for job in &fit {
+                self.lane(&job.rule).queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(EnqueueError::Full);
+        }
+        // Accepted: on disk (in a group with the other requests' callbacks) before the answer,
+        // overflowed ones included, until each reaches its final outcome.
+        let commit = self.durable.then(|| {
+            let refs: Vec<PendingRef<'_>> = fit.iter().chain(&overflow).map(Job::pending_ref).collect();
+            let (keys, commit) = self.store.pending().insert(refs);
+            for (job, key) in fit.iter_mut().chain(overflow.iter_mut()).zip(keys) {
+                job.pending = Some(key);
+            }
+            commit
+        });
+        let mut lost = Vec::new();
+        for job in fit {
             // Unbounded, and closed only once no `enqueue` runs.
             if let Err(e) = self.lane(&job.rule).tx.try_send(job) {
                 lost.push(e.into_inner());
             }
         }
-        Ok(lost)
+        Ok(Queued { lost, overflow, commit })
     }
+
+    /// A job leaves the queue (started, or ended without an attempt).
+    fn dequeued(&self, job: &Job) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.lane(&job.rule).queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What [`Shared::enqueue`] did with a message's jobs besides queueing them.
+struct Queued {
+    /// Jobs a closed lane did not take (cannot happen).
+    lost: Vec<Job>,
+    /// Jobs whose lane was full: they end as `overflow`.
+    overflow: Vec<Job>,
+    /// With durable accept: resolves once every job is on disk.
+    commit: Option<Commit>,
 }
 
 /// One of a rule's workers: takes the next job of the rule's lane and delivers it on the
@@ -401,7 +520,7 @@ async fn work(shared: Arc<Shared>, rule: Arc<RuleRuntime>) {
             shared.settle_not_attempted(vec![job]).await;
             break;
         }
-        shared.queued.fetch_sub(1, Ordering::AcqRel);
+        shared.dequeued(&job);
         shared.in_flight.fetch_add(1, Ordering::AcqRel);
         shared.deliver(job, &mut conn, &abort).await;
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -428,12 +547,19 @@ impl Shared {
     /// Delivers `job` on one of its rule's idle connections (or a new one), which goes back
     /// among them before the outcome is reported: whoever hears of it and sends the next
     /// callback finds the connection idle again.
-    async fn deliver(&self, job: Job, conn: &mut transport::Conn, abort: &CancellationToken) {
+    async fn deliver(&self, mut job: Job, conn: &mut transport::Conn, abort: &CancellationToken) {
         let rule = &job.rule;
+        let keeps = self.history.get().is_some_and(|h| h.of(rule).keeps());
+        if keeps {
+            job.trail.attempts.reserve_exact(1 + rule.policy.retries as usize);
+        }
         let url = &rule.config.url;
         // A tencent callback's URI, query included (signed now, for an app with a token), is
         // built once for all its attempts.
         let query = rule.wire.sign_query(job.query.as_deref(), self.clock.now_ms());
+        if keeps && let Some(std::borrow::Cow::Owned(signed)) = &query {
+            job.trail.sent_query = Some(signed.as_str().into());
+        }
         let with_query = query.as_deref().map(|q| url.uri_with_query(Some(q)));
         let idle = &self.lane(rule).idle;
         conn.check_out(idle);
@@ -447,6 +573,7 @@ impl Shared {
                     policy: rule.policy,
                     rule: Some(rule),
                     obey_ban: true,
+                    trail: keeps.then_some(&mut job.trail.attempts),
                 },
                 abort,
             )

@@ -2,6 +2,7 @@
 //! `1 + retries` attempts, the first delivery ends them; every failure of a rule that bans
 //! feeds its window, and a banned rule is not attempted.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use crate::clock::{SharedClock, rfc3339};
 use crate::config::DeliveryPolicy;
 use crate::dialect::Wire;
 use crate::domain::Outcome;
+use crate::history::{AppHistory, AttemptLog};
 use crate::runtime::{BanEnd, RuleRuntime};
 use crate::transport::{self, AttemptLimits, AttemptResult, Target, attempt, attempt_on};
 
@@ -41,6 +43,9 @@ pub struct PolicyAttempt<'a> {
     pub rule: Option<&'a RuleRuntime>,
     /// Skip a banned rule and feed its failure window (false for replays to a `targetUrl`).
     pub obey_ban: bool,
+    /// Where each attempt is written down for the history (docs/behaviour.md §12), if anywhere;
+    /// the answers of 200s are then kept too.
+    pub trail: Option<&'a mut Vec<AttemptLog>>,
 }
 
 /// The result of a callback that was not attempted (`banned`, `shutdown`), saying why.
@@ -67,15 +72,17 @@ impl Shared {
             let why = format!("not attempted: the rule is banned until {}", rfc3339(until));
             return (not_attempted(Outcome::Banned, &why), 0);
         }
+        let checks = a.wire.reads_answers();
         let limits = AttemptLimits {
             timeout: a.policy.timeout,
             max_chars: self.max_chars,
-            keep_body: a.wire.reads_answers(),
+            keep_body: checks || a.trail.is_some(),
         };
         let mut attempts = 0;
         loop {
             attempts += 1;
             let started = Instant::now();
+            let at_ms = if a.trail.is_some() { self.clock.now_ms() } else { 0 };
             // The attempt is polled first: the stop signal is only looked at while it waits.
             let r = tokio::select! {
                 biased;
@@ -91,21 +98,30 @@ impl Shared {
                 }
             };
             let r = match r.outcome {
-                Outcome::Delivered if limits.keep_body => {
-                    match a.wire.check_answer(r.body.as_deref().unwrap_or_default()) {
-                        Ok(()) => r,
-                        Err(why) => AttemptResult {
-                            outcome: Outcome::BadResponse,
-                            detail: Some(why),
-                            ..r
-                        },
-                    }
-                }
+                Outcome::Delivered if checks => match a.wire.check_answer(r.body.as_deref().unwrap_or_default()) {
+                    Ok(()) => r,
+                    Err(why) => AttemptResult {
+                        outcome: Outcome::BadResponse,
+                        detail: Some(why),
+                        ..r
+                    },
+                },
                 _ => r,
             };
+            let took = started.elapsed();
             if let Some(rule) = a.rule {
                 rule.stats.count_outcome(r.outcome);
-                rule.latency.record(started.elapsed().as_secs_f64());
+                rule.latency.record(took.as_secs_f64());
+            }
+            if let Some(trail) = a.trail.as_deref_mut() {
+                trail.push(AttemptLog {
+                    at_ms,
+                    duration: took,
+                    outcome: r.outcome,
+                    status: r.status,
+                    answer: r.body.clone(),
+                    detail: r.detail.clone(),
+                });
             }
             if r.outcome.is_failure()
                 && let Some(rule) = ban_rule
@@ -125,7 +141,7 @@ impl Shared {
         }
     }
 
-    /// Logs and persists a ban, and logs its end when it comes.
+    /// Logs and persists a ban, tells the console, and logs its end when it comes.
     fn on_ban(&self, rule: &RuleRuntime, start: BanStart, record: BanRecord) {
         rule.stats.count_ban();
         tracing::warn!(
@@ -136,19 +152,26 @@ impl Shared {
             "rule banned: too many failures"
         );
         self.store.save_ban(&rule.app, rule.config.name.as_str(), record);
-        spawn_unban_log(rule, start, self.clock.clone());
+        let history = self.history.get().map(|h| h.of(rule).clone());
+        if let Some(h) = &history {
+            h.rule_changed(&rule.config.name);
+        }
+        spawn_unban_log(rule, start, self.clock.clone(), history);
     }
 }
 
 /// Logs the end of `rule`'s ban `start` when it comes — unless a later ban replaced it or a
-/// reset lifted it by then.
-pub fn spawn_unban_log(rule: &RuleRuntime, start: BanStart, clock: SharedClock) {
+/// reset lifted it by then — and tells the console's watchers (`history`).
+pub fn spawn_unban_log(rule: &RuleRuntime, start: BanStart, clock: SharedClock, history: Option<Arc<AppHistory>>) {
     let (app, name, end) = (rule.app.clone(), rule.config.name.clone(), rule.ban_end());
     tokio::spawn(async move {
         let wait = start.until_ms.saturating_sub(clock.now_ms());
         tokio::time::sleep(Duration::from_millis(wait)).await;
         if still_current(&end, &start) {
             tracing::warn!(app = %app, rule = %name, level = start.level, until = %rfc3339(start.until_ms), "rule unbanned");
+            if let Some(h) = history {
+                h.rule_changed(&name);
+            }
         }
     });
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::policy::not_attempted;
 use super::{Job, Shared};
 use crate::domain::{EventType, FinalOutcome, Outcome, RuleKind, RuleName};
+use crate::history::Entry;
 use crate::store::StoredCallback;
 use crate::transport::AttemptResult;
 
@@ -58,9 +59,22 @@ impl Shared {
                     )
                 })
                 .collect();
-            self.queued.fetch_sub(chunk.len(), std::sync::atomic::Ordering::AcqRel);
+            for (job, _, _) in &chunk {
+                self.dequeued(job);
+            }
             self.settle(chunk).await;
         }
+    }
+
+    /// Ends jobs whose rule's lane was full as `overflow`: stored at once, not attempted
+    /// (docs/behaviour.md §3).
+    pub(super) async fn settle_overflow(&self, jobs: Vec<Job>) {
+        let why = "not attempted: the rule's lane was full (delivery.rule_queue_capacity)";
+        let done = jobs
+            .into_iter()
+            .map(|job| (job, not_attempted(Outcome::Overflow, why), 0))
+            .collect();
+        self.settle(done).await;
     }
 
     /// Decides each callback's final outcome — storing the undelivered ones in one durable
@@ -88,27 +102,55 @@ impl Shared {
                 stored_at_ms: now,
             })
             .collect();
-        let stored = if to_store.is_empty() {
-            true
-        } else {
-            match self.store.put(to_store).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not store undelivered callbacks; they are dropped");
-                    false
+        // A failed write is logged by the store (once a minute at most) and said in each
+        // dropped callback's warnings (docs/behaviour.md §7).
+        let failed = match to_store.is_empty() {
+            true => None,
+            false => self.store.put(to_store).await.err(),
+        };
+        if failed.is_none()
+            && let Some(history) = self.history.get()
+        {
+            // The console's store view (docs/behaviour.md §12): one note per app.
+            let mut told: Vec<&crate::domain::AppId> = Vec::new();
+            for (job, last, _) in &done {
+                let app = &job.rule.app;
+                if !last.outcome.is_delivered() && job.rule.exception_store && !told.contains(&app) {
+                    history.of(&job.rule).store_changed();
+                    told.push(app);
                 }
             }
-        };
+        }
         for (job, last, attempts) in done {
-            let outcome = final_outcome(&job, &last, stored);
-            self.report(job, last, attempts, outcome);
+            let outcome = final_outcome(&job, &last, failed.is_none());
+            let warnings = match (&failed, job.rule.exception_store && outcome == FinalOutcome::Dropped) {
+                (Some(e), true) => vec![format!("not stored, dropped: {e}")],
+                _ => Vec::new(),
+            };
+            self.report_with(job, last, attempts, outcome, warnings);
         }
     }
 
-    /// Counts, logs and reports one callback's end.
+    /// Counts, logs and reports one callback's end, and keeps it in the history.
     pub(super) fn report(&self, job: Job, last: AttemptResult, attempts: u32, outcome: FinalOutcome) {
+        self.report_with(job, last, attempts, outcome, Vec::new());
+    }
+
+    /// [`report`](Self::report) with `warnings` for the report.
+    fn report_with(
+        &self,
+        mut job: Job,
+        last: AttemptResult,
+        attempts: u32,
+        outcome: FinalOutcome,
+        warnings: Vec<String>,
+    ) {
         let rule = &job.rule;
-        if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned) {
+        if let Some(key) = job.pending {
+            // Final: durable accept forgets it (docs/behaviour.md §7).
+            self.store.pending().remove(key);
+        }
+        if matches!(last.outcome, Outcome::Shutdown | Outcome::Banned | Outcome::Overflow) {
             rule.stats.count_outcome(last.outcome);
         }
         rule.stats.count_final(outcome);
@@ -130,19 +172,47 @@ impl Shared {
             detail = last.detail.as_deref(),
             "callback"
         );
-        if let Some(done) = job.done {
+        // The app's history, when it keeps callbacks (docs/behaviour.md §12).
+        let keeper = self.history.get().map(|h| h.of(rule)).filter(|h| h.keeps());
+        if let Some(done) = job.done.take() {
+            let (call_id, to) = match keeper {
+                Some(_) => (job.call_id.to_string(), job.to.to_string()),
+                None => (
+                    std::mem::take(&mut job.call_id).into(),
+                    std::mem::take(&mut job.to).into(),
+                ),
+            };
             let _ = done.send(CallbackReport {
                 rule: rule.config.name.clone(),
                 kind: RuleKind::PostSend,
-                call_id: job.call_id.into(),
+                call_id,
                 event_type: job.event_type,
-                to: job.to.into(),
+                to,
                 outcome,
                 last_attempt: last.outcome,
                 attempts,
                 status: last.status,
-                warnings: Vec::new(),
+                warnings,
                 latency_ms,
+            });
+        }
+        if let Some(app) = keeper {
+            let now = self.clock.now_ms();
+            app.record(Entry {
+                created_at_ms: now.saturating_sub(latency.as_millis() as u64),
+                latency_ms,
+                outcome,
+                last_attempt: last.outcome,
+                attempts: std::mem::take(&mut job.trail.attempts),
+                sent_query: job.trail.sent_query.take(),
+                rule: job.rule,
+                call_id: job.call_id,
+                event_type: job.event_type,
+                to: job.to,
+                body: job.body,
+                query: job.query,
+                target: None,
+                resend: false,
             });
         }
     }

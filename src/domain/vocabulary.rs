@@ -249,6 +249,8 @@ vocabulary! {
         Banned = "banned",
         /// Not attempted: the process is stopping.
         Shutdown = "shutdown",
+        /// Not attempted: the rule's lane was full when it was accepted.
+        Overflow = "overflow",
     }
 }
 
@@ -260,7 +262,10 @@ impl Outcome {
 
     /// The attempt counts toward the rule's ban window (`docs/behaviour.md §5`, `§6`).
     pub const fn is_failure(self) -> bool {
-        !matches!(self, Outcome::Delivered | Outcome::Banned | Outcome::Shutdown)
+        !matches!(
+            self,
+            Outcome::Delivered | Outcome::Banned | Outcome::Shutdown | Outcome::Overflow
+        )
     }
 }
 

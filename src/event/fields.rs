@@ -203,8 +203,17 @@ pub fn complete(
     let mut out = Map::with_capacity(fields.len());
     for f in fields {
         match given.remove(f.name) {
-            // `null` is as good as absent for an optional field.
-            Some(Value::Null) | None if !f.required => {}
+            None if !f.required => {}
+            // A field is its type or absent: `null` is neither (leave it out for its default).
+            Some(Value::Null) if !f.required => {
+                return Err(bad(
+                    f.name,
+                    format!(
+                        "must be a {}, got null (leave the field out to get its default)",
+                        f.kind.json_type()
+                    ),
+                ));
+            }
             Some(Value::Null) | None => {
                 return Err(bad(
                     f.name,
@@ -281,6 +290,11 @@ mod tests {
         );
         let e = run(json!({"from": "a", "members": ["b"], "colour": 1})).unwrap_err();
         assert!(e.field == "colour" && e.reason.contains("a test event"), "{e}");
-        assert!(run(json!({"from": "a", "members": ["b"], "until": null})).is_ok());
+        assert_eq!(
+            run(json!({"from": "a", "members": ["b"], "until": null}))
+                .unwrap_err()
+                .field,
+            "until"
+        );
     }
 }

@@ -243,7 +243,7 @@ pub fn parse_request(bytes: &[u8], dialect: Dialect) -> Result<Event, MessageErr
         ));
     }
     let overrides = match body.remove("overrides") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::Object(o)) => Some(o),
         Some(other) => {
             return Err(bad(

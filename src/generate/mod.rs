@@ -45,6 +45,9 @@ pub struct GenerateOptions {
     /// `--data-dir`: the in-process simulator's store (a fresh temp dir, removed at the end,
     /// when not given); never the config's `server.data_dir`, which a `serve` may hold.
     pub data_dir: Option<PathBuf>,
+    /// `--durable`: the in-process simulator writes accepted callbacks to disk before the next
+    /// message (`delivery.durable`, which `generate` turns off unless asked).
+    pub durable: bool,
     /// `--server`: the base URL of a running `serve` to drive over REST instead of in-process.
     pub server: Option<String>,
     /// `--token`: the app's Bearer token; required with `server`, refused without.

@@ -218,6 +218,8 @@ pub(super) async fn run_in_process(opts: &GenerateOptions, tally: Arc<Tally>) ->
         (None, Some(t)) => t.path().to_path_buf(),
         (None, None) => PathBuf::new(),
     };
+    // Durable accept only when asked (docs/behaviour.md §9): a load test measures delivery.
+    config.delivery.durable = opts.durable;
     let (backlog, capacity) = (config.delivery.concurrency * 4, config.delivery.queue_capacity);
     let in_flight_max = config.delivery.concurrency;
     let sim = Server::start_seeded(config, opts.seed).await.map_err(|e| match e {

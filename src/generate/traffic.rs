@@ -648,7 +648,7 @@ mod tests {
                     assert_eq!(parsed, e, "{} {dialect}", def.name);
                     // And the provider makes its wire body from it.
                     let body = match dialect {
-                        Dialect::Agora => e.agora_body(&stamp, "sim#app1", "app1#x", seed % 2 == 1),
+                        Dialect::Agora => e.agora_body(&stamp, "sim#app1", "app1#x", seed % 2 == 1, None),
                         Dialect::Tencent => e.tencent_body(&stamp).map(|(_, b)| b),
                     };
                     assert!(body.is_some_and(|b| b.is_object()), "{} {dialect}", def.name);

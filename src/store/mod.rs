@@ -14,8 +14,12 @@
 //! The store also owns the one-replay-per-bucket rule: [`Store::begin_replay`]; deleting a
 //! bucket takes the same slot, so a bucket being replayed cannot be deleted.
 
+mod disk;
 mod format;
+mod pending;
 mod writer;
+
+pub use pending::{Commit, Left, Pending, PendingRef};
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
@@ -31,11 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ban::BanRecord;
 use crate::domain::{AppId, DateKey, EventType, Outcome};
-use format::{ban_key, bucket_prefix, decode_bucket, decode_item, item_has_call_id};
+use disk::{Disk, Trees};
+use format::{ban_key, bucket_prefix, decode_item, item_has_call_id};
 use writer::{Cmd, Op, Writer};
-
-/// sled's page cache (its default is 1 GiB): the store is written far more than it is read.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// Queue of commands waiting for the writer.
 const WRITER_QUEUE: usize = 65_536;
 
@@ -137,12 +139,14 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    db: sled::Db,
-    items: sled::Tree,
-    bans: sled::Tree,
+    /// The database, opened again after a failure, and whether the store is failing.
+    disk: Arc<Disk>,
     counts: Arc<RwLock<BTreeMap<Bucket, u64>>>,
     writer: mpsc::Sender<Cmd>,
     writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The accepted callbacks on disk (durable accept), and its committer task.
+    pending: Pending,
+    committer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: CancellationToken,
     offset: FixedOffset,
     /// The buckets being replayed right now.
@@ -170,44 +174,50 @@ impl Store {
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        let db = sled::Config::new()
-            .path(dir.join("store.sled"))
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| open_err(e.to_string()))?;
-        let items = db.open_tree("callbacks").map_err(|e| open_err(e.to_string()))?;
-        let bans = db.open_tree("bans").map_err(|e| open_err(e.to_string()))?;
-        let mut counts = BTreeMap::new();
-        for entry in items.scan_prefix(b"b") {
-            let (k, v) = entry.map_err(|e| open_err(e.to_string()))?;
-            if let (Some(bucket), Ok(n)) = (decode_bucket(&k), <[u8; 8]>::try_from(v.as_ref())) {
-                counts.insert(bucket, u64::from_be_bytes(n));
-            }
-        }
+        let path = dir.join("store.sled");
+        let trees = Trees::open(&path).map_err(|e| open_err(e.to_string()))?;
+        let counts = trees.counts().map_err(|e| open_err(e.to_string()))?;
         let counts = Arc::new(RwLock::new(counts));
+        let disk = Arc::new(Disk::new(path, trees));
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
             offset,
-            db: db.clone(),
-            items: items.clone(),
-            bans: bans.clone(),
+            disk: disk.clone(),
             counts: counts.clone(),
         };
         let closed = CancellationToken::new();
         let writer_task = tokio::spawn(writer.run(rx, closed.clone()));
+        let (pending, committer_task) = Pending::start(disk.clone(), closed.clone());
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
-                items,
-                bans,
+                disk,
                 counts,
                 writer: tx,
                 writer_task: std::sync::Mutex::new(Some(writer_task)),
+                pending,
+                committer_task: std::sync::Mutex::new(Some(committer_task)),
                 closed,
                 offset,
                 replaying: Arc::default(),
             }),
         })
+    }
+
+    /// The accepted callbacks on disk (durable accept, docs/behaviour.md §7).
+    pub fn pending(&self) -> &Pending {
+        &self.inner.pending
+    }
+
+    /// The accepted callbacks a previous run left unfinished, oldest first, each with its key
+    /// (to [`Pending::remove`] it once finished) or why it could not be read.
+    pub fn load_pending(&self) -> Result<Vec<Left>, StoreError> {
+        pending::load(&self.inner.disk)
+    }
+
+    /// True from a failed write until the store writes again (docs/behaviour.md §7):
+    /// `/healthz` answers 503.
+    pub fn is_failing(&self) -> bool {
+        self.inner.disk.health.is_failing()
     }
 
     /// The date key of an instant, in the store's offset.
@@ -293,7 +303,7 @@ impl Store {
 
     /// A rule's saved ban record, if any.
     pub fn load_ban(&self, app: &AppId, rule: &str) -> Option<BanRecord> {
-        let v = self.inner.bans.get(ban_key(app, rule)).ok()??;
+        let v = self.inner.disk.trees().ok()?.bans.get(ban_key(app, rule)).ok()??;
         format::decode_ban(&v).ok()
     }
 
@@ -328,10 +338,14 @@ impl Store {
         bucket: &Bucket,
     ) -> impl Iterator<Item = Result<(ItemKey, StoredCallback), StoreError>> + Send + 'static {
         let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
-        self.inner.items.scan_prefix(prefix).map(|entry| {
+        let (items, failed) = match self.inner.disk.trees() {
+            Ok(t) => (Some(t.items.scan_prefix(prefix)), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        failed.into_iter().chain(items.into_iter().flatten().map(|entry| {
             let (k, v) = entry?;
             Ok((ItemKey(k), decode_item(&v)?))
-        })
+        }))
     }
 
     /// Streams a bucket's items after the one with key `after` (from the first without it),
@@ -346,20 +360,25 @@ impl Store {
             Some(key) => Bound::Excluded(key.0.clone()),
             None => Bound::Included(sled::IVec::from(prefix.as_slice())),
         };
-        self.inner
-            .items
-            .range::<sled::IVec, _>((start, Bound::Unbounded))
+        let (items, failed) = match self.inner.disk.trees() {
+            Ok(t) => (Some(t.items.range::<sled::IVec, _>((start, Bound::Unbounded))), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        let items = items
+            .into_iter()
+            .flatten()
             .take_while(move |entry| entry.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .map(|entry| {
                 let (k, v) = entry?;
                 Ok((ItemKey(k), decode_item(&v)?))
-            })
+            });
+        failed.into_iter().chain(items)
     }
 
     /// The key of the item `call_id` in `bucket`, if it is there. Reads the bucket up to it.
     pub fn find(&self, bucket: &Bucket, call_id: &str) -> Result<Option<ItemKey>, StoreError> {
         let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
-        for entry in self.inner.items.scan_prefix(prefix) {
+        for entry in self.inner.disk.trees()?.items.scan_prefix(prefix) {
             let (k, v) = entry?;
             if item_has_call_id(&v, call_id)? {
                 return Ok(Some(ItemKey(k)));
@@ -395,8 +414,9 @@ impl Store {
     /// with [`StoreError::Closed`]; the files are released once every handle is dropped.
     pub async fn close(&self) {
         self.inner.closed.cancel();
-        let task = self.inner.writer_task.lock().expect("writer task lock").take();
-        if let Some(task) = task {
+        let tasks =
+            [&self.inner.writer_task, &self.inner.committer_task].map(|t| t.lock().expect("store task lock").take());
+        for task in tasks.into_iter().flatten() {
             let _ = task.await;
         }
     }
@@ -404,7 +424,7 @@ impl Store {
     /// Waits until everything written so far is on disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.send(Vec::new()).await?;
-        self.inner.db.flush_async().await?;
+        self.inner.disk.trees()?.db.flush_async().await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use chrono::FixedOffset;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::disk::{Disk, Trees};
 use super::format::{bucket_prefix, decode_bucket, decode_stored_at, encode_ban, encode_item};
 use super::{Bucket, ItemKey, StoreError, StoredCallback};
 use crate::ban::BanRecord;
@@ -16,6 +17,10 @@ use crate::domain::DateKey;
 
 /// Most commands the writer folds into one batch and one flush.
 const MAX_GROUP: usize = 4096;
+
+/// How often a failing store is probed (and opened again, after its backoff) while nothing
+/// is written: it recovers by itself.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The length of a date-key window (docs/behaviour.md §7).
 const WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -56,19 +61,20 @@ pub(super) struct Cmd {
     pub(super) done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
-/// The writer task's state: the trees it writes and the bucket counts it keeps up to date.
+/// The writer task's state: the database it writes and the bucket counts it keeps up to date.
 pub(super) struct Writer {
     pub(super) offset: FixedOffset,
-    pub(super) db: sled::Db,
-    pub(super) items: sled::Tree,
-    pub(super) bans: sled::Tree,
+    pub(super) disk: Arc<Disk>,
     pub(super) counts: Arc<RwLock<BTreeMap<Bucket, u64>>>,
 }
 
 impl Writer {
-    /// Applies commands until the store closes, then flushes.
+    /// Applies commands until the store closes, then flushes. While the store is failing it
+    /// is probed every [`PROBE_EVERY`], so that it recovers without waiting for a write.
     pub(super) async fn run(self, mut rx: mpsc::Receiver<Cmd>, closed: CancellationToken) {
         let mut group = Vec::new();
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
@@ -77,6 +83,10 @@ impl Writer {
                     // Take what was sent before the close, then stop.
                     rx.close();
                     rx.recv().await
+                }
+                _ = probe.tick(), if self.disk.health.is_failing() => {
+                    self.probe().await;
+                    continue;
                 }
             };
             let Some(first) = first else { break };
@@ -87,9 +97,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.reopen_if_due();
             let result = self.apply(&mut group).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, commands = group.len(), "exception store write failed");
+            match &result {
+                Ok(()) => self.disk.succeeded(),
+                Err(e) => self.failed(e),
             }
             for cmd in group.drain(..) {
                 if let Some(done) = cmd.done {
@@ -97,10 +109,49 @@ impl Writer {
                 }
             }
         }
-        let _ = self.db.flush_async().await;
+        if let Ok(t) = self.disk.trees() {
+            let _ = t.db.flush_async().await;
+        }
+    }
+
+    /// A write failed: logged (rate-limited), and the database dropped, to be opened again.
+    fn failed(&self, e: &StoreError) {
+        self.disk.health.failed(e);
+        self.disk.invalidate();
+    }
+
+    /// Opens the database again after a failure (once its backoff has passed), with the
+    /// bucket counts as they are on disk.
+    fn reopen_if_due(&self) {
+        if let Some(counts) = self.disk.reopen_if_due() {
+            *self.counts.write().expect("counts lock") = counts;
+        }
+    }
+
+    /// While failing: can the store write again?
+    async fn probe(&self) {
+        self.reopen_if_due();
+        let Ok(t) = self.disk.trees() else { return };
+        let written = async {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.health.insert(b"probe", &now.as_nanos().to_be_bytes())?;
+            t.db.flush_async().await?;
+            Ok::<_, sled::Error>(())
+        };
+        match written.await {
+            Ok(()) => self.disk.succeeded(),
+            Err(e) => {
+                drop(t);
+                self.failed(&e.into());
+            }
+        }
     }
 
     async fn apply(&self, group: &mut [Cmd]) -> Result<(), StoreError> {
+        let t = self.disk.trees()?;
+        let t = &*t;
         let mut batch = sled::Batch::default();
         let mut delta: BTreeMap<Bucket, i64> = BTreeMap::new();
         let mut removed: HashSet<sled::IVec> = HashSet::new();
@@ -120,19 +171,19 @@ impl Writer {
                             date,
                             retry,
                         };
-                        self.put(&mut batch, &bucket, &item)?;
+                        self.put(t, &mut batch, &bucket, &item)?;
                         *delta.entry(bucket).or_default() += 1;
                     }
                     Op::Delete(key) => {
-                        if let Some(b) = self.remove(&mut batch, &mut removed, key)? {
+                        if let Some(b) = self.remove(t, &mut batch, &mut removed, key)? {
                             *delta.entry(b).or_default() -= 1;
                         }
                     }
                     Op::Move { from, item, retry } => {
-                        if let Some(old) = self.remove(&mut batch, &mut removed, from)? {
+                        if let Some(old) = self.remove(t, &mut batch, &mut removed, from)? {
                             *delta.entry(old.clone()).or_default() -= 1;
                             let bucket = Bucket { retry, ..old };
-                            self.put(&mut batch, &bucket, &item)?;
+                            self.put(t, &mut batch, &bucket, &item)?;
                             *delta.entry(bucket).or_default() += 1;
                         }
                     }
@@ -145,7 +196,7 @@ impl Writer {
                         any_ban = true;
                     }
                     Op::DeleteBucket { bucket, deleted } => {
-                        let n = self.remove_bucket(&mut batch, &mut removed, &bucket)?;
+                        let n = self.remove_bucket(t, &mut batch, &mut removed, &bucket)?;
                         tracing::info!(app = %bucket.app, date = %bucket.date, retry = bucket.retry, items = n, "bucket deleted");
                         *delta.entry(bucket).or_default() -= n as i64;
                         deleted.store(n, Ordering::Relaxed);
@@ -155,7 +206,7 @@ impl Writer {
             }
         }
         if let Some(cutoff) = purges.into_iter().max() {
-            self.purge(&mut batch, &mut removed, &mut delta, cutoff)?;
+            self.purge(t, &mut batch, &mut removed, &mut delta, cutoff)?;
         }
         let mut new_counts = Vec::new();
         {
@@ -171,11 +222,11 @@ impl Writer {
                 new_counts.push((bucket.clone(), n));
             }
         }
-        self.items.apply_batch(batch)?;
+        t.items.apply_batch(batch)?;
         if any_ban {
-            self.bans.apply_batch(bans)?;
+            t.bans.apply_batch(bans)?;
         }
-        self.db.flush_async().await?;
+        t.db.flush_async().await?;
         let mut counts = self.counts.write().expect("counts lock");
         for (bucket, n) in new_counts {
             if n == 0 {
@@ -187,9 +238,15 @@ impl Writer {
         Ok(())
     }
 
-    fn put(&self, batch: &mut sled::Batch, bucket: &Bucket, item: &StoredCallback) -> Result<(), StoreError> {
+    fn put(
+        &self,
+        t: &Trees,
+        batch: &mut sled::Batch,
+        bucket: &Bucket,
+        item: &StoredCallback,
+    ) -> Result<(), StoreError> {
         let mut key = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
-        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        key.extend_from_slice(&t.db.generate_id()?.to_be_bytes());
         batch.insert(key, encode_item(item));
         Ok(())
     }
@@ -197,11 +254,12 @@ impl Writer {
     /// Removes an item if it exists (and was not removed earlier in this group).
     fn remove(
         &self,
+        t: &Trees,
         batch: &mut sled::Batch,
         removed: &mut HashSet<sled::IVec>,
         key: ItemKey,
     ) -> Result<Option<Bucket>, StoreError> {
-        if removed.contains(&key.0) || !self.items.contains_key(&key.0)? {
+        if removed.contains(&key.0) || !t.items.contains_key(&key.0)? {
             return Ok(None);
         }
         let bucket = decode_bucket(&key.0);
@@ -216,6 +274,7 @@ impl Writer {
     /// later), so the key only picks the buckets to look at, and their stored times decide.
     fn purge(
         &self,
+        t: &Trees,
         batch: &mut sled::Batch,
         removed: &mut HashSet<sled::IVec>,
         delta: &mut BTreeMap<Bucket, i64>,
@@ -231,7 +290,7 @@ impl Writer {
         };
         for bucket in candidates {
             let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
-            let Some(first) = self.items.scan_prefix(&prefix).next().transpose()? else {
+            let Some(first) = t.items.scan_prefix(&prefix).next().transpose()? else {
                 continue;
             };
             let key_due = self.window_end(&bucket.date) <= cutoff;
@@ -249,7 +308,7 @@ impl Writer {
                 continue;
             }
             let mut n = 0i64;
-            for entry in self.items.scan_prefix(&prefix) {
+            for entry in t.items.scan_prefix(&prefix) {
                 let (k, v) = entry?;
                 let due = !per_item
                     || decode_stored_at(&v).map_or(key_due, |at| {
@@ -272,12 +331,13 @@ impl Writer {
     /// how many.
     fn remove_bucket(
         &self,
+        t: &Trees,
         batch: &mut sled::Batch,
         removed: &mut HashSet<sled::IVec>,
         bucket: &Bucket,
     ) -> Result<u64, StoreError> {
         let mut n = 0;
-        for entry in self
+        for entry in t
             .items
             .scan_prefix(bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry))
         {

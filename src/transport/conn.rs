@@ -40,9 +40,41 @@ impl fmt::Debug for Conn {
 /// A rule's idle keep-alive connections, the most recently used last: it is the one taken
 /// next, so that a light load keeps reusing a few warm connections instead of spreading over
 /// all the workers' (and outliving receivers' keep-alive limits). One unused for
-/// [`POOL_IDLE`] is closed when it is next looked at.
+/// [`POOL_IDLE`] is closed when it is next looked at. [`watch`](Self::watch) notices the ones
+/// the receiver closes while they are idle, and drops them.
 #[derive(Default)]
 pub struct IdleConns(std::sync::Mutex<Vec<Open>>);
+
+/// How often [`IdleConns::watch`] looks at the idle connections it does not watch yet (the ones
+/// checked in since): between two looks, a connection it watches wakes it when its receiver
+/// closes it.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl IdleConns {
+    /// Until `stop` is cancelled: drops each idle connection as soon as it has ended — the
+    /// receiver closed it (an idle timeout), or it broke — and the ones unused for
+    /// [`POOL_IDLE`], rather than when a callback next takes it (docs/behaviour.md §4). Idle
+    /// connections are polled here, each registering this task's waker on its socket, so a close
+    /// wakes it at once; the ones checked in since the last look are picked up within
+    /// [`WATCH_EVERY`]. One task per rule, whatever the load: the workers never wake it.
+    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let sweep = std::future::poll_fn(|cx| {
+                let mut idle = self.0.lock().expect("idle connections lock");
+                idle.retain_mut(|open| {
+                    poll_driver(&mut open.driver, &mut open.ended, cx);
+                    !open.ended && open.last_used.elapsed() < POOL_IDLE
+                });
+                std::task::Poll::<()>::Pending
+            });
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = sweep => {}
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+        }
+    }
+}
 
 impl fmt::Debug for IdleConns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

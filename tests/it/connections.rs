@@ -128,6 +128,17 @@ fn established_to(port: u16) -> bool {
     })
 }
 
+/// Whether a connection of ours to `port` is in CLOSE_WAIT: the receiver closed it and we have
+/// not closed our end yet (Linux /proc/net/tcp: state 08).
+fn close_wait_to(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp (Linux)");
+    let port = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() > 3 && cols[2].ends_with(&port) && cols[3] == "08"
+    })
+}
+
 /// The report of one text message to `u{i}`, whose one callback goes to rule `a`.
 async fn send_one(sim: &Server, i: usize) -> CallbackReport {
     let mut reports = send_text(sim, &format!("u{i}")).await;
@@ -183,6 +194,26 @@ async fn a_connection_the_receiver_closed_while_idle_is_replaced() {
         4,
         "one connection per callback, each closed while idle"
     );
+}
+
+#[tokio::test]
+async fn a_connection_the_receiver_closes_while_idle_is_dropped_without_waiting_for_a_callback() {
+    let rx = Counting::start(Close::Idle(Duration::from_millis(50))).await;
+    let sim = sim_to(&rx.url(), 1).await;
+    let cb = send_one(&sim, 0).await;
+    assert_eq!(cb.outcome, FinalOutcome::Delivered, "{cb:?}");
+    eventually("the receiver to close the idle connection", || async {
+        (rx.closed.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    // No further callback: the simulator notices the close by itself and closes its end.
+    let port = rx.addr.port();
+    eventually("our end of the closed connection to be closed too", || async {
+        (!close_wait_to(port) && !established_to(port)).then_some(())
+    })
+    .await;
+    assert_eq!(rx.requests.load(Ordering::SeqCst), 1);
+    drop(sim);
 }
 
 #[tokio::test]

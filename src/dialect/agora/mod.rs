@@ -117,6 +117,31 @@ impl Wire for Agora {
     fn receiver_answer(&self, _ok: bool) -> &'static str {
         ""
     }
+
+    fn resign(&self, edited: &[u8], secret: &str) -> Result<Bytes, String> {
+        let mut fields = super::edited_fields(edited)?;
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.get());
+        let call_id: String = field("callId")
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or("the body needs a string `callId`: the signature is made of it")?;
+        let timestamp: u64 = field("timestamp")
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or("the body needs a whole-number `timestamp` (Unix ms): the signature is made of it")?;
+        let security =
+            RawValue::from_string(format!("\"{}\"", sign(&call_id, secret, timestamp))).expect("a hex string is JSON");
+        match fields.iter_mut().find(|(k, _)| k == "security") {
+            Some((_, v)) => *v = security,
+            None => {
+                if !fields.iter().any(|(k, _)| k == "securityVersion") {
+                    let version =
+                        RawValue::from_string(format!("\"{SECURITY_VERSION}\"")).expect("a version string is JSON");
+                    fields.push(("securityVersion".into(), version));
+                }
+                fields.push(("security".into(), security));
+            }
+        }
+        Ok(super::write_fields(&fields))
+    }
 }
 
 /// A message: its payload serialized once; one body per callback, signed for its rule.
@@ -197,6 +222,40 @@ impl Prepared for PreparedEvent<'_> {
 mod tests {
     use super::*;
     use crate::dialect::Wire;
+
+    #[test]
+    fn an_edited_body_is_signed_again_from_its_own_call_id_and_timestamp() {
+        let edited = r#"{
+            "callId": "a#2", "eventType": "chat", "timestamp": 7,
+            "payload": {"bodies": [{"type": "txt", "msg": "edited"}], "ext": {}},
+            "securityVersion": "1.0.0", "security": "stale"
+        }"#;
+        let body = Agora::default().resign(edited.as_bytes(), "s").unwrap();
+        let expected = format!(
+            r#"{{"callId":"a#2","eventType":"chat","timestamp":7,"payload":{{"bodies":[{{"type":"txt","msg":"edited"}}],"ext":{{}}}},"securityVersion":"1.0.0","security":"{}"}}"#,
+            sign("a#2", "s", 7)
+        );
+        assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
+        assert_eq!(
+            Agora::default().check_received(None, &body, Some("s")).signature,
+            Signature::Valid
+        );
+        let unsigned = Agora::default()
+            .resign(br#"{"callId":"a#3","timestamp":9}"#, "s")
+            .unwrap();
+        assert!(std::str::from_utf8(&unsigned).unwrap().ends_with(&format!(
+            r#""securityVersion":"1.0.0","security":"{}"}}"#,
+            sign("a#3", "s", 9)
+        )));
+        for (bad, says) in [
+            (r#"{"timestamp":1}"#, "callId"),
+            (r#"{"callId":"x","timestamp":"1"}"#, "timestamp"),
+            ("[]", "JSON object"),
+        ] {
+            let e = Agora::default().resign(bad.as_bytes(), "s").unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn receivers_check_the_signature_and_dedupe_by_call_id() {

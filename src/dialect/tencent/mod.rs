@@ -253,6 +253,12 @@ impl Wire for Tencent {
     fn receiver_answer(&self, ok: bool) -> &'static str {
         if ok { ANSWER_OK } else { ANSWER_FAIL }
     }
+
+    fn resign(&self, edited: &[u8], _secret: &str) -> Result<Bytes, String> {
+        // Bodies are unsigned (docs/behaviour.md §4.3): the body goes as edited, compact; the
+        // query string stays the callback's (its URL signature, if any, is made at send).
+        Ok(super::write_fields(&super::edited_fields(edited)?))
+    }
 }
 
 /// An allowing answer's `MsgBody` and `CloudCustomData`: what the post-send callbacks carry
