@@ -9,7 +9,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::classify::classify;
-use super::conn::Open;
 use super::{AttemptLimits, AttemptResult};
 use crate::domain::Outcome;
 
@@ -22,9 +21,6 @@ pub(super) enum Rest {
     /// Something the connection cannot be used again after (a body cut short, too long).
     Broken,
 }
-
-/// The body of an error answer, not read yet, with its connection.
-pub(super) type Unread = Option<(Open, Incoming)>;
 
 /// Reads an answer: its status, and at most `max_chars + 1` characters of a 200 body. Also
 /// says what is left of it, which decides whether the connection can be used again.
@@ -101,7 +97,7 @@ pub(super) async fn drain(mut body: Incoming, max_chars: usize) -> bool {
 
 /// Counts UTF-8 characters (bytes that are not continuation bytes) in `chunk`, stopping once
 /// `room` characters are seen. Returns (bytes taken, characters counted).
-fn take_chars(chunk: &[u8], room: usize) -> (usize, usize) {
+pub(super) fn take_chars(chunk: &[u8], room: usize) -> (usize, usize) {
     let mut n = 0;
     for (i, b) in chunk.iter().enumerate() {
         if b & 0xC0 != 0x80 {

@@ -1,5 +1,6 @@
 //! A delivery worker's own keep-alive connections ([`Conn`]) and a rule's idle ones
-//! ([`IdleConns`]), over hyper's connection API.
+//! ([`IdleConns`]): HTTP/1.1 written and read by the worker (`h1`), HTTP/2 over hyper's
+//! connection API.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -9,16 +10,16 @@ use std::task::Context;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::Either;
 use http::Uri;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::answer::{Rest, Unread, read_answer};
+use super::answer::{Rest, drain, read_answer};
 use super::classify::classify;
-use super::{AttemptLimits, AttemptResult, Connector, POOL_IDLE, Target, origin_form, request};
+use super::h1::{self, H1};
+use super::{AttemptLimits, AttemptResult, Connector, POOL_IDLE, Target, request};
 
 /// A delivery worker's connection slot: the dispatcher's callbacks go through these rather
 /// than the pool. A worker takes its rule's most recently used idle connection for a callback
@@ -61,10 +62,7 @@ impl IdleConns {
         loop {
             let sweep = std::future::poll_fn(|cx| {
                 let mut idle = self.0.lock().expect("idle connections lock");
-                idle.retain_mut(|open| {
-                    poll_driver(&mut open.driver, &mut open.ended, cx);
-                    !open.ended && open.last_used.elapsed() < POOL_IDLE
-                });
+                idle.retain_mut(|open| open.poll_idle(cx) && open.last_used.elapsed() < POOL_IDLE);
                 std::task::Poll::<()>::Pending
             });
             tokio::select! {
@@ -83,22 +81,42 @@ impl fmt::Debug for IdleConns {
     }
 }
 
-/// An open connection: how to send on it, and the connection itself, which must be polled
-/// for anything to happen on it.
+/// An open connection, and when its last answer ended.
 pub struct Open {
-    sender: Sender,
-    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// The connection ended (closed by the receiver, or broken).
-    ended: bool,
-    /// When its last answer ended.
+    proto: Proto,
     last_used: Instant,
 }
 
 /// HTTP/1.1, or HTTP/2 when the receiver chose it by ALPN.
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+enum Proto {
+    /// Written and read by the worker itself (boxed: its buffers and TLS state are large, and
+    /// an idle connection moves in and out of its rule's list).
+    H1(Box<H1>),
+    /// hyper's: how to send on it, and the connection itself, which must be polled for
+    /// anything to happen on it.
+    H2 {
+        sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+        /// The connection ended (closed by the receiver, or broken).
+        ended: bool,
+    },
 }
+
+/// The rest of an error answer, not read yet.
+pub(super) enum Leftover {
+    H1(h1::Framing),
+    H2(hyper::body::Incoming),
+}
+
+/// What an exchange leaves of its connection.
+enum After {
+    Done,
+    Broken,
+    Unread(Leftover),
+}
+
+/// The rest of an error answer, not read yet, with its connection.
+pub(super) type Unread = Option<(Open, Leftover)>;
 
 /// Polls a connection until it has ended, and notes when it has.
 fn poll_driver(driver: &mut Pin<Box<dyn Future<Output = ()> + Send>>, ended: &mut bool, cx: &mut Context<'_>) {
@@ -107,32 +125,63 @@ fn poll_driver(driver: &mut Pin<Box<dyn Future<Output = ()> + Send>>, ended: &mu
     }
 }
 
-impl Open {
-    /// Runs `fut` while driving the connection.
-    pub(super) async fn drive<T>(&mut self, fut: impl Future<Output = T>) -> T {
-        let mut fut = std::pin::pin!(fut);
-        let (driver, ended) = (&mut self.driver, &mut self.ended);
-        std::future::poll_fn(|cx| {
-            poll_driver(driver, ended, cx);
-            fut.as_mut().poll(cx)
-        })
-        .await
-    }
+/// Runs `fut` while driving an HTTP/2 connection.
+async fn drive<T>(
+    driver: &mut Pin<Box<dyn Future<Output = ()> + Send>>,
+    ended: &mut bool,
+    fut: impl Future<Output = T>,
+) -> T {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        poll_driver(driver, ended, cx);
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
 
+impl Open {
     /// Whether the connection can take a request now (it is not closed, not busy).
     async fn ready(&mut self) -> bool {
-        let Self {
-            sender, driver, ended, ..
-        } = self;
-        let ready = std::future::poll_fn(|cx| {
-            poll_driver(driver, ended, cx);
-            match sender {
-                Sender::H1(s) => s.poll_ready(cx),
-                Sender::H2(s) => s.poll_ready(cx),
+        match &mut self.proto {
+            Proto::H1(h1) => h1.alive().await,
+            Proto::H2 { sender, driver, ended } => {
+                let ready = std::future::poll_fn(|cx| {
+                    poll_driver(driver, ended, cx);
+                    sender.poll_ready(cx)
+                })
+                .await;
+                ready.is_ok() && !*ended
             }
-        })
-        .await;
-        ready.is_ok() && !*ended
+        }
+    }
+
+    /// Polls an idle connection (registering `cx`'s waker on it): false once it has ended.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.proto {
+            Proto::H1(h1) => h1.poll_alive(cx),
+            Proto::H2 { driver, ended, .. } => {
+                poll_driver(driver, ended, cx);
+                !*ended
+            }
+        }
+    }
+
+    /// The connection has ended or cannot take another request.
+    fn ended(&self) -> bool {
+        match &self.proto {
+            Proto::H1(h1) => !h1.reusable,
+            Proto::H2 { ended, .. } => *ended,
+        }
+    }
+
+    /// Reads the rest of an error answer if it ends within `max_chars` characters' worth of
+    /// bytes: true when it did (the connection can be used again).
+    pub(super) async fn drain(&mut self, rest: Leftover, max_chars: usize) -> bool {
+        match (&mut self.proto, rest) {
+            (Proto::H1(h1), Leftover::H1(framing)) => h1.drain(framing, max_chars).await,
+            (Proto::H2 { driver, ended, .. }, Leftover::H2(body)) => drive(driver, ended, drain(body, max_chars)).await,
+            _ => false,
+        }
     }
 }
 
@@ -172,7 +221,7 @@ impl Conn {
 
     /// Keeps a connection whose answer was read to its end.
     pub(super) fn finish(&mut self, mut open: Open) {
-        if !open.ended {
+        if !open.ended() {
             open.last_used = Instant::now();
             self.open = Some(open);
         }
@@ -206,29 +255,39 @@ impl Conn {
                     Err(failed) => return (failed, None),
                 },
             };
-            let req = request(to, body.clone());
-            let sent = match &mut open.sender {
-                Sender::H1(s) => Either::Left(s.try_send_request(origin_form(req, to))),
-                Sender::H2(s) => Either::Right(s.try_send_request(req)),
-            };
-            let resp = match open.drive(sent).await {
-                Ok(resp) => resp,
-                Err(mut e) => {
-                    if !fresh && e.take_message().is_some() {
-                        continue;
+            let (result, rest) = match &mut open.proto {
+                // A reused connection the receiver closed while idle is told by `ready` above:
+                // what fails from here on is this attempt's.
+                Proto::H1(h1) => match h1.exchange(to, body, limits).await {
+                    (result, h1::Rest::Done) => (result, After::Done),
+                    (result, h1::Rest::Broken) => (result, After::Broken),
+                    (result, h1::Rest::Unread(framing)) => (result, After::Unread(Leftover::H1(framing))),
+                },
+                Proto::H2 { sender, driver, ended } => {
+                    let sent = sender.try_send_request(request(to, body.clone()));
+                    match drive(driver, ended, sent).await {
+                        Err(mut e) => {
+                            if !fresh && e.take_message().is_some() {
+                                continue;
+                            }
+                            let (outcome, detail) = classify(e.error(), false);
+                            (AttemptResult::new(outcome, None, Some(detail)), After::Broken)
+                        }
+                        Ok(resp) => match drive(driver, ended, read_answer(resp, limits)).await {
+                            (result, Rest::Done) => (result, After::Done),
+                            (result, Rest::Broken) => (result, After::Broken),
+                            (result, Rest::Unread(body)) => (result, After::Unread(Leftover::H2(body))),
+                        },
                     }
-                    let (outcome, detail) = classify(e.error(), false);
-                    return (AttemptResult::new(outcome, None, Some(detail)), None);
                 }
             };
-            let (result, rest) = open.drive(read_answer(resp, limits)).await;
             return match rest {
-                Rest::Done => {
+                After::Done => {
                     self.finish(open);
                     (result, None)
                 }
-                Rest::Broken => (result, None),
-                Rest::Unread(body) => (result, Some((open, body))),
+                After::Broken => (result, None),
+                After::Unread(left) => (result, Some((open, left))),
             };
         }
     }
@@ -242,34 +301,24 @@ impl Conn {
             .await
             .map_err(|e| failed(&*e))?;
         let io = connector.call(uri.clone()).await.map_err(|e| failed(&*e))?;
-        let (sender, driver): (Sender, Pin<Box<dyn Future<Output = ()> + Send>>) = if io.connected().is_negotiated_h2()
-        {
+        let proto = if io.connected().is_negotiated_h2() {
             let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
                 .map_err(|e| failed(&e))?;
-            (
-                Sender::H2(sender),
-                Box::pin(async move {
+            Proto::H2 {
+                sender,
+                driver: Box::pin(async move {
                     let _ = conn.await;
                 }),
-            )
+                ended: false,
+            }
         } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| failed(&e))?;
-            (
-                Sender::H1(sender),
-                Box::pin(async move {
-                    let _ = conn.await;
-                }),
-            )
+            Proto::H1(Box::new(H1::new(hyper_util::rt::TokioIo::new(io))))
         };
         Ok(Open {
-            sender,
-            driver,
-            ended: false,
+            proto,
             last_used: Instant::now(),
         })
     }

@@ -18,6 +18,7 @@ mod alert;
 mod answer;
 mod classify;
 mod conn;
+mod h1;
 mod resolve;
 
 use std::time::Duration;
@@ -31,7 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use self::alert::AlertAwareConnector;
-use self::answer::{DRAIN_WAIT, drain, read_answer};
+use self::answer::{DRAIN_WAIT, read_answer};
 use self::classify::classify;
 pub use self::conn::{Conn, IdleConns};
 pub use self::resolve::Resolver;
@@ -249,20 +250,6 @@ fn request(to: Target<'_>, body: Bytes) -> Request<Full<Bytes>> {
     req
 }
 
-/// An HTTP/1 request on our own connection: the URI in origin form (path and query), and a
-/// `Host` header (hyper-util's pool does both itself).
-fn origin_form(mut req: Request<Full<Bytes>>, to: Target<'_>) -> Request<Full<Bytes>> {
-    if to.host.is_none()
-        && let Some(host) = crate::domain::http1_host(to.uri)
-    {
-        req.headers_mut().insert(HOST, host);
-    }
-    if let Some(pq) = to.uri.path_and_query() {
-        *req.uri_mut() = Uri::from(pq.clone());
-    }
-    req
-}
-
 async fn attempt_inner(client: &Client, to: Target<'_>, body: Bytes, limits: AttemptLimits) -> AttemptResult {
     let resp = match client.pool.request(request(to, body)).await {
         Ok(r) => r,
@@ -287,7 +274,7 @@ pub async fn attempt_on(conn: &mut Conn, to: Target<'_>, body: &Bytes, limits: A
             // attempt — a failing receiver would otherwise get a new connection per attempt.
             // The outcome is known already and stays what it is.
             let until = deadline.min(tokio::time::Instant::now() + DRAIN_WAIT);
-            let drained = tokio::time::timeout_at(until, open.drive(drain(rest, limits.max_chars))).await;
+            let drained = tokio::time::timeout_at(until, open.drain(rest, limits.max_chars)).await;
             if drained == Ok(true) {
                 conn.finish(open);
             }

@@ -122,3 +122,75 @@ async fn a_ten_megabyte_answer_is_a_violation_read_only_in_part() {
     let cb = outcome_of(&sink.url("/cb"), app1()).await;
     assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Violation, 1), "{cb:?}");
 }
+
+/// The delivery workers read HTTP/1.1 answers themselves: every framing a receiver may use is
+/// read to its outcome, and what is not HTTP is `connect`.
+#[tokio::test]
+async fn answers_in_every_framing_are_read_to_their_outcome() {
+    let cases: [(&'static [u8], FinalOutcome, Outcome); 7] = [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=1\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+            FinalOutcome::Delivered,
+            Outcome::Delivered,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok, until the end of the connection",
+            FinalOutcome::Delivered,
+            Outcome::Delivered,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            FinalOutcome::Delivered,
+            Outcome::Delivered,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+            FinalOutcome::Delivered,
+            Outcome::Delivered,
+        ),
+        (
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbusy\r\n0\r\n\r\n",
+            FinalOutcome::Stored,
+            Outcome::Status,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+            FinalOutcome::Stored,
+            Outcome::Connect,
+        ),
+        (b"NOT HTTP AT ALL\r\n\r\n", FinalOutcome::Stored, Outcome::Connect),
+    ];
+    for (answer, outcome, last) in cases {
+        let url = raw_receiver(move |mut s| async move {
+            let _ = s.write_all(answer).await;
+            let _ = s.shutdown().await;
+        })
+        .await;
+        let cb = outcome_of(&url, app1()).await;
+        assert_eq!(
+            (cb.outcome, cb.last_attempt),
+            (outcome, last),
+            "{}: {cb:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+}
+
+/// A chunked 200 answer longer than `max_response_chars` is a violation, read only in part.
+#[tokio::test]
+async fn a_long_chunked_answer_is_a_violation() {
+    let url = raw_receiver(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
+        for _ in 0..1000 {
+            if s.write_all(chunk.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let cb = outcome_of(&url, app1()).await;
+    assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Violation, 1), "{cb:?}");
+}
