@@ -208,10 +208,20 @@ async fn trigger(args: TriggerArgs) -> Result<ExitCode, Failure> {
         let why = json["error_description"].as_str().unwrap_or("see the answer above");
         return Err(Failure::Failed(format!("{url} answered {status}: {why}")));
     }
+    // Refused by a pre-send rule, or taken by no rule: nothing reaches a receiver.
+    let data = &json["data"];
+    if data["accepted"].as_bool() == Some(false) {
+        eprintln!("not accepted: a pre-send rule refused it (see warnings and code above)");
+        return Ok(ExitCode::from(1));
+    }
+    if data["queued"].as_u64() == Some(0) && data["silently_dropped"].as_bool() != Some(true) {
+        eprintln!("nothing was queued: no post_send rule takes it (see warnings above)");
+        return Ok(ExitCode::from(1));
+    }
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut all_delivered = json["data"]["accepted"].as_bool() != Some(false);
+    let mut all_delivered = true;
     for cb in json["data"]["callbacks"].as_array().into_iter().flatten() {
         let outcome = cb["outcome"].as_str().unwrap_or("?");
         eprintln!(

@@ -238,7 +238,7 @@ pub(super) fn spawn_progress(
             };
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} messages  {msg}",
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} sent  {msg}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
@@ -261,7 +261,7 @@ pub(super) fn spawn_progress(
             last = (Instant::now(), n);
             let f = |o: FinalOutcome| tally.finals[o.index()].load(Ordering::Relaxed);
             let mut line = format!(
-                "delivered {} violation {} stored {} dropped {} | {rate:.0} msg/s | p99 {:.2} ms",
+                "delivered {} violation {} stored {} dropped {} | {rate:.0} sent/s | p99 {:.2} ms",
                 f(FinalOutcome::Delivered),
                 f(FinalOutcome::Violation),
                 f(FinalOutcome::Stored),

@@ -413,7 +413,7 @@ fn step(state: &mut Chunk, avail: &[u8]) -> io::Result<Step> {
             let digits = text.split(|&c| c == b';').next().unwrap_or_default().trim_ascii();
             let size = std::str::from_utf8(digits)
                 .ok()
-                .filter(|d| !d.is_empty() && d.len() <= 16)
+                .filter(|d| !d.is_empty() && d.len() <= 16 && d.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|d| u64::from_str_radix(d, 16).ok())
                 .ok_or_else(|| invalid("invalid chunked body: a bad chunk size"))?;
             *state = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
@@ -491,7 +491,10 @@ fn head_of(resp: &httparse::Response<'_, '_>) -> io::Result<Head> {
             (None, Some(n)) => Some(Framing::Length(n)),
         }
     };
-    let keep_alive = !close && (!http10 || keep) && framing != Some(Framing::Close) && status != 101;
+    // Both framings in one answer is how requests get smuggled (RFC 9112 §6.3): chunked is
+    // read, and the connection is not trusted with another callback.
+    let both = chunked.is_some() && length.is_some();
+    let keep_alive = !close && !both && (!http10 || keep) && framing != Some(Framing::Close) && status != 101;
     Ok(Head {
         status,
         framing,
@@ -553,6 +556,8 @@ mod tests {
         assert_eq!((h.framing, h.keep_alive), (None, true));
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_err());
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Some(Framing::Chunked(Chunk::Size)), false));
     }
 
     #[test]
@@ -576,6 +581,7 @@ mod tests {
         assert_eq!((data.as_slice(), at), (&b"hello"[..], body.len()));
         assert!(matches!(step(&mut Chunk::Size, b"5"), Ok(Step::More)));
         assert!(step(&mut Chunk::Size, b"zz\r\n").is_err());
+        assert!(step(&mut Chunk::Size, b"+5\r\n").is_err());
         assert!(step(&mut Chunk::DataEnd, b"xx").is_err());
     }
 
