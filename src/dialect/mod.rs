@@ -268,71 +268,13 @@ pub trait Wire: Send + Sync + fmt::Debug {
     fn resign(&self, edited: &[u8], secret: &str) -> Result<Bytes, String>;
 }
 
-/// An edited body's top-level fields in their order, each value compact: the JSON object as
-/// written, whitespace aside (docs/behaviour.md §12).
-pub(crate) fn edited_fields(edited: &[u8]) -> Result<Vec<(String, Box<serde_json::value::RawValue>)>, String> {
-    use serde::de::{Deserializer, MapAccess, Visitor};
-    struct Fields;
-    impl<'de> Visitor<'de> for Fields {
-        type Value = Vec<(String, Box<serde_json::value::RawValue>)>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(entry) = map.next_entry()? {
-                out.push(entry);
-            }
-            Ok(out)
-        }
+/// An edited body (docs/behaviour.md §12): a JSON object, its fields in the order given.
+pub(crate) fn edited_object(edited: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(edited) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err("the body is not a JSON object".into()),
+        Err(e) => Err(format!("the body is not a JSON object: {e}")),
     }
-    let compact = compact_json(edited);
-    let mut de = serde_json::Deserializer::from_slice(&compact);
-    let fields = de
-        .deserialize_map(Fields)
-        .and_then(|f| de.end().map(|()| f))
-        .map_err(|e| format!("the body is not a JSON object: {e}"))?;
-    Ok(fields)
-}
-
-/// Writes `fields` back as one compact JSON object.
-pub(crate) fn write_fields(fields: &[(String, Box<serde_json::value::RawValue>)]) -> Bytes {
-    let mut out = Vec::with_capacity(fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
-    out.push(b'{');
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, k).expect("a string serializes");
-        out.push(b':');
-        out.extend_from_slice(v.get().as_bytes());
-    }
-    out.push(b'}');
-    Bytes::from(out)
-}
-
-/// `text` without the whitespace between JSON tokens (what is inside strings is kept).
-fn compact_json(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            if b == b'"' {
-                in_string = true;
-            }
-            out.push(b);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -342,15 +284,15 @@ mod tests {
     #[test]
     fn edited_bodies_keep_their_field_order_and_lose_only_whitespace() {
         let edited = "{\n  \"z\": 1,\n  \"a\": {\"y\": [1, 2], \"b\": \"x y\\\" z\"},\n  \"m\": null\n}\n";
-        let fields = edited_fields(edited.as_bytes()).unwrap();
-        let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        let fields = edited_object(edited.as_bytes()).unwrap();
+        let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
         assert_eq!(keys, ["z", "a", "m"]);
         assert_eq!(
-            &write_fields(&fields)[..],
+            serde_json::to_vec(&fields).unwrap(),
             br#"{"z":1,"a":{"y":[1,2],"b":"x y\" z"},"m":null}"#
         );
         for bad in ["[1]", "{\"a\":", "{} x", "\"s\"", ""] {
-            assert!(edited_fields(bad.as_bytes()).is_err(), "{bad}");
+            assert!(edited_object(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 

@@ -24,6 +24,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts to open a failed database again: opening reads the
 /// whole log, so a disk that stays full is not read over and over.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// How long opening waits for a lock on the database to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// A store failure is logged at `error` at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -44,10 +46,28 @@ pub(super) struct Trees {
 impl Trees {
     /// Opens (or creates) the database at `path`. A database sled cannot make sense of is an
     /// error, even where sled would panic.
+    ///
+    /// sled releases the lock of a database this process closed from its own threads, a moment
+    /// after the last handle is dropped: a lock held is waited for up to [`LOCK_WAIT`] before it
+    /// is an error (another process holding it fails after that wait).
     pub(super) fn open(path: &Path) -> Result<Self, sled::Error> {
         let config = sled::Config::new().path(path).cache_capacity(CACHE_BYTES);
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .map_err(|_| sled::Error::Unsupported("the database is corrupt (sled could not read it)".into()))??;
+        let open = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                .map_err(|_| sled::Error::Unsupported("the database is corrupt (sled could not read it)".into()))?
+        };
+        let give_up = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match open() {
+                // sled says so only in its message.
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock") && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         Ok(Self {
             items: db.open_tree("callbacks")?,
             bans: db.open_tree("bans")?,

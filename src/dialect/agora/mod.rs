@@ -119,28 +119,19 @@ impl Wire for Agora {
     }
 
     fn resign(&self, edited: &[u8], secret: &str) -> Result<Bytes, String> {
-        let mut fields = super::edited_fields(edited)?;
-        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.get());
-        let call_id: String = field("callId")
-            .and_then(|v| serde_json::from_str(v).ok())
-            .ok_or("the body needs a string `callId`: the signature is made of it")?;
-        let timestamp: u64 = field("timestamp")
-            .and_then(|v| serde_json::from_str(v).ok())
-            .ok_or("the body needs a whole-number `timestamp` (Unix ms): the signature is made of it")?;
-        let security =
-            RawValue::from_string(format!("\"{}\"", sign(&call_id, secret, timestamp))).expect("a hex string is JSON");
-        match fields.iter_mut().find(|(k, _)| k == "security") {
-            Some((_, v)) => *v = security,
-            None => {
-                if !fields.iter().any(|(k, _)| k == "securityVersion") {
-                    let version =
-                        RawValue::from_string(format!("\"{SECURITY_VERSION}\"")).expect("a version string is JSON");
-                    fields.push(("securityVersion".into(), version));
-                }
-                fields.push(("security".into(), security));
-            }
+        let mut fields = super::edited_object(edited)?;
+        if !fields.get("callId").is_some_and(serde_json::Value::is_string) {
+            return Err("the body needs a string `callId`: the signature is made of it".into());
         }
-        Ok(super::write_fields(&fields))
+        if !fields.get("timestamp").is_some_and(serde_json::Value::is_u64) {
+            return Err("the body needs a whole-number `timestamp` (Unix ms): the signature is made of it".into());
+        }
+        if !fields.contains_key("security") && !fields.contains_key("securityVersion") {
+            fields.insert("securityVersion".into(), SECURITY_VERSION.into());
+        }
+        let mut body = serde_json::Value::Object(fields);
+        sign_value(&mut body, secret, false);
+        Ok(Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes")))
     }
 }
 

@@ -211,13 +211,12 @@ impl Wire for Tencent {
             .unwrap_or_default();
         // A retry or replay sends the same bytes: messages by their MsgKey, group messages by
         // their group and Random, anything else by the bytes themselves.
-        let dedupe_key = match (parsed.get("MsgKey"), parsed.get("GroupId"), parsed.get("Random")) {
-            (Some(Value::String(key)), _, _) => format!("{command}/{key}"),
-            (_, Some(Value::String(group)), Some(random)) => format!("{command}/{group}/{random}"),
-            _ => format!(
-                "{command}/{}",
-                crate::dialect::agora::sign(&String::from_utf8_lossy(body), "", 0)
-            ),
+        let dedupe_key: Cow<'b, str> = match (parsed.get("MsgKey"), parsed.get("GroupId"), parsed.get("Random")) {
+            (Some(Value::String(key)), _, _) => format!("{command}/{key}").into(),
+            (_, Some(Value::String(group)), Some(random)) => format!("{command}/{group}/{random}").into(),
+            // The body names its command: the bytes themselves are the key (the sink keeps
+            // only their hash).
+            _ => String::from_utf8_lossy(body),
         };
         let params: std::collections::HashMap<String, String> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
@@ -246,7 +245,7 @@ impl Wire for Tencent {
         };
         Checked {
             signature,
-            dedupe_key: Some(dedupe_key.into()),
+            dedupe_key: Some(dedupe_key),
         }
     }
 
@@ -257,7 +256,8 @@ impl Wire for Tencent {
     fn resign(&self, edited: &[u8], _secret: &str) -> Result<Bytes, String> {
         // Bodies are unsigned (docs/behaviour.md §4.3): the body goes as edited, compact; the
         // query string stays the callback's (its URL signature, if any, is made at send).
-        Ok(super::write_fields(&super::edited_fields(edited)?))
+        let body = Value::Object(super::edited_object(edited)?);
+        Ok(Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes")))
     }
 }
 
