@@ -252,3 +252,65 @@ fn citations_are_read_as_a_maintainer_writes_them() {
     assert!(anchors.contains("81-get-xidinfo"), "{anchors:?}");
     assert!(anchors.contains("10-quality-bars"), "{anchors:?}");
 }
+
+/// The repository paths a Markdown text names in backticks (`src/…`, `tests/…`, `bench/…`,
+/// `examples/…`, `docs/…`), with their line numbers.
+fn named_paths(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        for (j, span) in line.split('`').enumerate() {
+            let top = span.split('/').next().unwrap_or("");
+            let pathlike = span.contains('/')
+                && ["src", "tests", "bench", "examples", "docs"].contains(&top)
+                && span.chars().all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
+            if j % 2 == 1 && pathlike {
+                out.push((i + 1, span.trim_end_matches('/').to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_path_the_docs_name_exists() {
+    let root = root();
+    let mut texts: Vec<PathBuf> = DOCS.iter().map(|n| root.join("docs").join(n)).collect();
+    texts.push(root.join("README.md"));
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for path in texts {
+        let text = read(&path);
+        let shown = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
+        for (line, named) in named_paths(&text) {
+            checked += 1;
+            // A module may be named without its `.rs`.
+            let exists = root.join(&named).exists() || root.join(format!("{named}.rs")).exists();
+            if !exists {
+                missing.push(format!("{shown}:{line}: {named}"));
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} paths found: is named_paths reading the docs?"
+    );
+    assert!(
+        missing.is_empty(),
+        "these name files or folders that do not exist (of {checked} named):\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn named_paths_are_read_from_backticks_only() {
+    let text = "see `src/transport/alert.rs` and `src/store`\nnot src/x.rs, not `a/b`, \
+                not `src/x.rs --flag`; `tests/it/`";
+    assert_eq!(
+        named_paths(text),
+        [
+            (1, "src/transport/alert.rs".to_string()),
+            (1, "src/store".to_string()),
+            (2, "tests/it".to_string())
+        ]
+    );
+}

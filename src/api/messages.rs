@@ -96,8 +96,8 @@ fn ingest(
     let mut wait = false;
     for (_, v) in query_pairs(ctx, query, &["wait"])? {
         wait = match v.as_str() {
-            "true" | "1" | "" => true,
-            "false" | "0" => false,
+            "true" => true,
+            "false" => false,
             _ => {
                 return Err(bad_request(
                     ctx,

@@ -5,7 +5,10 @@
 //! pipe or a reset, and the alert that says why — still unread in the socket — is lost: the
 //! attempt would be a plain `connect` failure. (HTTP/2 writes its preface at once, so it
 //! loses that race often.) [`AlertAware`] reads what the receiver sent when a write fails
-//! that way, and reports its TLS alert when there is one.
+//! that way, and reports its TLS alert when there is one — to that write and to every read and
+//! write after it: once rustls has reported the alert it reads as a plain end of stream, and
+//! HTTP/2 (which may meet the end of stream before it handles the failed write) would otherwise
+//! end the request with "broken pipe".
 
 use std::future::Future;
 use std::io;
@@ -39,7 +42,13 @@ where
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.0.call(uri);
-        Box::pin(async move { connecting.await.map(|inner| AlertAware { inner, failed: None }) })
+        Box::pin(async move {
+            connecting.await.map(|inner| AlertAware {
+                inner,
+                failed: None,
+                alert: None,
+            })
+        })
     }
 }
 
@@ -49,27 +58,35 @@ pub struct AlertAware<T> {
     inner: T,
     /// A write failed with a broken pipe or a reset: what the receiver sent is being read.
     failed: Option<io::Error>,
+    /// The TLS failure read after a failed write: every later read reports it.
+    alert: Option<rustls::Error>,
 }
 
 /// Bytes read at most, after a failed write, to reach the receiver's alert.
 const READ_LIMIT: usize = 64 * 1024;
 
 impl<T: Read + Unpin> AlertAware<T> {
-    /// The outcome of a write that returned `r`: its error is replaced by the TLS failure
-    /// the receiver sent before it closed, once that is read (the socket is readable by
-    /// then: the alert, the end of the stream or the reset is there to read).
-    fn checked<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    /// The outcome of a write that returned `r`, or that would have written `done` (its
+    /// length, or nothing for a flush) had it not failed. A broken pipe or a reset is looked
+    /// into: when the receiver sent a TLS alert before it closed, the write is reported done
+    /// and the alert is what the next read reports (the socket is readable by then: the
+    /// alert, the end of the stream or the reset is there to read). HTTP/2 ends a request
+    /// with "broken pipe" when its connection fails on a write, whatever the write's error
+    /// was; a failed read it reports to the request as it is.
+    fn checked<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>, done: R) -> Poll<io::Result<R>> {
         use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         match r {
             Poll::Ready(Err(e)) if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) => {
                 self.failed = Some(e);
-                self.why(cx).map(Err)
+                self.why(cx, done)
             }
             other => other,
         }
     }
 
-    fn why(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+    /// Reads what the receiver sent after a write failed: `done` when that holds a TLS
+    /// failure (kept for the next read, which is woken), else the write's own error.
+    fn why<R>(&mut self, cx: &mut Context<'_>, done: R) -> Poll<io::Result<R>> {
         let mut read = 0;
         while read < READ_LIMIT {
             let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
@@ -78,29 +95,53 @@ impl<T: Read + Unpin> AlertAware<T> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) if is_tls_failure(&e) => {
                     self.failed = None;
-                    return Poll::Ready(e);
+                    self.alert = Some(match e.into_inner().map(|inner| inner.downcast::<rustls::Error>()) {
+                        Some(Ok(tls)) => *tls,
+                        // A TLS failure that is not rustls' own error: said by its text.
+                        Some(Err(other)) => rustls::Error::General(other.to_string()),
+                        None => rustls::Error::General("TLS failure".into()),
+                    });
+                    cx.waker().wake_by_ref();
+                    return Poll::Ready(Ok(done));
                 }
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => read += buf.filled().len(),
                 Poll::Ready(_) => break,
             }
         }
-        Poll::Ready(self.failed.take().expect("a failed write"))
+        Poll::Ready(Err(self.failed.take().expect("a failed write")))
+    }
+
+    /// A write on the connection, unless an earlier one failed: `done` once the receiver's
+    /// alert is known (nothing more reaches it), the reading of what it sent while that goes on.
+    fn write_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        done: R,
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if self.alert.is_some() {
+            return Poll::Ready(Ok(done));
+        }
+        if self.failed.is_some() {
+            return self.why(cx, done);
+        }
+        let r = write(Pin::new(&mut self.inner), cx);
+        self.checked(cx, r, done)
     }
 }
 
 impl<T: Read + Unpin> Read for AlertAware<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        if let Some(alert) = &self.alert {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, alert.clone())));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: Read + Write + Unpin> Write for AlertAware<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if self.failed.is_some() {
-            return self.why(cx).map(Err);
-        }
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.checked(cx, r)
+        self.write_with(cx, buf.len(), |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -108,11 +149,8 @@ impl<T: Read + Write + Unpin> Write for AlertAware<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.failed.is_some() {
-            return self.why(cx).map(Err);
-        }
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.checked(cx, r)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.write_with(cx, len, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -120,11 +158,7 @@ impl<T: Read + Write + Unpin> Write for AlertAware<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.failed.is_some() {
-            return self.why(cx).map(Err);
-        }
-        let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.checked(cx, r)
+        self.write_with(cx, (), |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -198,12 +232,26 @@ mod tests {
                 reads: vec![None, Some(Ok(b"data")), Some(Err(alert()))],
             },
             failed: None,
+            alert: None,
         };
         assert!(write(&mut io).is_pending(), "waits for what the receiver sent");
-        let Poll::Ready(Err(e)) = write(&mut io) else {
-            panic!("an error")
+        // The write is done (nothing reaches the receiver any more) and the alert is what
+        // every read reports from now on: HTTP/2 passes a read's error on to the request, but
+        // ends the request with "broken pipe" when its connection fails on a write.
+        assert!(matches!(write(&mut io), Poll::Ready(Ok(7))));
+        let read = |io: &mut AlertAware<Scripted>| {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); 16];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            Pin::new(io).poll_read(&mut cx, buf.unfilled())
         };
-        assert!(is_tls_failure(&e), "{e}");
+        for _ in 0..2 {
+            let Poll::Ready(Err(e)) = read(&mut io) else {
+                panic!("an error")
+            };
+            assert!(is_tls_failure(&e), "{e}");
+        }
+        assert!(matches!(write(&mut io), Poll::Ready(Ok(7))), "later writes go nowhere");
     }
 
     #[test]
@@ -218,6 +266,7 @@ mod tests {
             let mut io = AlertAware {
                 inner: Scripted { write: kind, reads },
                 failed: None,
+                alert: None,
             };
             let Poll::Ready(Err(e)) = write(&mut io) else {
                 panic!("an error")
@@ -231,6 +280,7 @@ mod tests {
                 reads: vec![],
             },
             failed: None,
+            alert: None,
         };
         let Poll::Ready(Err(e)) = write(&mut io) else {
             panic!("an error")

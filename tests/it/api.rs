@@ -82,15 +82,18 @@ async fn auth_and_bad_requests() {
         .unwrap();
     let (s, v) = status_json(resp).await;
     assert_error(s, &v, 400, "body");
-    let resp = http
-        .post(format!("{}/app-id/app1/messages?wait=maybe", sim.base_url()))
-        .bearer_auth(TOKEN)
-        .json(&msg)
-        .send()
-        .await
-        .unwrap();
-    let (s, v) = status_json(resp).await;
-    assert_error(s, &v, 400, "wait");
+    // `wait` is a boolean as the OpenAPI document says: only `true` or `false`.
+    for bad in ["maybe", "", "1", "0"] {
+        let resp = http
+            .post(format!("{}/app-id/app1/messages?wait={bad}", sim.base_url()))
+            .bearer_auth(TOKEN)
+            .json(&msg)
+            .send()
+            .await
+            .unwrap();
+        let (s, v) = status_json(resp).await;
+        assert_error(s, &v, 400, "wait");
+    }
     assert_eq!(count(&sink), 0, "nothing refused was delivered");
 }
 
