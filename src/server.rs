@@ -349,15 +349,10 @@ impl Server {
             date,
             retry,
         };
-        let store = self.sim.store();
-        let from = store
-            .find(&bucket, after)?
-            .ok_or_else(|| SimError::Invalid(format!("no callback {after:?} in bucket date={date} retry={retry}")))?;
-        Ok(store
-            .scan_after(&bucket, Some(&from))
-            .take(limit)
-            .map(|r| r.map(|(_, item)| item))
-            .collect::<Result<_, _>>()?)
+        self.sim
+            .store()
+            .page(&bucket, Some(after), limit)?
+            .ok_or_else(|| SimError::Invalid(format!("no callback {after:?} in bucket date={date} retry={retry}")))
     }
 
     /// Deletes bucket (`date`, `retry`) for good (`DELETE …/callbacks/storage`); returns how

@@ -233,20 +233,19 @@ pub(super) async fn items(
         date: require_date(&ctx, date)?,
         retry,
     };
-    let store = sim.store();
-    let from = match after {
-        None => None,
-        Some(call_id) => Some(store.find(&bucket, &call_id).map_err(|e| store_error(&ctx, &e))?.ok_or_else(|| {
-            bad(format!(
-                "query parameter after: no callback {:?} in bucket date={} retry={retry} (delivered or moved by a replay since?); list the bucket again without after",
-                truncate(&call_id),
-                bucket.date
-            ))
-        })?),
+    let page = sim
+        .store()
+        .page(&bucket, after.as_deref(), limit)
+        .map_err(|e| store_error(&ctx, &e))?;
+    let Some(page) = page else {
+        return Err(bad(format!(
+            "query parameter after: no callback {:?} in bucket date={} retry={retry} (delivered or moved by a replay since?); list the bucket again without after",
+            truncate(after.as_deref().unwrap_or_default()),
+            bucket.date
+        )));
     };
     let mut out = Vec::new();
-    for entry in store.scan_after(&bucket, from.as_ref()).take(limit) {
-        let (_, item) = entry.map_err(|e| store_error(&ctx, &e))?;
+    for item in page {
         let body = RawValue::from_string(item.body)
             .map_err(|e| store_error(&ctx, &StoreError::Io(format!("stored body is not JSON: {e}"))))?;
         out.push(ItemView {

@@ -21,7 +21,7 @@ mod writer;
 
 pub use pending::{Commit, Left, Pending, PendingRef};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,7 +151,13 @@ struct Inner {
     offset: FixedOffset,
     /// The buckets being replayed right now.
     replaying: Arc<Mutex<HashSet<Bucket>>>,
+    /// Where the last pages of `storage/items` ended: a bucket and a callId, and its item's
+    /// key. The next page starts there without reading the bucket up to it.
+    cursors: Mutex<HashMap<(Bucket, String), ItemKey>>,
 }
+
+/// Most page ends remembered (all are forgotten when there are more).
+const MAX_CURSORS: usize = 1024;
 
 /// A bucket's replay slot, from [`Store::begin_replay`]; frees the bucket when dropped.
 #[derive(Debug)]
@@ -199,6 +205,7 @@ impl Store {
                 closed,
                 offset,
                 replaying: Arc::default(),
+                cursors: Mutex::default(),
             }),
         })
     }
@@ -375,10 +382,65 @@ impl Store {
         failed.into_iter().chain(items)
     }
 
-    /// The key of the item `call_id` in `bucket`, if it is there. Reads the bucket up to it.
+    /// A page of `bucket` (`storage/items`): at most `limit` items, after the one whose callId
+    /// is `after` when given. `None`: no callback `after` in the bucket. The page's last item
+    /// is remembered, so that walking a bucket page by page reads it once.
+    pub fn page(
+        &self,
+        bucket: &Bucket,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<StoredCallback>>, StoreError> {
+        let from = match after {
+            None => None,
+            Some(call_id) => match self.find(bucket, call_id)? {
+                Some(key) => Some(key),
+                None => return Ok(None),
+            },
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for entry in self.scan_after(bucket, from.as_ref()).take(limit) {
+            let (key, item) = entry?;
+            last = Some(key);
+            items.push(item);
+        }
+        if let (Some(key), Some(item)) = (last, items.last()) {
+            let mut cursors = self.inner.cursors.lock().expect("cursors lock");
+            if cursors.len() >= MAX_CURSORS {
+                cursors.clear();
+            }
+            cursors.insert((bucket.clone(), item.call_id.clone()), key);
+        }
+        Ok(Some(items))
+    }
+
+    /// The key of the item `call_id` in `bucket`, if it is there: where a page ended, or else
+    /// found by reading the bucket up to it.
     pub fn find(&self, bucket: &Bucket, call_id: &str) -> Result<Option<ItemKey>, StoreError> {
+        let t = self.inner.disk.trees()?;
+        let remembered = self
+            .inner
+            .cursors
+            .lock()
+            .expect("cursors lock")
+            .get(&(bucket.clone(), call_id.to_string()))
+            .cloned();
+        if let Some(key) = remembered {
+            // Still there and still that callback (not delivered or moved by a replay since)?
+            match t.items.get(&key.0)? {
+                Some(v) if item_has_call_id(&v, call_id)? => return Ok(Some(key)),
+                _ => {
+                    self.inner
+                        .cursors
+                        .lock()
+                        .expect("cursors lock")
+                        .remove(&(bucket.clone(), call_id.to_string()));
+                }
+            }
+        }
         let prefix = bucket_prefix(b'i', bucket.app.as_str(), &bucket.date, bucket.retry);
-        for entry in self.inner.disk.trees()?.items.scan_prefix(prefix) {
+        for entry in t.items.scan_prefix(prefix) {
             let (k, v) = entry?;
             if item_has_call_id(&v, call_id)? {
                 return Ok(Some(ItemKey(k)));
@@ -530,6 +592,46 @@ mod tests {
         // Unchanged offset: as the keys say.
         let left = purge_after_offset_change(&[now, now - 2 * HOUR], east8, east8, now - HOUR).await;
         assert_eq!(left, [now]);
+    }
+
+    #[tokio::test]
+    async fn pages_start_where_the_last_one_ended_and_a_stale_end_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), FixedOffset::east_opt(0).unwrap()).unwrap();
+        let now = 1_700_000_000_000;
+        store.put((0..25).map(|i| stored_at(now + i)).collect()).await.unwrap();
+        let b = store.buckets(&AppId::parse("app1").unwrap())[0];
+        let b = bucket(b.date.as_str(), b.retry);
+        let ids = |page: Vec<StoredCallback>| page.into_iter().map(|c| c.stored_at_ms - now).collect::<Vec<_>>();
+        let first = store.page(&b, None, 10).unwrap().unwrap();
+        assert_eq!(ids(first), (0..10).collect::<Vec<_>>());
+        let key = |call_id: &str| {
+            store
+                .inner
+                .cursors
+                .lock()
+                .unwrap()
+                .get(&(b.clone(), call_id.to_string()))
+                .cloned()
+        };
+        let end = key(&format!("app1#{}", now + 9)).expect("the page's end is remembered");
+        let second = store.page(&b, Some(&format!("app1#{}", now + 9)), 10).unwrap().unwrap();
+        assert_eq!(ids(second), (10..20).collect::<Vec<_>>());
+        // The bucket is emptied and the same callback stored again, under a new key: the
+        // remembered end is checked, found gone, and the bucket read.
+        let lock = store.begin_replay(&b).unwrap();
+        assert_eq!(store.delete_bucket(&lock).await.unwrap(), 25);
+        drop(lock);
+        assert_eq!(store.page(&b, Some(&format!("app1#{}", now + 9)), 10).unwrap(), None);
+        store.put(vec![stored_at(now + 9), stored_at(now + 30)]).await.unwrap();
+        let again = store
+            .find(&b, &format!("app1#{}", now + 9))
+            .unwrap()
+            .expect("found by reading");
+        assert_ne!(again, end);
+        let rest = store.page(&b, Some(&format!("app1#{}", now + 9)), 10).unwrap().unwrap();
+        assert_eq!(ids(rest), [30]);
+        store.close().await;
     }
 
     #[tokio::test]

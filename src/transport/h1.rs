@@ -214,7 +214,7 @@ impl H1 {
     fn end_answer(&mut self, keep_alive: bool, r: AttemptResult) -> (AttemptResult, Rest) {
         self.reusable = keep_alive && self.start == self.end;
         if self.reusable {
-            (self.start, self.end) = (0, 0);
+            self.empty();
             (r, Rest::Done)
         } else {
             (r, Rest::Broken)
@@ -239,9 +239,19 @@ impl H1 {
         let done = read.is_ok() && fits;
         self.reusable = done && self.start == self.end;
         if self.reusable {
-            (self.start, self.end) = (0, 0);
+            self.empty();
         }
         self.reusable
+    }
+
+    /// Empties the read buffer between answers, back to its first size if a long head grew it
+    /// (a kept connection holds no more than that while idle).
+    fn empty(&mut self) {
+        (self.start, self.end) = (0, 0);
+        if self.buf.len() > READ_BUF {
+            self.buf.truncate(READ_BUF);
+            self.buf.shrink_to_fit();
+        }
     }
 
     /// Writes the request: POST, JSON, our `User-Agent`, the URL's `Host` and credentials, the
@@ -460,16 +470,19 @@ fn head_of(resp: &httparse::Response<'_, '_>) -> io::Result<Head> {
     let (mut close, mut keep) = (false, false);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| invalid("invalid HTTP answer: a bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("invalid HTTP answer: content-lengths that differ"));
+            // A list of equal values (`5, 5`) is one value, as hyper reads it (RFC 9110 §8.6).
+            for v in h.value.split(|&c| c == b',') {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| invalid("invalid HTTP answer: a bad content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(invalid("invalid HTTP answer: content-lengths that differ"));
+                }
+                length = Some(n);
             }
-            length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             let last = h.value.rsplit(|&c| c == b',').next().unwrap_or_default().trim_ascii();
             chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
@@ -556,6 +569,10 @@ mod tests {
         assert_eq!((h.framing, h.keep_alive), (None, true));
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n").is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 1,\r\n\r\n").is_err());
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(h.framing, Some(Framing::Length(5)), "equal values are one");
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
         assert_eq!((h.framing, h.keep_alive), (Some(Framing::Chunked(Chunk::Size)), false));
     }

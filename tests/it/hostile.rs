@@ -127,7 +127,7 @@ async fn a_ten_megabyte_answer_is_a_violation_read_only_in_part() {
 /// read to its outcome, and what is not HTTP is `connect`.
 #[tokio::test]
 async fn answers_in_every_framing_are_read_to_their_outcome() {
-    let cases: [(&'static [u8], FinalOutcome, Outcome); 7] = [
+    let cases: [(&'static [u8], FinalOutcome, Outcome); 9] = [
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=1\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
             FinalOutcome::Delivered,
@@ -159,6 +159,16 @@ async fn answers_in_every_framing_are_read_to_their_outcome() {
             Outcome::Connect,
         ),
         (b"NOT HTTP AT ALL\r\n\r\n", FinalOutcome::Stored, Outcome::Connect),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+            FinalOutcome::Delivered,
+            Outcome::Delivered,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok",
+            FinalOutcome::Stored,
+            Outcome::Connect,
+        ),
     ];
     for (answer, outcome, last) in cases {
         let url = raw_receiver(move |mut s| async move {
@@ -193,4 +203,52 @@ async fn a_long_chunked_answer_is_a_violation() {
     .await;
     let cb = outcome_of(&url, app1()).await;
     assert_eq!((cb.outcome, cb.attempts), (FinalOutcome::Violation, 1), "{cb:?}");
+}
+
+/// Answers with a 100 KB head are read, and the connection they came on serves the next
+/// callbacks (its read buffer, grown for the head, goes back to its first size between them).
+#[tokio::test]
+async fn long_answer_heads_are_read_and_their_connection_kept() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let connections = Arc::new(AtomicUsize::new(0));
+    let answer: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\n{}Content-Length: 2\r\n\r\nok",
+            format!("X-Filler: {}\r\n", "0123456789".repeat(200)).repeat(50)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let counted = connections.clone();
+    let url = raw_receiver(move |mut s| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            // The first request was read; answer it and each next one on this connection.
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                let mut seen = Vec::new();
+                while !request_complete(&seen) {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let sim = start(config().concurrency(1).app(app1().rule(rule("r", &url)))).await;
+    for _ in 0..3 {
+        let cb = one_callback(&sim).await;
+        assert_eq!(
+            (cb.outcome, cb.last_attempt),
+            (FinalOutcome::Delivered, Outcome::Delivered),
+            "{cb:?}"
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "one connection for the three");
 }
