@@ -37,8 +37,6 @@ pub(super) struct Trees {
     pub(super) items: sled::Tree,
     /// Rules' ban records.
     pub(super) bans: sled::Tree,
-    /// Callbacks accepted and not yet finished (durable accept).
-    pub(super) pending: sled::Tree,
     /// What a probe writes while the store is failing.
     pub(super) health: sled::Tree,
 }
@@ -71,7 +69,6 @@ impl Trees {
         Ok(Self {
             items: db.open_tree("callbacks")?,
             bans: db.open_tree("bans")?,
-            pending: db.open_tree("pending")?,
             health: db.open_tree("health")?,
             db,
         })

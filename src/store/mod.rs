@@ -23,7 +23,7 @@ pub use pending::{Commit, Left, Pending, PendingRef};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -144,9 +144,9 @@ struct Inner {
     counts: Arc<RwLock<BTreeMap<Bucket, u64>>>,
     writer: mpsc::Sender<Cmd>,
     writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The accepted callbacks on disk (durable accept), and its committer task.
+    /// The accepted callbacks on disk (durable accept), in `dir`.
     pending: Pending,
-    committer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dir: PathBuf,
     closed: CancellationToken,
     offset: FixedOffset,
     /// The buckets being replayed right now.
@@ -185,6 +185,7 @@ impl Store {
         let counts = trees.counts().map_err(|e| open_err(e.to_string()))?;
         let counts = Arc::new(RwLock::new(counts));
         let disk = Arc::new(Disk::new(path, trees));
+        let pending = Pending::start(dir, disk.clone()).map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
             offset,
@@ -193,7 +194,6 @@ impl Store {
         };
         let closed = CancellationToken::new();
         let writer_task = tokio::spawn(writer.run(rx, closed.clone()));
-        let (pending, committer_task) = Pending::start(disk.clone(), closed.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 disk,
@@ -201,7 +201,7 @@ impl Store {
                 writer: tx,
                 writer_task: std::sync::Mutex::new(Some(writer_task)),
                 pending,
-                committer_task: std::sync::Mutex::new(Some(committer_task)),
+                dir: dir.to_path_buf(),
                 closed,
                 offset,
                 replaying: Arc::default(),
@@ -218,7 +218,7 @@ impl Store {
     /// The accepted callbacks a previous run left unfinished, oldest first, each with its key
     /// (to [`Pending::remove`] it once finished) or why it could not be read.
     pub fn load_pending(&self) -> Result<Vec<Left>, StoreError> {
-        pending::load(&self.inner.disk)
+        pending::load(&self.inner.dir)
     }
 
     /// True from a failed write until the store writes again (docs/behaviour.md §7):
@@ -476,11 +476,11 @@ impl Store {
     /// with [`StoreError::Closed`]; the files are released once every handle is dropped.
     pub async fn close(&self) {
         self.inner.closed.cancel();
-        let tasks =
-            [&self.inner.writer_task, &self.inner.committer_task].map(|t| t.lock().expect("store task lock").take());
-        for task in tasks.into_iter().flatten() {
+        let writer = self.inner.writer_task.lock().expect("store task lock").take();
+        if let Some(task) = writer {
             let _ = task.await;
         }
+        self.inner.pending.close().await;
     }
 
     /// Waits until everything written so far is on disk.

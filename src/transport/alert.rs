@@ -47,6 +47,7 @@ where
                 inner,
                 failed: None,
                 alert: None,
+                unread: Vec::new(),
             })
         })
     }
@@ -60,6 +61,9 @@ pub struct AlertAware<T> {
     failed: Option<io::Error>,
     /// The TLS failure read after a failed write: every later read reports it.
     alert: Option<rustls::Error>,
+    /// What the receiver sent, read while looking for an alert: the next reads get it (an
+    /// answer sent before the receiver closed — a 413 — is still the answer).
+    unread: Vec<u8>,
 }
 
 /// Bytes read at most, after a failed write, to reach the receiver's alert.
@@ -104,7 +108,10 @@ impl<T: Read + Unpin> AlertAware<T> {
                     cx.waker().wake_by_ref();
                     return Poll::Ready(Ok(done));
                 }
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => read += buf.filled().len(),
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    read += buf.filled().len();
+                    self.unread.extend_from_slice(buf.filled());
+                }
                 Poll::Ready(_) => break,
             }
         }
@@ -131,9 +138,15 @@ impl<T: Read + Unpin> AlertAware<T> {
 }
 
 impl<T: Read + Unpin> Read for AlertAware<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         if let Some(alert) = &self.alert {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, alert.clone())));
+        }
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.drain(..n);
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -233,6 +246,7 @@ mod tests {
             },
             failed: None,
             alert: None,
+            unread: Vec::new(),
         };
         assert!(write(&mut io).is_pending(), "waits for what the receiver sent");
         // The write is done (nothing reaches the receiver any more) and the alert is what
@@ -255,6 +269,36 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_read_while_looking_for_an_alert_is_still_read() {
+        // A receiver answered 413 and closed before taking the whole request.
+        let answer: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+        let mut io = AlertAware {
+            inner: Scripted {
+                write: io::ErrorKind::ConnectionReset,
+                reads: vec![Some(Ok(answer)), Some(Ok(&b""[..]))],
+            },
+            failed: None,
+            alert: None,
+            unread: Vec::new(),
+        };
+        let Poll::Ready(Err(e)) = write(&mut io) else {
+            panic!("an error")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        let mut got = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while got.len() < answer.len() {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); 16];
+            let mut buf = ReadBuf::uninit(&mut scratch);
+            let Poll::Ready(Ok(())) = Pin::new(&mut io).poll_read(&mut cx, buf.unfilled()) else {
+                panic!("the answer")
+            };
+            got.extend_from_slice(buf.filled());
+        }
+        assert_eq!(got, answer);
+    }
+
+    #[test]
     fn without_an_alert_the_write_error_stays() {
         for (kind, reads) in [
             (io::ErrorKind::ConnectionReset, vec![Some(Ok(&b""[..]))]),
@@ -267,6 +311,7 @@ mod tests {
                 inner: Scripted { write: kind, reads },
                 failed: None,
                 alert: None,
+                unread: Vec::new(),
             };
             let Poll::Ready(Err(e)) = write(&mut io) else {
                 panic!("an error")
@@ -281,6 +326,7 @@ mod tests {
             },
             failed: None,
             alert: None,
+            unread: Vec::new(),
         };
         let Poll::Ready(Err(e)) = write(&mut io) else {
             panic!("an error")

@@ -147,12 +147,29 @@ impl H1 {
         limits: AttemptLimits,
     ) -> (AttemptResult, Rest) {
         self.reusable = false;
+        let mut early = None;
         if let Err(e) = self.send(to, body).await {
-            return (failed(&e), Rest::Broken);
+            // A receiver may answer before it has read the whole request — a 413 for a body
+            // it will not take — and close: the write then fails, and the answer it sent is
+            // the attempt's outcome (docs/behaviour.md §5). Without one, the write's error is.
+            use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+            if !matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) {
+                return (failed(&e), Rest::Broken);
+            }
+            match self.read_head().await {
+                Ok(mut h) => {
+                    h.keep_alive = false;
+                    early = Some(h);
+                }
+                Err(_) => return (failed(&e), Rest::Broken),
+            }
         }
-        let head = match self.read_head().await {
-            Ok(h) => h,
-            Err(e) => return (failed(&e), Rest::Broken),
+        let head = match early {
+            Some(h) => h,
+            None => match self.read_head().await {
+                Ok(h) => h,
+                Err(e) => return (failed(&e), Rest::Broken),
+            },
         };
         let keep_alive = head.keep_alive;
         if head.status != 200 {

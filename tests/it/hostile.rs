@@ -252,3 +252,43 @@ async fn long_answer_heads_are_read_and_their_connection_kept() {
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1, "one connection for the three");
 }
+
+/// A receiver that answers 413 as soon as it has the request head and closes without reading
+/// the body (as a server refusing a body too large does): the write of the body fails, and
+/// the attempt's outcome is the answer it sent, not a broken connection.
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_is_the_outcome() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/cb", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                // Dropped with the body unread: the kernel resets the connection.
+            });
+        }
+    });
+    let sim = start_app(app1().retries(0).rule(rule("r", &url))).await;
+    // Larger than what the loopback socket buffers take in: the body's write must fail.
+    let big = "x".repeat(32 * 1024 * 1024);
+    let sent = sim
+        .send(APP, callback_sim::Message::text("u1", "u2", &big))
+        .await
+        .expect("accepted");
+    let cb = &sent.callbacks[0];
+    assert_eq!(
+        (cb.outcome, cb.last_attempt, cb.status),
+        (FinalOutcome::Stored, Outcome::Status, Some(413)),
+        "{cb:?}"
+    );
+}
