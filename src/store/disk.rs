@@ -170,6 +170,8 @@ impl Disk {
 #[derive(Debug, Default)]
 pub(super) struct Health {
     failing: AtomicBool,
+    /// Durable accept's log failed its last write (store/pending.rs): cleared by its next.
+    pending_failing: AtomicBool,
     /// Failures not logged since the last `error` line.
     unlogged: AtomicU64,
     log: Mutex<HealthLog>,
@@ -184,7 +186,7 @@ struct HealthLog {
 impl Health {
     /// True from a failed write until the next one that succeeds.
     pub(super) fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Acquire)
+        self.failing.load(Ordering::Acquire) || self.pending_failing.load(Ordering::Acquire)
     }
 
     /// The last failure's message.
@@ -196,14 +198,43 @@ impl Health {
     /// minute at most, with the number of failures since the last line.
     pub(super) fn failed(&self, e: &StoreError) {
         self.failing.store(true, Ordering::Release);
+        self.log_failure(
+            e,
+            "exception store write failed: callbacks that needed it are dropped; retrying (logged once a minute at most)",
+        );
+    }
+
+    /// Durable accept's log could not write (or sync) a group: failing until it can again.
+    pub(super) fn pending_failed(&self, e: &StoreError) {
+        self.pending_failing.store(true, Ordering::Release);
+        self.log_failure(
+            e,
+            "durable accept's log write failed: the requests are answered with a warning that their callbacks \
+             are not on disk (they are still delivered); retrying with the next request (logged once a minute at most)",
+        );
+    }
+
+    /// Whether durable accept's log failed its last write.
+    pub(super) fn pending_is_failing(&self) -> bool {
+        self.pending_failing.load(Ordering::Acquire)
+    }
+
+    /// Durable accept's log wrote a group.
+    pub(super) fn pending_recovered(&self) {
+        if self.pending_failing.swap(false, Ordering::AcqRel) {
+            tracing::warn!("durable accept's log writes succeed again");
+        }
+    }
+
+    /// Logs a failure at `error`, once a minute at most, with the number not logged since.
+    fn log_failure(&self, e: &StoreError, what: &'static str) {
         let mut log = self.log.lock().expect("health lock");
         log.last_error = e.to_string();
         let due = log.logged_at.is_none_or(|at| at.elapsed() >= LOG_EVERY);
         if due {
             log.logged_at = Some(Instant::now());
             let more = self.unlogged.swap(0, Ordering::AcqRel);
-            tracing::error!(error = %e, failures_not_logged = more,
-                "exception store write failed: callbacks that needed it are dropped; retrying (logged once a minute at most)");
+            tracing::error!(error = %e, failures_not_logged = more, "{what}");
         } else {
             self.unlogged.fetch_add(1, Ordering::AcqRel);
         }

@@ -23,8 +23,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::disk::Disk;
@@ -196,7 +199,7 @@ pub struct Pending {
 
 #[derive(Debug)]
 struct Shared {
-    tx: mpsc::UnboundedSender<Op>,
+    tx: mpsc::Sender<Op>,
     /// The next key: above every key on disk at start.
     next: AtomicU64,
     /// Syncs done so far (one per group with an insert).
@@ -216,7 +219,7 @@ impl Pending {
     pub(super) fn start(dir: &Path, disk: Arc<Disk>) -> Result<Self, StoreError> {
         let log = Log::open(&dir.join(LOG_FILE))?;
         let next = log.max_key.map_or(0, |k| k + 1);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let flushes = Arc::new(AtomicU64::new(0));
         let counted = flushes.clone();
         std::thread::Builder::new()
@@ -240,7 +243,7 @@ impl Pending {
         let entries: Vec<(u64, Vec<u8>)> = callbacks.iter().zip(first..).map(|(c, k)| (k, c.encode())).collect();
         let keys = (first..first + n).collect();
         let (done, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(Op::Insert { done, .. })) = self.inner.tx.send(Op::Insert { entries, done }) {
+        if let Err(mpsc::SendError(Op::Insert { done, .. })) = self.inner.tx.send(Op::Insert { entries, done }) {
             let _ = done.send(Err(StoreError::Closed));
         }
         (keys, rx)
@@ -288,8 +291,12 @@ fn record(frame: &[u8]) -> &[u8] {
     &frame[HEAD + 9..]
 }
 
+/// The longest record a frame holds (its length is a u32).
+const MAX_RECORD: usize = u32::MAX as usize - HEAD - 9;
+
 /// Appends one frame.
 fn frame(out: &mut Vec<u8>, kind: u8, key: u64, record: &[u8]) {
+    debug_assert!(record.len() <= MAX_RECORD);
     let len = 9 + record.len();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind]);
@@ -357,6 +364,21 @@ struct Log {
     max_key: Option<u64>,
     /// The frames of the group being written.
     buf: Vec<u8>,
+    /// A compaction that failed is not tried again before this.
+    compact_after: Instant,
+}
+
+/// How often a failing log is probed while nothing is written.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Waits after a failed compaction before the next try (the disk may be full).
+const COMPACT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Syncs the directory that holds `path`, so that its entry for `path` is on disk.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
 }
 
 impl Log {
@@ -374,13 +396,26 @@ impl Log {
         file.read_to_end(&mut data).map_err(failed)?;
         let scan = scan(&data);
         if scan.good < data.len() as u64 {
+            // A crash in the middle of a write leaves a frame cut short at the end (its request
+            // was never answered); damage elsewhere would cut off more. Either way what is cut
+            // off is kept aside, not lost.
+            let aside = path.with_extension(format!(
+                "log.cut-{}",
+                crate::clock::Clock::now_ms(&crate::clock::SystemClock)
+            ));
+            std::fs::write(&aside, &data[scan.good as usize..]).map_err(failed)?;
             tracing::warn!(
                 path = %path.display(),
                 bytes = data.len() as u64 - scan.good,
-                "the pending log ends with a frame cut short (a crash while writing it); that frame is dropped"
+                kept_in = %aside.display(),
+                "the pending log ends with a frame cut short or damaged (a crash while writing it?); \
+                 what follows the last whole frame is cut off and kept aside"
             );
             file.set_len(scan.good).map_err(failed)?;
+            file.sync_all().map_err(failed)?;
         }
+        // The log's own name is on disk before anything is answered from it.
+        sync_dir(path).map_err(failed)?;
         let live_bytes = scan.live.values().map(|&(_, n)| u64::from(n)).sum();
         Ok(Self {
             path: path.to_path_buf(),
@@ -390,18 +425,33 @@ impl Log {
             live_bytes,
             max_key: scan.max_key,
             buf: Vec::new(),
+            compact_after: Instant::now(),
         })
     }
 
     /// Writes a group's frames, synced when `sync`; the live records change only once the
-    /// write succeeded.
+    /// write succeeded. After a failed write the file is cut back to its whole frames.
     fn write(&mut self, group: &[Op], sync: bool) -> io::Result<()> {
+        let r = self.write_frames(group, sync);
+        if r.is_err() {
+            let _ = self.file.set_len(self.len);
+        }
+        r
+    }
+
+    fn write_frames(&mut self, group: &[Op], sync: bool) -> io::Result<()> {
         self.buf.clear();
         let mut inserted = HashMap::new();
         for op in group {
             match op {
                 Op::Insert { entries, .. } => {
                     for (k, v) in entries {
+                        if v.len() > MAX_RECORD {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("a callback of {} bytes is too large for the pending log", v.len()),
+                            ));
+                        }
                         let at = self.len + self.buf.len() as u64;
                         frame(&mut self.buf, INSERT, *k, v);
                         inserted.insert(*k, (at, (self.len + self.buf.len() as u64 - at) as u32));
@@ -414,11 +464,10 @@ impl Log {
                 Op::Remove(_) | Op::Close(_) => {}
             }
         }
-        if self.buf.is_empty() {
-            return Ok(());
+        if !self.buf.is_empty() {
+            self.file.seek(SeekFrom::Start(self.len))?;
+            self.file.write_all(&self.buf)?;
         }
-        self.file.seek(SeekFrom::Start(self.len))?;
-        self.file.write_all(&self.buf)?;
         if sync {
             self.file.sync_data()?;
         }
@@ -440,17 +489,38 @@ impl Log {
         Ok(())
     }
 
+    /// Whether a block can be written and synced where the next frame goes (then cut off again:
+    /// zeros there would end a read of the log anyway).
+    fn probe(&mut self) -> io::Result<()> {
+        let r = (|| {
+            self.file.seek(SeekFrom::Start(self.len))?;
+            self.file.write_all(&[0; 4096])?;
+            self.file.sync_data()
+        })();
+        let _ = self.file.set_len(self.len);
+        r
+    }
+
     /// Empties the log when nothing is pending, or keeps only the live records when it has
     /// grown long and mostly dead.
     fn compact_if_due(&mut self) -> io::Result<()> {
-        if self.live.is_empty() && self.len >= EMPTY_AT {
-            self.file.set_len(0)?;
-            self.file.sync_data()?;
-            self.len = 0;
-        } else if self.len >= COMPACT_AT.max(4 * self.live_bytes) {
-            self.rewrite()?;
+        if Instant::now() < self.compact_after {
+            return Ok(());
         }
-        Ok(())
+        let r = if self.live.is_empty() && self.len >= EMPTY_AT {
+            self.file
+                .set_len(0)
+                .and_then(|()| self.file.sync_data())
+                .map(|()| self.len = 0)
+        } else if self.len >= COMPACT_AT.max(4 * self.live_bytes) {
+            self.rewrite()
+        } else {
+            Ok(())
+        };
+        if r.is_err() {
+            self.compact_after = Instant::now() + COMPACT_BACKOFF;
+        }
+        r
     }
 
     /// Writes the live frames, oldest first, to a new file that then replaces the log.
@@ -468,31 +538,58 @@ impl Log {
             moved.push((k, (start, n)));
         }
         let tmp = self.path.with_extension("log.new");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(&data)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            file.write_all(&data)?;
+            file.sync_all()?;
+            Ok::<_, io::Error>(file)
+        })();
+        let file = match written.and_then(|f| std::fs::rename(&tmp, &self.path).map(|()| f)) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        // The new file is the log from the rename on, whether the directory sync below
+        // succeeds or not (until it does, a power cut may bring the old one back: it holds
+        // every live record too).
         self.file = file;
         self.len = data.len() as u64;
         self.live = moved.into_iter().collect();
-        Ok(())
+        sync_dir(&self.path)
     }
 }
 
 /// The committer: one write and at most one sync for everything that arrived meanwhile.
-fn commit(mut log: Log, mut rx: mpsc::UnboundedReceiver<Op>, disk: &Disk, flushes: &AtomicU64) {
+fn commit(mut log: Log, rx: mpsc::Receiver<Op>, disk: &Disk, flushes: &AtomicU64) {
     let mut group = Vec::new();
     let mut closing = Vec::new();
     let mut together = false;
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        let first = if disk.health.pending_is_failing() {
+            // Failing: the disk is probed while nothing comes, so that `/healthz` recovers.
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if log.probe().is_ok() {
+                        disk.health.pending_recovered();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(op) => op,
+                Err(mpsc::RecvError) => break,
+            }
+        };
         if together {
             std::thread::sleep(COMMIT_DELAY);
         }
@@ -504,8 +601,8 @@ fn commit(mut log: Log, mut rx: mpsc::UnboundedReceiver<Op>, disk: &Disk, flushe
             }
         }
         if group.iter().any(|op| matches!(op, Op::Close(_))) {
-            // What was sent before the close is written with it; nothing after.
-            rx.close();
+            // What was sent before the close is written with it; what comes after finds the
+            // channel closed once this thread has ended.
             while let Ok(op) = rx.try_recv() {
                 group.push(op);
             }
@@ -514,13 +611,19 @@ fn commit(mut log: Log, mut rx: mpsc::UnboundedReceiver<Op>, disk: &Disk, flushe
         together = group.iter().filter(|op| matches!(op, Op::Insert { .. })).count() > 1;
         let result = log
             .write(&group, waiting)
-            .and_then(|()| log.compact_if_due())
             .map_err(|e| StoreError::Io(format!("pending log {}: {e}", log.path.display())));
-        flushes.fetch_add(u64::from(waiting), Ordering::Relaxed);
-        // A failure makes the store failing; the store's writer, which probes a failing store,
-        // says when it writes again (a small log write may still fit on a full disk).
-        if let Err(e) = &result {
-            disk.health.failed(e);
+        match &result {
+            Ok(()) => {
+                flushes.fetch_add(u64::from(waiting), Ordering::Relaxed);
+                disk.health.pending_recovered();
+                // What is written stays written if compacting fails: only logged.
+                if let Err(e) = log.compact_if_due() {
+                    tracing::warn!(path = %log.path.display(), error = %e,
+                        "could not compact the pending log; it grows until the next try");
+                }
+            }
+            // `/healthz` says the store is failing until the log writes again.
+            Err(e) => disk.health.pending_failed(e),
         }
         for op in group.drain(..) {
             match op {
@@ -570,7 +673,7 @@ mod tests {
         let store = Store::open(&dir.path().join("store"), chrono::FixedOffset::east_opt(0).unwrap()).unwrap();
         let log = Log::open(&dir.path().join(LOG_FILE)).unwrap();
         // 200 requests and some removals before the committer runs: one write, one sync.
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let mut commits = Vec::new();
         for k in 0..200 {
             let (op, done) = insert(k, &format!("app1#{k}"));
@@ -652,6 +755,17 @@ mod tests {
         let log = Log::open(&path).unwrap();
         assert_eq!(log.len, whole as u64, "the cut frame is cut off");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
+        let aside: Vec<Vec<u8>> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pending.log.cut-"))
+            .map(|e| std::fs::read(e.path()).unwrap())
+            .collect();
+        assert_eq!(
+            aside,
+            [data[whole..data.len() - 5].to_vec()],
+            "what was cut off is kept aside"
+        );
         assert_eq!(log.max_key, Some(2));
         // A damaged byte in a frame ends the log there too.
         let mut damaged = data[..whole].to_vec();

@@ -91,8 +91,7 @@ impl<T: Read + Unpin> AlertAware<T> {
     /// Reads what the receiver sent after a write failed: `done` when that holds a TLS
     /// failure (kept for the next read, which is woken), else the write's own error.
     fn why<R>(&mut self, cx: &mut Context<'_>, done: R) -> Poll<io::Result<R>> {
-        let mut read = 0;
-        while read < READ_LIMIT {
+        while self.unread.len() < READ_LIMIT {
             let mut scratch = [MaybeUninit::<u8>::uninit(); 4096];
             let mut buf = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut self.inner).poll_read(cx, buf.unfilled()) {
@@ -108,10 +107,7 @@ impl<T: Read + Unpin> AlertAware<T> {
                     cx.waker().wake_by_ref();
                     return Poll::Ready(Ok(done));
                 }
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    read += buf.filled().len();
-                    self.unread.extend_from_slice(buf.filled());
-                }
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => self.unread.extend_from_slice(buf.filled()),
                 Poll::Ready(_) => break,
             }
         }

@@ -157,11 +157,12 @@ impl H1 {
                 return (failed(&e), Rest::Broken);
             }
             match self.read_head().await {
-                Ok(mut h) => {
+                // A 200 for a request not read to its end took nothing: not a delivery.
+                Ok(mut h) if h.status != 200 => {
                     h.keep_alive = false;
                     early = Some(h);
                 }
-                Err(_) => return (failed(&e), Rest::Broken),
+                _ => return (failed(&e), Rest::Broken),
             }
         }
         let head = match early {
