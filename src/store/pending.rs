@@ -224,7 +224,7 @@ impl Pending {
         let counted = flushes.clone();
         std::thread::Builder::new()
             .name("pending-log".into())
-            .spawn(move || commit(log, rx, &disk, &counted))
+            .spawn(move || commit(log, rx, disk, &counted))
             .map_err(|e| StoreError::Io(format!("cannot start the pending log's thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Shared {
@@ -567,7 +567,7 @@ impl Log {
 }
 
 /// The committer: one write and at most one sync for everything that arrived meanwhile.
-fn commit(mut log: Log, rx: mpsc::Receiver<Op>, disk: &Disk, flushes: &AtomicU64) {
+fn commit(mut log: Log, rx: mpsc::Receiver<Op>, disk: Arc<Disk>, flushes: &AtomicU64) {
     let mut group = Vec::new();
     let mut closing = Vec::new();
     let mut together = false;
@@ -638,6 +638,9 @@ fn commit(mut log: Log, rx: mpsc::Receiver<Op>, disk: &Disk, flushes: &AtomicU64
             break;
         }
     }
+    // The file and the database are let go of before the close is answered: the store can
+    // be opened again at once.
+    drop((log, disk));
     for done in closing {
         let _ = done.send(());
     }
@@ -688,7 +691,7 @@ mod tests {
         let flushes = AtomicU64::new(0);
         let disk = store.inner.disk.clone();
         std::thread::scope(|s| {
-            s.spawn(|| commit(log, rx, &disk, &flushes));
+            s.spawn(|| commit(log, rx, disk, &flushes));
         });
         closed.await.unwrap();
         for c in commits {
