@@ -45,6 +45,8 @@ const COMPACT_AT: u64 = 64 * 1024 * 1024;
 const EMPTY_AT: u64 = 4 * 1024 * 1024;
 /// A frame's head: the length of what follows the head, and its CRC-32.
 const HEAD: usize = 8;
+/// What follows the head before a record: the frame's kind and its key.
+const KIND_KEY: usize = 1 + 8;
 /// When the last group served more than one request (requests are arriving together), the
 /// committer waits this long before taking the next group, so that one sync serves more of
 /// them: each sync costs the machine far more than its wait (as PostgreSQL's `commit_delay`
@@ -288,16 +290,16 @@ pub(super) fn load(dir: &Path) -> Result<Vec<Left>, StoreError> {
 
 /// The record of a whole insert frame.
 fn record(frame: &[u8]) -> &[u8] {
-    &frame[HEAD + 9..]
+    &frame[HEAD + KIND_KEY..]
 }
 
 /// The longest record a frame holds (its length is a u32).
-const MAX_RECORD: usize = u32::MAX as usize - HEAD - 9;
+const MAX_RECORD: usize = u32::MAX as usize - HEAD - KIND_KEY;
 
 /// Appends one frame.
 fn frame(out: &mut Vec<u8>, kind: u8, key: u64, record: &[u8]) {
     debug_assert!(record.len() <= MAX_RECORD);
-    let len = 9 + record.len();
+    let len = KIND_KEY + record.len();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&[kind]);
     crc.update(&key.to_be_bytes());
@@ -327,14 +329,14 @@ fn scan(data: &[u8]) -> Scan {
     while data.len() - at >= HEAD {
         let len = u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_be_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len < 9 || data.len() - at - HEAD < len {
+        if len < KIND_KEY || data.len() - at - HEAD < len {
             break;
         }
         let body = &data[at + HEAD..at + HEAD + len];
         if crc32fast::hash(body) != crc {
             break;
         }
-        let key = u64::from_be_bytes(body[1..9].try_into().expect("8 bytes"));
+        let key = u64::from_be_bytes(body[1..KIND_KEY].try_into().expect("8 bytes"));
         match body[0] {
             INSERT => {
                 s.live.insert(key, (at as u64, (HEAD + len) as u32));

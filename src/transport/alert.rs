@@ -42,14 +42,7 @@ where
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.0.call(uri);
-        Box::pin(async move {
-            connecting.await.map(|inner| AlertAware {
-                inner,
-                failed: None,
-                alert: None,
-                unread: Vec::new(),
-            })
-        })
+        Box::pin(async move { connecting.await.map(AlertAware::new) })
     }
 }
 
@@ -69,6 +62,24 @@ pub struct AlertAware<T> {
 /// Bytes read at most, after a failed write, to reach the receiver's alert.
 const READ_LIMIT: usize = 64 * 1024;
 
+/// Whether a write failed because the receiver closed the connection (a broken pipe or a
+/// reset): what it sent before it closed may say why.
+pub(super) fn closed_by_peer(e: &io::Error) -> bool {
+    use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
+}
+
+impl<T> AlertAware<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            failed: None,
+            alert: None,
+            unread: Vec::new(),
+        }
+    }
+}
+
 impl<T: Read + Unpin> AlertAware<T> {
     /// The outcome of a write that returned `r`, or that would have written `done` (its
     /// length, or nothing for a flush) had it not failed. A broken pipe or a reset is looked
@@ -78,9 +89,8 @@ impl<T: Read + Unpin> AlertAware<T> {
     /// with "broken pipe" when its connection fails on a write, whatever the write's error
     /// was; a failed read it reports to the request as it is.
     fn checked<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>, done: R) -> Poll<io::Result<R>> {
-        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         match r {
-            Poll::Ready(Err(e)) if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) => {
+            Poll::Ready(Err(e)) if closed_by_peer(&e) => {
                 self.failed = Some(e);
                 self.why(cx, done)
             }
@@ -234,16 +244,11 @@ mod tests {
 
     #[test]
     fn a_broken_pipe_reports_the_alert_read_after_it() {
-        let mut io = AlertAware {
-            inner: Scripted {
-                write: io::ErrorKind::BrokenPipe,
-                // Not readable yet, then some bytes, then the alert.
-                reads: vec![None, Some(Ok(b"data")), Some(Err(alert()))],
-            },
-            failed: None,
-            alert: None,
-            unread: Vec::new(),
-        };
+        let mut io = AlertAware::new(Scripted {
+            write: io::ErrorKind::BrokenPipe,
+            // Not readable yet, then some bytes, then the alert.
+            reads: vec![None, Some(Ok(b"data")), Some(Err(alert()))],
+        });
         assert!(write(&mut io).is_pending(), "waits for what the receiver sent");
         // The write is done (nothing reaches the receiver any more) and the alert is what
         // every read reports from now on: HTTP/2 passes a read's error on to the request, but
@@ -268,15 +273,10 @@ mod tests {
     fn an_answer_read_while_looking_for_an_alert_is_still_read() {
         // A receiver answered 413 and closed before taking the whole request.
         let answer: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
-        let mut io = AlertAware {
-            inner: Scripted {
-                write: io::ErrorKind::ConnectionReset,
-                reads: vec![Some(Ok(answer)), Some(Ok(&b""[..]))],
-            },
-            failed: None,
-            alert: None,
-            unread: Vec::new(),
-        };
+        let mut io = AlertAware::new(Scripted {
+            write: io::ErrorKind::ConnectionReset,
+            reads: vec![Some(Ok(answer)), Some(Ok(&b""[..]))],
+        });
         let Poll::Ready(Err(e)) = write(&mut io) else {
             panic!("an error")
         };
@@ -303,27 +303,17 @@ mod tests {
                 vec![Some(Err(io::ErrorKind::ConnectionReset.into()))],
             ),
         ] {
-            let mut io = AlertAware {
-                inner: Scripted { write: kind, reads },
-                failed: None,
-                alert: None,
-                unread: Vec::new(),
-            };
+            let mut io = AlertAware::new(Scripted { write: kind, reads });
             let Poll::Ready(Err(e)) = write(&mut io) else {
                 panic!("an error")
             };
             assert_eq!(e.kind(), kind);
         }
         // Other write errors are not looked into.
-        let mut io = AlertAware {
-            inner: Scripted {
-                write: io::ErrorKind::TimedOut,
-                reads: vec![],
-            },
-            failed: None,
-            alert: None,
-            unread: Vec::new(),
-        };
+        let mut io = AlertAware::new(Scripted {
+            write: io::ErrorKind::TimedOut,
+            reads: vec![],
+        });
         let Poll::Ready(Err(e)) = write(&mut io) else {
             panic!("an error")
         };

@@ -18,6 +18,7 @@ use http::HeaderValue;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
+use super::alert::closed_by_peer;
 use super::answer::take_chars;
 use super::classify::classify;
 use super::{AttemptLimits, AttemptResult, Target, USER_AGENT};
@@ -147,30 +148,13 @@ impl H1 {
         limits: AttemptLimits,
     ) -> (AttemptResult, Rest) {
         self.reusable = false;
-        let mut early = None;
-        if let Err(e) = self.send(to, body).await {
-            // A receiver may answer before it has read the whole request — a 413 for a body
-            // it will not take — and close: the write then fails, and the answer it sent is
-            // the attempt's outcome (docs/behaviour.md §5). Without one, the write's error is.
-            use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-            if !matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) {
-                return (failed(&e), Rest::Broken);
-            }
-            match self.read_head().await {
-                // A 200 for a request not read to its end took nothing: not a delivery.
-                Ok(mut h) if h.status != 200 => {
-                    h.keep_alive = false;
-                    early = Some(h);
-                }
-                _ => return (failed(&e), Rest::Broken),
-            }
-        }
-        let head = match early {
-            Some(h) => h,
-            None => match self.read_head().await {
-                Ok(h) => h,
-                Err(e) => return (failed(&e), Rest::Broken),
-            },
+        let head = match self.send(to, body).await {
+            Ok(()) => self.read_head().await,
+            Err(e) => self.early_head(e).await,
+        };
+        let head = match head {
+            Ok(h) => h,
+            Err(e) => return (failed(&e), Rest::Broken),
         };
         let keep_alive = head.keep_alive;
         if head.status != 200 {
@@ -305,6 +289,23 @@ impl H1 {
             self.io.write_all(body).await?;
         }
         self.io.flush().await
+    }
+
+    /// After the request's write failed with `e`: the head of an answer the receiver sent
+    /// before it read the whole request and closed — a 413 for a body it will not take — which
+    /// is the attempt's outcome (docs/behaviour.md §5), or else `e`. A 200 for a request not
+    /// read to its end took nothing: not a delivery.
+    async fn early_head(&mut self, e: io::Error) -> io::Result<Head> {
+        if !closed_by_peer(&e) {
+            return Err(e);
+        }
+        match self.read_head().await {
+            Ok(mut h) if h.status != 200 => {
+                h.keep_alive = false;
+                Ok(h)
+            }
+            _ => Err(e),
+        }
     }
 
     /// Reads into the buffer, after what is there; grows it up to [`MAX_HEAD`] when full.

@@ -9,8 +9,18 @@ use tokio::net::TcpListener;
 
 use crate::helpers::*;
 
-/// A raw TCP receiver: for each connection, read the request head, then run `behave`.
+/// A raw TCP receiver: for each connection, read the whole request, then run `behave`.
 async fn raw_receiver<F, Fut>(behave: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    raw_receiver_after(request_complete, behave).await
+}
+
+/// A raw TCP receiver: for each connection, read until what it has read is `enough`, then run
+/// `behave`.
+async fn raw_receiver_after<F, Fut>(enough: fn(&[u8]) -> bool, behave: F) -> String
 where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -25,20 +35,31 @@ where
             };
             let behave = behave.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut seen = Vec::new();
-                // Read until the end of the body (the request is small: one read or a few).
-                while !request_complete(&seen) {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if read_until(&mut stream, enough).await {
+                    behave(stream).await;
                 }
-                behave(stream).await;
             });
         }
     });
     url
+}
+
+/// Reads from `stream` until what it read is `enough`: false if the stream ended first.
+async fn read_until(stream: &mut tokio::net::TcpStream, enough: fn(&[u8]) -> bool) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seen = Vec::new();
+    while !enough(&seen) {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// A request head has been read.
+fn head_complete(seen: &[u8]) -> bool {
+    seen.windows(4).any(|w| w == b"\r\n\r\n")
 }
 
 fn request_complete(seen: &[u8]) -> bool {
@@ -225,19 +246,7 @@ async fn long_answer_heads_are_read_and_their_connection_kept() {
         counted.fetch_add(1, Ordering::SeqCst);
         async move {
             // The first request was read; answer it and each next one on this connection.
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                if s.write_all(answer).await.is_err() {
-                    return;
-                }
-                let mut seen = Vec::new();
-                while !request_complete(&seen) {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-            }
+            while s.write_all(answer).await.is_ok() && read_until(&mut s, request_complete).await {}
         }
     })
     .await;
@@ -258,26 +267,13 @@ async fn long_answer_heads_are_read_and_their_connection_kept() {
 /// the attempt's outcome is the answer it sent, not a broken connection.
 #[tokio::test]
 async fn an_answer_sent_before_the_body_was_read_is_the_outcome() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/cb", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = vec![0u8; 16 * 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-                // Dropped with the body unread: the kernel resets the connection.
-            });
-        }
-    });
+    let url = raw_receiver_after(head_complete, |mut stream| async move {
+        let _ = stream
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+        // Dropped with the body unread: the kernel resets the connection.
+    })
+    .await;
     let sim = start_app(app1().retries(0).rule(rule("r", &url))).await;
     // Larger than what the loopback socket buffers take in: the body's write must fail.
     let big = "x".repeat(32 * 1024 * 1024);
